@@ -1,0 +1,45 @@
+# mrichain: the MRI chain as one Snakemake DAG.
+# simulate -> acquire -> reconstruct -> denoise -> {register, segment} -> predict, every stage scored.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from mrichain.config import validate_config
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The embedded default, unless --configfile names another (then that file must be complete:
+# a missing key is an error, not silently filled from the default).
+if not workflow.overwrite_configfiles:
+
+    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+# Fails before any job, naming the key and the allowed values.
+validate_config(config)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/acquire.smk"
+include: "workflow/rules/reconstruct.smk"
+include: "workflow/rules/denoise.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        R + "/metrics.json",
+        R + "/metrics_by_acq.json",
+        R + "/metrics/summary.tsv",
+    default_target: True

@@ -1,0 +1,49 @@
+"""Aggregate per-subject stage scores into ``results/metrics.json``.
+
+``metrics.json`` is ``{stage: {method: {metric: value}}}``: the mean over the test split at the
+primary acquisition (the first configured acceleration), plus ``n_test``. Brain-age absolute
+errors become ``mae_years``. ``metrics_by_acq.json`` is ``{acq: {stage: {method: {metric}}}}``
+for every acquisition; ``summary.tsv`` has one row per (acq, stage, method, metric).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mrichain.io import save_json
+
+RENAME = {"abs_error_years": "mae_years"}
+
+
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean over the test split (cohort-level rows such as a fit's seconds are kept as they are)."""
+    test = scores[scores["split"].isin(["test", "all"])]
+    summary = (
+        test.groupby(["acq", "stage", "method", "metric"], sort=False)["value"]
+        .agg(value="mean", n_test="count")
+        .reset_index()
+    )
+    summary["metric"] = summary["metric"].replace(RENAME)
+    return summary
+
+
+def nest(summary: pd.DataFrame) -> dict:
+    out: dict = {}
+    for r in summary.itertuples():
+        out.setdefault(r.stage, {}).setdefault(r.method, {})[r.metric] = float(r.value)
+    for (stage, method), g in summary.groupby(["stage", "method"]):
+        out[stage][method]["n_test"] = int(g["n_test"].max())
+    return out
+
+
+def aggregate(score_files: list[str], primary_acq: str, out_metrics, out_by_acq, out_summary) -> dict:
+    scores = pd.concat([pd.read_csv(f, sep="\t") for f in score_files], ignore_index=True)
+    summary = summarise(scores)
+    by_acq = {acq: nest(g) for acq, g in summary.groupby("acq", sort=False)}
+    metrics = by_acq[primary_acq]
+    save_json(metrics, out_metrics)
+    save_json(by_acq, out_by_acq)
+    Path(out_summary).parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out_summary, sep="\t", index=False, float_format="%.6g")
+    return metrics

@@ -1,0 +1,236 @@
+"""Command line: one sub-command per rule, each a thin adapter from files to package functions.
+
+Snakemake rules call ``mrichain <command> ...``; the same commands work by hand on any file in
+the pipeline's formats (for example a real fastMRI file for ``reconstruct``, or a BIDS T1w for
+``denoise``/``segment``). Heavy libraries are imported inside each command to keep start-up short.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("mrichain")
+
+
+def _threads(n: int) -> None:
+    """Limit ITK/BLAS/torch threads to what the rule declared."""
+    for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def cmd_template(a):
+    from mrichain.simulate.template import build_template, write_template
+
+    paths = write_template(build_template(a.resolution), a.outdir)
+    log.info("template written: %s", {k: str(v) for k, v in paths.items()})
+
+
+def cmd_subject(a):
+    from mrichain.simulate.cohort import simulate_subject, write_subject
+    from mrichain.simulate.template import read_template
+
+    cfg = json.loads(a.config_json)
+    subject = simulate_subject(read_template(a.template_dir), a.sub, cfg)
+    write_subject(subject, a.outdir)
+    log.info("%s simulated into %s", a.sub, a.outdir)
+
+
+def cmd_acquire(a):
+    from mrichain.io import write_kspace
+    from mrichain.simulate.acquire import simulate_acquisition
+
+    cfg = json.loads(a.config_json)
+    kfile, noisefree = simulate_acquisition(Path(a.gt_dir), a.sub, cfg, a.acceleration, a.center_fraction)
+    write_kspace(a.out_kspace, kfile)
+    from mrichain.io import save_image
+
+    save_image(noisefree.get_fdata(dtype="float32"), noisefree.affine, a.out_noisefree)
+    log.info("k-space %s written, shape %s", a.out_kspace, kfile.kspace.shape)
+
+
+def cmd_reconstruct(a):
+    from mrichain.io import save_image
+    from mrichain.recon import reconstruct_file
+
+    img = reconstruct_file(a.input, a.method, json.loads(a.params))
+    save_image(img.get_fdata(dtype="float32"), img.affine, a.output)
+
+
+def _image_stage(stage_module: str, a, **extra):
+    import importlib
+
+    import numpy as np
+
+    from mrichain.io import load_image, save_image
+
+    _threads(a.threads)
+    methods = importlib.import_module(stage_module).METHODS
+    img = load_image(a.input)
+    out = methods[a.method](img, threads=a.threads, **extra, **json.loads(a.params))
+    save_image(np.asarray(out.dataobj), out.affine, a.output, dtype=out.get_data_dtype())
+
+
+def cmd_denoise(a):
+    _image_stage("mrichain.denoise", a)
+
+
+def cmd_segment(a):
+    _image_stage("mrichain.segment", a, contrast=a.contrast)
+
+
+def cmd_register(a):
+    import numpy as np
+
+    from mrichain.io import load_image, save_image, save_json
+    from mrichain.register import METHODS
+
+    _threads(a.threads)
+    moving, fixed = load_image(a.moving), load_image(a.fixed)
+    labels = load_image(a.labels) if a.labels else None
+    res = METHODS[a.method](moving, fixed, labels=labels, seed=a.seed, threads=a.threads, **json.loads(a.params))
+    save_image(res.warped.get_fdata(dtype="float32"), res.warped.affine, a.out_image)
+    if res.warped_labels is not None and a.out_labels:
+        save_image(np.asarray(res.warped_labels.dataobj), res.warped_labels.affine, a.out_labels, dtype=np.uint8)
+    save_image(res.jacobian.get_fdata(dtype="float32"), res.jacobian.affine, a.out_jacobian)
+    save_json({"method": a.method, "seconds_per_pair": res.seconds, "moving": a.moving, "fixed": a.fixed}, a.out_timing)
+
+
+def cmd_predict(a):
+    from mrichain.predict.pipeline import run_prediction
+
+    run_prediction(
+        method=a.method,
+        params=json.loads(a.params),
+        subjects=a.subjects,
+        splits=json.loads(a.splits),
+        label_paths=a.labels,
+        info_paths=a.info,
+        out_predictions=a.out_predictions,
+        out_model=a.out_model,
+    )
+
+
+def cmd_score(a):
+    from mrichain.evaluate import score_stage
+
+    manifest = json.loads(a.manifest)
+    table = score_stage(manifest, benchmarks_dir=a.benchmarks, figures_dir=a.out_figures)
+    Path(a.out_tsv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(a.out_tsv, sep="\t", index=False, float_format="%.6g")
+
+
+def cmd_aggregate(a):
+    from mrichain.aggregate import aggregate
+
+    aggregate(a.scores, a.primary_acq, a.out_metrics, a.out_by_acq, a.out_summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mrichain", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("template", help="resample and crop the MNI152 template + tissue maps")
+    s.add_argument("--resolution", type=float, required=True)
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_template)
+
+    s = sub.add_parser("subject", help="simulate one subject's ground truth")
+    s.add_argument("--config-json", required=True)
+    s.add_argument("--sub", required=True)
+    s.add_argument("--template-dir", required=True)
+    s.add_argument("--outdir", required=True)
+    s.set_defaults(func=cmd_subject)
+
+    s = sub.add_parser("acquire", help="simulate multi-coil undersampled k-space (fastMRI HDF5)")
+    s.add_argument("--config-json", required=True)
+    s.add_argument("--sub", required=True)
+    s.add_argument("--gt-dir", required=True)
+    s.add_argument("--acceleration", type=float, required=True)
+    s.add_argument("--center-fraction", type=float, required=True)
+    s.add_argument("--out-kspace", required=True)
+    s.add_argument("--out-noisefree", required=True)
+    s.set_defaults(func=cmd_acquire)
+
+    for name, func, extra in (
+        ("reconstruct", cmd_reconstruct, ()),
+        ("denoise", cmd_denoise, ("threads",)),
+        ("segment", cmd_segment, ("threads", "contrast")),
+    ):
+        s = sub.add_parser(name, help=f"{name} one image with the named method")
+        s.add_argument("--method", required=True)
+        s.add_argument("--params", default="{}", help="JSON keyword arguments of the method")
+        s.add_argument("--input", required=True)
+        s.add_argument("--output", required=True)
+        if "threads" in extra:
+            s.add_argument("--threads", type=int, default=1)
+        if "contrast" in extra:
+            s.add_argument("--contrast", default="T1w", choices=["T1w", "T2w"])
+        s.set_defaults(func=func)
+
+    s = sub.add_parser("register", help="register a subject image to the template, carrying labels")
+    s.add_argument("--method", required=True)
+    s.add_argument("--params", default="{}")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--moving", required=True)
+    s.add_argument("--fixed", required=True)
+    s.add_argument("--labels")
+    s.add_argument("--out-image", required=True)
+    s.add_argument("--out-labels")
+    s.add_argument("--out-jacobian", required=True)
+    s.add_argument("--out-timing", required=True)
+    s.set_defaults(func=cmd_register)
+
+    s = sub.add_parser("predict", help="fit brain age on the train split and predict every subject")
+    s.add_argument("--method", required=True)
+    s.add_argument("--params", default="{}")
+    s.add_argument("--subjects", nargs="+", required=True)
+    s.add_argument("--splits", required=True, help="JSON {subject: split}")
+    s.add_argument("--labels", nargs="+", required=True)
+    s.add_argument("--info", nargs="+", required=True)
+    s.add_argument("--out-predictions", required=True)
+    s.add_argument("--out-model", required=True)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("score", help="score one stage against ground truth and draw montages")
+    s.add_argument("--manifest", required=True, help="JSON manifest of the files to score")
+    s.add_argument("--benchmarks", default="results/benchmarks")
+    s.add_argument("--out-tsv", required=True)
+    s.add_argument("--out-figures", required=True)
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("aggregate", help="collect stage scores into metrics.json")
+    s.add_argument("--primary-acq", required=True)
+    s.add_argument("--scores", nargs="+", required=True)
+    s.add_argument("--out-metrics", required=True)
+    s.add_argument("--out-by-acq", required=True)
+    s.add_argument("--out-summary", required=True)
+    s.set_defaults(func=cmd_aggregate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        args.func(args)
+    except Exception as exc:  # one line naming the file goes to the rule's log and stderr
+        from mrichain.io import InputImageError
+
+        if isinstance(exc, InputImageError):
+            log.error("%s", exc)
+            print(f"mrichain {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    log.info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Configuration: load YAML, validate against ``config/schema.yaml`` before any job runs.
+
+Errors name the offending key as a dotted path (``acquire.accelerations[0]``) and, for a choice,
+the allowed values, so a typo in a 40-job run fails in the first second, not the 40th job.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = ROOT / "config" / "schema.yaml"
+STAGES_WITH_FEED = ("reconstruct", "denoise", "segment")
+METHOD_STAGES = ("reconstruct", "denoise", "register", "segment", "predict")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the allowed values."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Read a YAML config and validate it; returns the config dict."""
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh)
+    validate_config(cfg, schema_path)
+    return cfg
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    key = _key(err.absolute_path)
+    v = err.validator
+    if v == "required":
+        missing = err.message.split("'")[1]
+        parent = _key(err.absolute_path)
+        full = f"{parent}.{missing}" if err.absolute_path else missing
+        return f"config key '{full}' is missing (required)"
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        return f"config key '{key}': {err.message}; allowed keys: {', '.join(allowed)}"
+    if v == "enum":
+        allowed = ", ".join(str(a) for a in err.validator_value)
+        return f"config key '{key}': {err.instance!r} is not allowed; allowed values: {allowed}"
+    if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
+        return f"config key '{key}': {err.instance!r} is out of range; allowed values: {op} {err.validator_value}"
+    return f"config key '{key}': {err.message}"
+
+
+def validate_config(cfg: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Validate ``cfg`` against the JSON schema and cross-key rules; raise :class:`ConfigError`.
+
+    All problems are reported together, one per line.
+    """
+    if not isinstance(cfg, dict):
+        raise ConfigError("config must be a mapping of keys to values")
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    messages = [_describe(e) for e in errors]
+    if not messages:
+        messages = _cross_checks(cfg)
+    if messages:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(messages))
+    return cfg
+
+
+def _cross_checks(cfg: dict) -> list[str]:
+    msgs = []
+    acq = cfg["acquire"]
+    if len(acq["accelerations"]) != len(acq["center_fractions"]):
+        msgs.append(
+            "config key 'acquire.center_fractions': needs one value per acceleration "
+            f"({len(acq['accelerations'])}), got {len(acq['center_fractions'])}"
+        )
+    lo, hi = cfg["cohort"]["age_range"]
+    if not lo < hi:
+        msgs.append(f"config key 'cohort.age_range': lower bound {lo} must be below upper bound {hi}")
+    total = sum(cfg["cohort"]["split"].values())
+    if abs(total - 1.0) > 1e-6:
+        msgs.append(f"config key 'cohort.split': fractions must sum to 1, got {total:g}")
+    for stage in STAGES_WITH_FEED:
+        feed, methods = cfg[stage]["feed"], cfg[stage]["methods"]
+        if feed not in methods:
+            msgs.append(
+                f"config key '{stage}.feed': {feed!r} must be one of the methods run; allowed values: {', '.join(methods)}"
+            )
+    for stage in METHOD_STAGES:
+        for name in cfg[stage].get("params", {}):
+            if name not in cfg[stage]["methods"]:
+                msgs.append(
+                    f"config key '{stage}.params.{name}': no such method in {stage}.methods; "
+                    f"allowed values: {', '.join(cfg[stage]['methods'])}"
+                )
+    return msgs
+
+
+def method_params(cfg: dict, stage: str, method: str) -> dict:
+    """Keyword arguments configured for ``method`` of ``stage`` (empty dict if none)."""
+    return dict(cfg[stage].get("params", {}).get(method, {}))

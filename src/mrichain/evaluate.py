@@ -1,0 +1,194 @@
+"""Scoring of each stage against ground truth, from the files a rule lists in its manifest.
+
+``score_stage(manifest)`` returns a long table with one row per (subject, method, metric):
+columns ``stage, acq, subject, split, method, metric, value``. Definitions (DESIGN.md):
+
+- acquire: measured SNR and measured acceleration of each simulated k-space file;
+- reconstruct: fastMRI NMSE, PSNR (dB), SSIM of [slices, H, W] against ``reconstruction_rss``;
+- denoise: PSNR (dB), SSIM against the noise-free image (slices along the axial axis); the
+  undenoised input is scored too, as method ``input``, so the gain is visible;
+- register: Dice per tissue of the warped ground-truth labels against the template labels,
+  % voxels with Jacobian determinant <= 0 inside the template brain, seconds per pair;
+- segment: Dice and 95th-percentile Hausdorff distance (mm) per tissue in native space;
+- predict: absolute error of the predicted age (years); the aggregate over the test split is MAE.
+
+Every method also gets ``seconds``: the wall time of its job from Snakemake's benchmark file,
+where one exists.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrichain import LABELS, metrics
+from mrichain.io import load_image, load_json, read_kspace
+from mrichain.montage import save_montage, save_scatter
+
+TISSUES = (1, 2, 3)
+
+
+def _vol(path) -> np.ndarray:
+    return np.asarray(load_image(path).dataobj, dtype=np.float32)
+
+
+def _labels(path) -> np.ndarray:
+    return np.rint(np.asarray(load_image(path).dataobj)).astype(np.uint8)
+
+
+def _axial_first(vol: np.ndarray) -> np.ndarray:
+    """[X, Y, Z] -> [Z, X, Y]: slices first, as fastMRI scores volumes."""
+    return np.moveaxis(vol, -1, 0)
+
+
+def _seconds(benchmarks_dir, stage, sub, acq, method) -> float | None:
+    if benchmarks_dir is None:
+        return None
+    f = Path(benchmarks_dir) / stage / f"{sub}_acq-{acq}_{method}.tsv"
+    if not f.exists():
+        return None
+    return float(pd.read_csv(f, sep="\t")["s"].iloc[0])
+
+
+def _tissue_rows(prefix: str, values: dict[int, float]) -> dict[str, float]:
+    out = {f"{prefix}_{LABELS[k].lower()}": float(v) for k, v in values.items()}
+    out[f"{prefix}_mean"] = float(np.mean(list(values.values())))
+    return out
+
+
+def score_acquire(sub: str, e: dict, acq: str, figures: Path) -> dict[str, dict[str, float]]:
+    from mrichain.simulate.acquire import measure_acquisition
+
+    m = measure_acquisition(e["kspace"], e["noisefree"], e["mask"])
+    if figures is not None:
+        k = read_kspace(e["kspace"])
+        mid = k.kspace.shape[0] // 2
+        logk = np.log1p(np.abs(k.kspace[mid, 0]) / (np.abs(k.kspace[mid, 0]).max() + 1e-12) * 1e4)
+        nf = _vol(e["noisefree"])
+        rss = np.moveaxis(k.reconstruction_rss, 0, -1) if k.reconstruction_rss is not None else nf
+        save_montage(
+            [("noise-free", nf, "image"), ("fully sampled RSS", rss, "image"),
+             ("k-space coil 0 (log)", np.repeat(logk[:, :, None], 3, axis=2), "image")],
+            figures / f"{sub}.png", title=f"{sub} acquire {acq}",
+        )
+    return {"simulated": {"snr_measured": m["snr"], "acceleration_measured": m["acceleration"]}}
+
+
+def score_reconstruct(sub, e, acq, figures):
+    ref = read_kspace(e["reference"]).reconstruction_rss
+    if ref is None:
+        raise ValueError(f"{e['reference']}: no reconstruction_rss to score against")
+    out, panels = {}, [("reference RSS", np.moveaxis(ref, 0, -1), "image")]
+    for method, path in e["methods"].items():
+        pred = _axial_first(_vol(path))
+        out[method] = {
+            "nmse": metrics.nmse(ref, pred),
+            "psnr": metrics.psnr(ref, pred),
+            "ssim": metrics.ssim(ref, pred),
+        }
+        panels += [(method, np.moveaxis(pred, 0, -1), "image"),
+                   (f"|{method} - ref|", np.abs(np.moveaxis(pred - ref, 0, -1)), "error")]
+    if figures is not None:
+        save_montage(panels, figures / f"{sub}.png", title=f"{sub} reconstruct {acq}")
+    return out
+
+
+def score_denoise(sub, e, acq, figures):
+    ref = _vol(e["reference"])
+    ref_s = _axial_first(ref)
+    candidates = {"input": e["input"], **e["methods"]}
+    out, panels = {}, [("noise-free", ref, "image")]
+    for method, path in candidates.items():
+        pred = _vol(path)
+        out[method] = {"psnr": metrics.psnr(ref_s, _axial_first(pred)), "ssim": metrics.ssim(ref_s, _axial_first(pred))}
+        panels.append((method, pred, "image"))
+    if figures is not None:
+        save_montage(panels, figures / f"{sub}.png", title=f"{sub} denoise {acq}")
+    return out
+
+
+def score_register(sub, e, acq, figures):
+    ref = _labels(e["reference"])
+    brain = ref > 0
+    out = {}
+    panels = [("template", _vol(e["fixed"]), "image"), ("template labels", ref, "labels")]
+    for method, files in e["methods"].items():
+        warped = _labels(files["labels"])
+        jac = _vol(files["jacobian"])
+        row = _tissue_rows("dice", metrics.dice(ref, warped, labels=TISSUES))
+        row["folding_percent"] = metrics.folding_percent(jac, brain)
+        row["seconds_per_pair"] = float(load_json(files["timing"])["seconds_per_pair"])
+        out[method] = row
+        panels += [(f"{method} warped", _vol(files["image"]), "image"), (f"{method} labels", warped, "labels")]
+    if figures is not None:
+        save_montage(panels, figures / f"{sub}.png", title=f"{sub} register {acq}")
+    return out
+
+
+def score_segment(sub, e, acq, figures):
+    ref_img = load_image(e["reference"])
+    ref = _labels(e["reference"])
+    spacing = tuple(float(s) for s in ref_img.header.get_zooms()[:3])
+    out, panels = {}, [("input", _vol(e["input"]), "image"), ("ground truth", ref, "labels")]
+    for method, path in e["methods"].items():
+        seg = _labels(path)
+        row = _tissue_rows("dice", metrics.dice(ref, seg, labels=TISSUES))
+        row.update(_tissue_rows("hd95_mm", metrics.hd95(ref, seg, labels=TISSUES, spacing=spacing)))
+        out[method] = row
+        panels.append((method, seg, "labels"))
+    if figures is not None:
+        save_montage(panels, figures / f"{sub}.png", title=f"{sub} segment {acq}")
+    return out
+
+
+SCORERS = {
+    "acquire": score_acquire,
+    "reconstruct": score_reconstruct,
+    "denoise": score_denoise,
+    "register": score_register,
+    "segment": score_segment,
+}
+
+
+def _score_predict(manifest: dict, benchmarks_dir, figures: Path | None) -> list[dict]:
+    rows = []
+    acq = manifest["acq"]
+    for method, path in manifest["methods"].items():
+        table = pd.read_csv(path, sep="\t")
+        for r in table.itertuples():
+            rows.append(dict(subject=r.subject, split=r.split, method=method,
+                             metric="abs_error_years", value=abs(r.predicted_age - r.age)))
+        f = Path(benchmarks_dir or "") / "predict" / f"acq-{acq}_{method}.tsv"
+        if benchmarks_dir is not None and f.exists():
+            secs = float(pd.read_csv(f, sep="\t")["s"].iloc[0])
+            rows.append(dict(subject="cohort", split="all", method=method, metric="seconds", value=secs))
+        if figures is not None:
+            test = table[table.split == "test"]
+            save_scatter(table.age, table.predicted_age, figures / f"{method}.png", xlabel="true age (years)",
+                         ylabel="predicted age (years)",
+                         title=f"{method}: test MAE {np.mean(np.abs(test.predicted_age - test.age)):.1f} y")
+    return rows
+
+
+def score_stage(manifest: dict, benchmarks_dir=None, figures_dir=None) -> pd.DataFrame:
+    """Score every subject and method of one stage; see the module docstring for metrics."""
+    stage, acq, splits = manifest["stage"], manifest["acq"], manifest["splits"]
+    figures = Path(figures_dir) if figures_dir is not None else None
+    if figures is not None:
+        figures.mkdir(parents=True, exist_ok=True)
+    if stage == "predict":
+        rows = _score_predict(manifest, benchmarks_dir, figures)
+    else:
+        rows = []
+        for sub, entry in manifest["subjects"].items():
+            for method, values in SCORERS[stage](sub, entry, acq, figures).items():
+                secs = _seconds(benchmarks_dir, stage, sub, acq, method)
+                if secs is not None:
+                    values = {**values, "seconds": secs}
+                rows += [dict(subject=sub, split=splits[sub], method=method, metric=k, value=float(v))
+                         for k, v in values.items()]
+    table = pd.DataFrame(rows, columns=["subject", "split", "method", "metric", "value"])
+    table.insert(0, "acq", acq)
+    table.insert(0, "stage", stage)
+    return table

@@ -1,0 +1,127 @@
+"""Scores for every stage, using the field's definitions.
+
+Reconstruction/denoising scores follow fastMRI's ``evaluate.py`` (NMSE, PSNR with
+``data_range = gt.max()``, SSIM per slice along axis 0 with ``data_range`` = volume max, averaged
+over slices). Segmentation overlap uses MONAI (Dice, 95th-percentile Hausdorff distance in mm).
+Volumes are [S, H, W] (reconstruction, slices along axis 0) or [X, Y, Z] (images, label maps).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+
+def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Normalised mean squared error ||gt - pred||^2 / ||gt||^2 (unitless), as fastMRI."""
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    return float(np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2)
+
+
+def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (skimage), ``data_range = gt.max()`` unless ``maxval``."""
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    maxval = float(gt.max()) if maxval is None else float(maxval)
+    return float(peak_signal_noise_ratio(gt, pred, data_range=maxval))
+
+
+def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
+    """Mean structural similarity over slices along axis 0, as fastMRI's ``evaluate.ssim``.
+
+    gt, pred: [S, H, W] (H, W >= 7). ``data_range`` is ``gt.max()`` of the whole volume unless
+    ``maxval`` is given; skimage's default 7x7 uniform window.
+    """
+    gt = np.asarray(gt, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    if gt.ndim != 3 or gt.shape != pred.shape:
+        raise ValueError(f"ssim needs two [S, H, W] volumes of equal shape, got {gt.shape} and {pred.shape}")
+    maxval = float(gt.max()) if maxval is None else float(maxval)
+    total = 0.0
+    for s in range(gt.shape[0]):
+        total += structural_similarity(gt[s], pred[s], data_range=maxval)
+    return float(total / gt.shape[0])
+
+
+def _onehot(a: np.ndarray, b: np.ndarray, label: int):
+    import torch
+
+    pa = torch.from_numpy(np.asarray(a) == label)[None, None]
+    pb = torch.from_numpy(np.asarray(b) == label)[None, None]
+    return pa, pb
+
+
+def dice(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3)) -> dict[int, float]:
+    """Dice overlap per label between two integer label maps of equal shape ([X, Y, Z]).
+
+    Returns ``{label: dice}`` in [0, 1] (MONAI ``compute_dice``); NaN where the label is absent
+    from both maps.
+    """
+    from monai.metrics import compute_dice
+
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
+    out = {}
+    for lab in labels:
+        pa, pb = _onehot(a, b, lab)
+        if not pa.any() and not pb.any():
+            out[int(lab)] = float("nan")
+            continue
+        out[int(lab)] = float(compute_dice(pa.float(), pb.float(), include_background=True).item())
+    return out
+
+
+def hd95(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3), spacing=(1.0, 1.0, 1.0)) -> dict[int, float]:
+    """95th-percentile symmetric Hausdorff distance per label, in mm.
+
+    MONAI ``compute_hausdorff_distance(percentile=95)``: Euclidean distances between the label
+    surfaces, 95th percentile of each directed set, maximum of the two; ``spacing`` is the voxel
+    size in mm (e.g. ``img.header.get_zooms()[:3]``). NaN where a label is absent from either map.
+    """
+    from monai.metrics import compute_hausdorff_distance
+
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
+    out = {}
+    for lab in labels:
+        pa, pb = _onehot(a, b, lab)
+        if not pa.any() or not pb.any():
+            out[int(lab)] = float("nan")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            d = compute_hausdorff_distance(
+                pa, pb, include_background=True, percentile=95,
+                spacing=[float(s) for s in spacing],
+            )
+        out[int(lab)] = float(d.item())
+    return out
+
+
+def folding_percent(jacobian: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Percentage (0-100) of voxels with Jacobian determinant <= 0, inside ``mask`` if given."""
+    jac = np.asarray(jacobian)
+    if mask is not None:
+        jac = jac[np.asarray(mask) > 0]
+    if jac.size == 0:
+        return float("nan")
+    return float(100.0 * np.count_nonzero(jac <= 0) / jac.size)
+
+
+def mae(y, yhat) -> float:
+    """Mean absolute error, in the units of ``y`` (years for brain age)."""
+    y = np.asarray(y, dtype=np.float64)
+    yhat = np.asarray(yhat, dtype=np.float64)
+    return float(np.mean(np.abs(y - yhat)))
+
+
+def interval_coverage(y, lo, hi) -> float:
+    """Fraction (0-1) of ``y`` inside the closed predictive interval [lo, hi]."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))

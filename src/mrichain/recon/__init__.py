@@ -1,0 +1,42 @@
+"""Reconstruction methods: ``METHODS[name](kspace, mask, **params) -> image``.
+
+kspace: complex64 [S, C, H, W]; mask: float32 [W] or None; returns float32 [S, H, W].
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import nibabel as nib
+import numpy as np
+
+from mrichain.io import read_kspace
+from mrichain.recon import zerofilled as _zerofilled
+
+METHODS: dict[str, Callable[..., np.ndarray]] = {"zerofilled": _zerofilled.zerofilled}
+
+
+def volume_image(slices: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """[S, H, W] slices -> NIfTI volume [H, W, S] float32 with ``affine`` (RAS mm), units mm."""
+    vol = np.ascontiguousarray(np.transpose(np.asarray(slices, dtype=np.float32), (1, 2, 0)))
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(vol, affine)
+    img.set_data_dtype(np.float32)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img
+
+
+def reconstruct_file(h5_path: str | os.PathLike, method: str = "zerofilled", params: dict | None = None) -> nib.Nifti1Image:
+    """Reconstruct a fastMRI-layout HDF5 file into a NIfTI volume.
+
+    Reads with :func:`mrichain.io.read_kspace` (single-coil [S, H, W] files become C=1; a file
+    without an ``affine`` attribute gets the identity, i.e. 1 mm voxels), runs ``METHODS[method]``
+    and returns float32 [H, W, S] whose affine maps (H index, W index, slice index) to RAS mm.
+    """
+    if method not in METHODS:
+        raise KeyError(f"unknown reconstruction method {method!r}; known: {sorted(METHODS)}")
+    kf = read_kspace(h5_path)
+    slices = METHODS[method](kf.kspace, kf.mask, **(params or {}))
+    return volume_image(slices, kf.affine)

@@ -1,0 +1,33 @@
+"""Registration methods: ``METHODS[name](moving, fixed, *, labels=None, **params) -> RegistrationResult``.
+
+moving, fixed, labels: nib.Nifti1Image [X, Y, Z] (each on its own grid); the result lives on the
+fixed grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import nibabel as nib
+
+
+@dataclass
+class RegistrationResult:
+    """Output of a registration method, all images on the fixed image's grid and affine.
+
+    warped: float32, the moving image resampled into fixed space.
+    warped_labels: uint8 label map (moving-space labels, nearest-label interpolation) or None.
+    jacobian: float32, determinant of the Jacobian of the forward (moving->fixed) deformation,
+        evaluated in fixed space; values <= 0 mark folding.
+    seconds: wall time of the registration optimisation only (s).
+    """
+
+    warped: nib.Nifti1Image
+    warped_labels: nib.Nifti1Image | None
+    jacobian: nib.Nifti1Image
+    seconds: float
+
+
+from mrichain.register import antssyn as _antssyn  # noqa: E402
+
+METHODS: dict[str, Callable[..., RegistrationResult]] = {"antssyn": _antssyn.antssyn}

@@ -1,0 +1,82 @@
+"""Config validation: bad config fails before any job, naming the key and the allowed values."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mrichain.config import ConfigError, load_config, load_schema, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def default():
+    return yaml.safe_load(open(ROOT / "config" / "config.yaml"))
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+def test_shipped_configs_are_valid(name):
+    load_config(ROOT / "config" / name)
+
+
+def _err(cfg):
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    return str(exc.value)
+
+
+def test_unknown_method_names_key_and_allowed(default):
+    cfg = copy.deepcopy(default)
+    cfg["reconstruct"]["methods"] = ["magic"]
+    msg = _err(cfg)
+    assert "reconstruct.methods[0]" in msg and "'magic'" in msg and "allowed values: zerofilled" in msg
+
+
+def test_negative_acceleration(default):
+    cfg = copy.deepcopy(default)
+    cfg["acquire"]["accelerations"] = [-4]
+    msg = _err(cfg)
+    assert "acquire.accelerations[0]" in msg and "-4" in msg and ">= 1" in msg
+
+
+def test_zero_snr(default):
+    cfg = copy.deepcopy(default)
+    cfg["acquire"]["snr"] = 0
+    msg = _err(cfg)
+    assert "acquire.snr" in msg and "> 0" in msg
+
+
+def test_missing_key(default):
+    cfg = copy.deepcopy(default)
+    del cfg["cohort"]["resolution_mm"]
+    assert "config key 'cohort.resolution_mm' is missing" in _err(cfg)
+
+
+def test_unknown_key(default):
+    cfg = copy.deepcopy(default)
+    cfg["acquire"]["snrr"] = 3
+    msg = _err(cfg)
+    assert "acquire" in msg and "snrr" in msg and "allowed keys" in msg
+
+
+def test_cross_checks(default):
+    cfg = copy.deepcopy(default)
+    cfg["acquire"]["center_fractions"] = [0.08, 0.04]
+    cfg["cohort"]["split"] = {"train": 0.5, "val": 0.2, "test": 0.2}
+    cfg["denoise"]["feed"] = "antsnlm"
+    msg = _err(cfg)
+    assert "acquire.center_fractions" in msg and "cohort.split" in msg
+
+
+def test_schema_methods_match_registries():
+    """Every method the schema allows exists in its stage's METHODS registry and vice versa."""
+    import importlib
+
+    schema = load_schema()
+    packages = {"reconstruct": "recon", "denoise": "denoise", "register": "register", "segment": "segment",
+                "predict": "predict"}
+    for stage, pkg in packages.items():
+        allowed = set(schema["properties"][stage]["properties"]["methods"]["items"]["enum"])
+        registry = set(importlib.import_module(f"mrichain.{pkg}").METHODS)
+        assert allowed == registry, stage

@@ -1,0 +1,37 @@
+"""The conda environments per rule family list the same requirements as pyproject.toml."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~ \[]", req.strip())[0].lower()
+
+
+def test_envs_agree_with_pyproject():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    by_name = {_name(d): d for d in deps}
+    seen = set()
+    envs = sorted((ROOT / "envs").glob("*.yaml"))
+    assert envs
+    for env in envs:
+        spec = yaml.safe_load(env.read_text())
+        pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
+        for req in pip:
+            if req.startswith("-e"):
+                continue
+            name = _name(req)
+            assert name in by_name, f"{env.name}: {req} is not in pyproject.toml"
+            assert req == by_name[name], f"{env.name}: {req} != pyproject's {by_name[name]}"
+            seen.add(name)
+    assert seen == set(by_name), f"pyproject packages in no env: {set(by_name) - seen}"
+
+
+def test_every_rule_names_an_existing_env():
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for rel in re.findall(r'"\.\./\.\./(envs/[^"]+)"', smk.read_text()):
+            assert (ROOT / rel).exists(), f"{smk.name}: {rel} missing"

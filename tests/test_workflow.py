@@ -1,0 +1,149 @@
+"""The whole DAG on config/test.yaml in a temporary directory (integration).
+
+One run of the pipeline is shared by the tests of this module: results, a second run that does
+nothing, the staleness of one stage's parameter, the report, lint, and bad input with --keep-going.
+"""
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "config" / "test.yaml"
+pytestmark = pytest.mark.integration
+
+
+def snakemake(workdir, *args, configfile=TEST_CONFIG, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Parse the job-count table of a dry run: {rule: count}."""
+    jobs = {}
+    text = proc.stdout + proc.stderr
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if m and m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("dag")
+    t0 = time.perf_counter()
+    snakemake(workdir)
+    elapsed = time.perf_counter() - t0
+    print(f"\nwhole DAG on config/test.yaml: {elapsed:.1f} s")
+    return workdir
+
+
+def test_metrics_cover_all_stages(run):
+    metrics = json.loads((run / "results" / "metrics.json").read_text())
+    assert set(metrics) == {"acquire", "reconstruct", "denoise", "register", "segment", "predict"}
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    acq = metrics["acquire"]["simulated"]
+    assert abs(acq["snr_measured"] - cfg["acquire"]["snr"]) / cfg["acquire"]["snr"] < 0.1
+    assert abs(acq["acceleration_measured"] - cfg["acquire"]["accelerations"][0]) < 0.5
+    rec = metrics["reconstruct"]["zerofilled"]
+    assert 0 < rec["ssim"] < 1 and rec["psnr"] > 15 and rec["nmse"] < 0.2
+    den = metrics["denoise"]
+    assert den["antsnlm"]["psnr"] > den["input"]["psnr"]  # denoising helps against the noise-free truth
+    reg = metrics["register"]["antssyn"]
+    assert reg["dice_mean"] > 0.5 and reg["folding_percent"] < 1.0 and reg["seconds_per_pair"] > 0
+    seg = metrics["segment"]["atropos"]
+    assert seg["dice_mean"] > 0.6 and seg["hd95_mm_mean"] >= 0
+    pred = metrics["predict"]["linear"]
+    assert np.isfinite(pred["mae_years"]) and pred["mae_years"] >= 0
+    for stage in ("reconstruct", "denoise", "segment"):
+        for method in cfg[stage]["methods"]:
+            assert metrics[stage][method]["seconds"] > 0
+
+
+def test_outputs_have_logs_montages_and_tables(run):
+    res = run / "results"
+    for stage in ("acquire", "reconstruct", "denoise", "register", "segment", "predict"):
+        tsv = res / "metrics" / f"acq-R4_stage-{stage}.tsv"
+        assert tsv.exists()
+        assert list((res / "figures" / f"acq-R4_stage-{stage}").glob("*.png")), stage
+    assert (res / "metrics" / "summary.tsv").exists()
+    logs = list((run / "logs").rglob("*.log"))
+    assert len(logs) > 10
+    # the fastMRI-layout file has the documented datasets
+    import h5py
+
+    h5 = next(res.glob("sub-*/kspace/*.h5"))
+    with h5py.File(h5) as f:
+        assert f["kspace"].ndim == 4 and f["kspace"].dtype == np.complex64
+        assert f["reconstruction_rss"].ndim == 3 and f["mask"].ndim == 1
+
+
+def test_second_run_does_nothing(run):
+    proc = snakemake(run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["denoise"]["params"]["antsnlm"]["search_radius"] = 3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(run, "-n", "--quiet", "rules", configfile=changed))
+    n_sub = cfg["cohort"]["n_subjects"]
+    assert jobs.get("denoise") == n_sub
+    assert set(jobs) == {"denoise", "register", "segment", "predict", "score", "aggregate", "all"}
+    assert jobs["score"] == 4  # denoise, register, segment, predict; not acquire or reconstruct
+
+
+def test_lint_is_clean(run):
+    proc = snakemake(run, "--lint", check=False)
+    out = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 0 and "Lints for" not in out, out
+
+
+def test_report(run):
+    report = run / "report.html"
+    snakemake(run, "--report", str(report))
+    assert report.stat().st_size > 10_000
+
+
+def _bad_images(workdir):
+    """Replace three subjects' reconstructions by a NaN image, a 4-D image and garbage bytes."""
+    recons = sorted((workdir / "results").glob("sub-*/recon/*_rec-zerofilled_T1w.nii.gz"))
+    good = nib.load(recons[0])
+    nan = np.asarray(good.dataobj).astype(np.float32)
+    nan[5, 5, 5] = np.nan
+    nib.save(nib.Nifti1Image(nan, good.affine), recons[0])
+    nib.save(nib.Nifti1Image(np.zeros(good.shape + (3,), np.float32), good.affine), recons[1])
+    recons[2].write_bytes(b"\x1f\x8b not really a gzip file")
+    return recons[:3], recons[3:]
+
+
+def test_bad_images_fail_their_rule_and_others_survive(run, tmp_path):
+    work = tmp_path / "bad"
+    shutil.copytree(run, work, symlinks=True)
+    bad, good = _bad_images(work)
+    proc = snakemake(work, "--keep-going", check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr + "".join(p.read_text() for p in (work / "logs" / "denoise").glob("*.log"))
+    for path in bad:
+        assert path.name in text, f"{path.name} not named in the errors"
+    assert "NaN" in text and "4-D" in text and "cannot read" in text
+    for path in good:
+        denoised = Path(str(path).replace("/recon/", "/denoise/").replace("_rec-zerofilled_", "_desc-antsnlm_"))
+        assert denoised.exists(), denoised
+        seg = Path(str(denoised).replace("/denoise/", "/segment/").replace("_T1w.nii.gz", "_dseg.nii.gz"))
+        assert seg.exists(), seg

@@ -1,0 +1,28 @@
+# Acquisition: signal equation, coil sensitivities, Cartesian undersampling, noise -> fastMRI HDF5.
+
+
+rule acquire:
+    input:
+        **gt_files("{sub}"),
+    output:
+        kspace=KSPACE,
+        noisefree=NOISEFREE,
+    params:
+        cfg=config_json("seed", "acquire"),
+        acceleration=lambda wc: ACQS[wc.acq][0],
+        center_fraction=lambda wc: ACQS[wc.acq][1],
+        gt_dir=lambda wc, input: str(Path(input.dseg).parent),
+    log:
+        LOGS + "/acquire/{sub}_acq-{acq}.log",
+    benchmark:
+        BENCH + "/acquire/{sub}_acq-{acq}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        "../../envs/simulate.yaml"
+    shell:
+        "mrichain acquire --config-json {params.cfg:q} --sub {wildcards.sub} --gt-dir {params.gt_dir} "
+        "--acceleration {params.acceleration} --center-fraction {params.center_fraction} "
+        "--out-kspace {output.kspace} --out-noisefree {output.noisefree} > {log} 2>&1"

@@ -1,0 +1,123 @@
+# Paths, cohort lists and input functions shared by every stage.
+import json
+
+from mrichain.config import method_params
+from mrichain.simulate.acquire import acq_label
+from mrichain.simulate.cohort import assign_splits, subject_ids
+
+
+R = "results"
+LOGS = "logs"
+BENCH = R + "/benchmarks"
+C = config["acquire"]["contrast"]  # BIDS suffix of every image: T1w or T2w
+TPL = R + "/template/tpl-MNI152NLin2009aSym"
+
+SUBJECTS = subject_ids(config)
+SPLITS = assign_splits(config)
+TEST_SUBJECTS = [s for s in SUBJECTS if SPLITS[s] == "test"]
+ACQS = {
+    acq_label(a): (a, cf)
+    for a, cf in zip(config["acquire"]["accelerations"], config["acquire"]["center_fractions"])
+}
+STAGE_METHODS = {s: config[s]["methods"] for s in ("reconstruct", "denoise", "register", "segment", "predict")}
+STAGES = ("acquire", "reconstruct", "denoise", "register", "segment", "predict")
+
+# One pattern per product. {sub}, {acq} and {method} are wildcards.
+GT = R + "/groundtruth/{sub}/{sub}"
+KSPACE = R + "/{sub}/kspace/{sub}_acq-{acq}_" + C + ".h5"
+NOISEFREE = R + "/groundtruth/{sub}/{sub}_acq-{acq}_desc-noisefree_" + C + ".nii.gz"
+RECON = R + "/{sub}/recon/{sub}_acq-{acq}_rec-{method}_" + C + ".nii.gz"
+DENOISED = R + "/{sub}/denoise/{sub}_acq-{acq}_desc-{method}_" + C + ".nii.gz"
+REG = R + "/{sub}/register/{sub}_acq-{acq}_space-MNI152NLin2009aSym_desc-{method}"
+SEG = R + "/{sub}/segment/{sub}_acq-{acq}_desc-{method}_dseg.nii.gz"
+PRED = R + "/predict/acq-{acq}_desc-{method}"
+SCORE = R + "/metrics/acq-{acq}_stage-{stage}.tsv"
+FIGS = R + "/figures/acq-{acq}_stage-{stage}"
+
+
+wildcard_constraints:
+    sub=r"sub-\d+",
+    acq=r"R\d+",
+    method=r"[a-z0-9]+",
+    stage="|".join(STAGES),
+
+
+def gt_files(sub):
+    """Ground-truth files of one subject (written by simulate_subject)."""
+    base = GT.format(sub=sub)
+    names = ["dseg", "probseg", "T1map", "T2map", "PDmap", "desc-biasfield", "desc-warp_xfm", "desc-brain_mask"]
+    return {n.replace("desc-", "").replace("_xfm", ""): f"{base}_{n}.nii.gz" for n in names} | {
+        "info": f"{base}_info.json"
+    }
+
+
+def feed(stage, pattern, sub, acq):
+    """The file of `stage`'s feed method that the next stage takes as input."""
+    return pattern.format(sub=sub, acq=acq, method=config[stage]["feed"])
+
+
+def params_json(stage, method):
+    return json.dumps(method_params(config, stage, method), sort_keys=True)
+
+
+def config_json(*keys):
+    """The config sections a rule depends on, as a param: changing another section reruns nothing here."""
+    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+
+
+def score_manifest(stage, acq):
+    """Structured list of the files that scoring `stage` at `acq` reads."""
+    m = {"stage": stage, "acq": acq, "contrast": C, "splits": SPLITS, "subjects": {}}
+    subjects = TEST_SUBJECTS if stage == "register" else SUBJECTS
+    for sub in subjects:
+        g = gt_files(sub)
+        kw = dict(sub=sub, acq=acq)
+        if stage == "acquire":
+            e = {"kspace": KSPACE.format(**kw), "noisefree": NOISEFREE.format(**kw), "mask": g["brain_mask"]}
+        elif stage == "reconstruct":
+            e = {"reference": KSPACE.format(**kw), "methods": {m_: RECON.format(method=m_, **kw) for m_ in STAGE_METHODS[stage]}}
+        elif stage == "denoise":
+            e = {
+                "reference": NOISEFREE.format(**kw),
+                "input": feed("reconstruct", RECON, sub, acq),
+                "mask": g["brain_mask"],
+                "methods": {m_: DENOISED.format(method=m_, **kw) for m_ in STAGE_METHODS[stage]},
+            }
+        elif stage == "register":
+            e = {
+                "reference": TPL + "_dseg.nii.gz",
+                "fixed": TPL + "_T1w.nii.gz",
+                "methods": {
+                    m_: {k: REG.format(method=m_, **kw) + s for k, s in REG_SUFFIXES.items()}
+                    for m_ in STAGE_METHODS[stage]
+                },
+            }
+        elif stage == "segment":
+            e = {
+                "reference": g["dseg"],
+                "input": feed("denoise", DENOISED, sub, acq),
+                "methods": {m_: SEG.format(method=m_, **kw) for m_ in STAGE_METHODS[stage]},
+            }
+        elif stage == "predict":
+            e = {}
+        m["subjects"][sub] = e
+    if stage == "predict":
+        m["methods"] = {m_: PRED.format(acq=acq, method=m_) + "_predictions.tsv" for m_ in STAGE_METHODS[stage]}
+    return m
+
+
+def manifest_files(obj):
+    """All file paths inside a manifest (its leaves), for the rule's input."""
+    if isinstance(obj, dict):
+        return [f for k, v in obj.items() if k not in ("splits", "stage", "acq", "contrast") for f in manifest_files(v)]
+    if isinstance(obj, str):
+        return [obj]
+    return []
+
+
+REG_SUFFIXES = {
+    "image": "_" + C + ".nii.gz",
+    "labels": "_dseg.nii.gz",
+    "jacobian": "_jacobian.nii.gz",
+    "timing": "_reg.json",
+}

@@ -1,0 +1,23 @@
+# Denoising of the reconstruction chosen by reconstruct.feed.
+
+
+rule denoise:
+    input:
+        image=lambda wc: feed("reconstruct", RECON, wc.sub, wc.acq),
+    output:
+        image=DENOISED,
+    params:
+        method_params=lambda wc: params_json("denoise", wc.method),
+    log:
+        LOGS + "/denoise/{sub}_acq-{acq}_{method}.log",
+    benchmark:
+        BENCH + "/denoise/{sub}_acq-{acq}_{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../../envs/ants.yaml"
+    shell:
+        "mrichain denoise --method {wildcards.method} --params {params.method_params:q} --threads {threads} "
+        "--input {input.image} --output {output.image} > {log} 2>&1"

@@ -1,0 +1,29 @@
+# Registration of each test subject's denoised image to the template; the subject's ground-truth
+# labels are carried along the same transform so Dice against the template labels scores it.
+
+
+rule register:
+    input:
+        moving=lambda wc: feed("denoise", DENOISED, wc.sub, wc.acq),
+        fixed=TPL + "_T1w.nii.gz",
+        labels=GT + "_dseg.nii.gz",
+    output:
+        **{k: REG + s for k, s in REG_SUFFIXES.items()},
+    params:
+        method_params=lambda wc: params_json("register", wc.method),
+        seed=config["seed"],
+    log:
+        LOGS + "/register/{sub}_acq-{acq}_{method}.log",
+    benchmark:
+        BENCH + "/register/{sub}_acq-{acq}_{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/ants.yaml"
+    shell:
+        "mrichain register --method {wildcards.method} --params {params.method_params:q} --threads {threads} "
+        "--seed {params.seed} --moving {input.moving} --fixed {input.fixed} --labels {input.labels} "
+        "--out-image {output.image} --out-labels {output.labels} --out-jacobian {output.jacobian} "
+        "--out-timing {output.timing} > {log} 2>&1"

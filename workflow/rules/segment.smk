@@ -1,0 +1,24 @@
+# Tissue segmentation (CSF, GM, WM) in native space of the denoised image chosen by denoise.feed.
+
+
+rule segment:
+    input:
+        image=lambda wc: feed("denoise", DENOISED, wc.sub, wc.acq),
+    output:
+        labels=SEG,
+    params:
+        method_params=lambda wc: params_json("segment", wc.method),
+        contrast=C,
+    log:
+        LOGS + "/segment/{sub}_acq-{acq}_{method}.log",
+    benchmark:
+        BENCH + "/segment/{sub}_acq-{acq}_{method}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../../envs/ants.yaml"
+    shell:
+        "mrichain segment --method {wildcards.method} --params {params.method_params:q} --threads {threads} "
+        "--contrast {params.contrast} --input {input.image} --output {output.labels} > {log} 2>&1"

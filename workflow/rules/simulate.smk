@@ -1,0 +1,48 @@
+# Simulated cohort from the MNI152 2009a template that ships in nilearn.
+
+
+rule template:
+    output:
+        t1w=TPL + "_T1w.nii.gz",
+        dseg=TPL + "_dseg.nii.gz",
+        mask=TPL + "_desc-brain_mask.nii.gz",
+        probseg=TPL + "_probseg.nii.gz",
+    params:
+        resolution=config["cohort"]["resolution_mm"],
+        outdir=lambda wc, output: str(Path(output.t1w).parent),
+    log:
+        LOGS + "/template.log",
+    benchmark:
+        BENCH + "/template.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        "../../envs/simulate.yaml"
+    shell:
+        "mrichain template --resolution {params.resolution} --outdir {params.outdir} > {log} 2>&1"
+
+
+rule simulate_subject:
+    input:
+        rules.template.output,
+    output:
+        **gt_files("{sub}"),
+    params:
+        cfg=config_json("seed", "cohort"),
+        outdir=lambda wc, output: str(Path(output.dseg).parent),
+        template=lambda wc, input: str(Path(input[0]).parent),
+    log:
+        LOGS + "/simulate/{sub}.log",
+    benchmark:
+        BENCH + "/simulate/{sub}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        "../../envs/simulate.yaml"
+    shell:
+        "mrichain subject --config-json {params.cfg:q} --sub {wildcards.sub} "
+        "--template-dir {params.template} --outdir {params.outdir} > {log} 2>&1"
