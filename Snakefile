@@ -27,6 +27,15 @@ validate_config(config)
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    sub=r"sub-\d+",
+    acq=r"R\d+",
+    method=r"[a-z0-9]+",
+    stage="|".join(STAGES),
+
+
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/reconstruct.smk"
@@ -39,7 +48,7 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        R + "/metrics.json",
-        R + "/metrics_by_acq.json",
-        R + "/metrics/summary.tsv",
+        "results/metrics.json",
+        "results/metrics_by_acq.json",
+        "results/metrics/summary.tsv",
     default_target: True

@@ -62,7 +62,7 @@ def test_unknown_key(default):
 
 def test_cross_checks(default):
     cfg = copy.deepcopy(default)
-    cfg["acquire"]["center_fractions"] = [0.08, 0.04]
+    cfg["acquire"]["center_fractions"] = [0.08, 0.04, 0.02]
     cfg["cohort"]["split"] = {"train": 0.5, "val": 0.2, "test": 0.2}
     cfg["denoise"]["feed"] = "antsnlm"
     msg = _err(cfg)

@@ -44,7 +44,7 @@ def phantom(shape=(48, 56, 48), voxel=3.0, shift_mm=(0, 0, 0), noise=0.0, seed=0
 def test_ants_conversion_keeps_affine():
     import ants
 
-    from mrichain.denoise.antsnlm import from_ants, to_ants
+    from mrichain.antsbridge import from_ants, to_ants
 
     data = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     rot = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]], float)  # oblique-ish: axes swapped, flipped

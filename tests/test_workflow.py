@@ -60,8 +60,12 @@ def test_metrics_cover_all_stages(run):
     assert abs(acq["acceleration_measured"] - cfg["acquire"]["accelerations"][0]) < 0.5
     rec = metrics["reconstruct"]["zerofilled"]
     assert 0 < rec["ssim"] < 1 and rec["psnr"] > 15 and rec["nmse"] < 0.2
-    den = metrics["denoise"]
-    assert den["antsnlm"]["psnr"] > den["input"]["psnr"]  # denoising helps against the noise-free truth
+    by_acq = json.loads((run / "results" / "metrics_by_acq.json").read_text())
+    assert set(by_acq) == {"R4", "R1"}
+    den = by_acq["R1"]["denoise"]  # fully sampled: noise is what is left to remove
+    assert den["antsnlm"]["psnr"] > den["input"]["psnr"] and den["antsnlm"]["ssim"] > den["input"]["ssim"]
+    assert by_acq["R1"]["reconstruct"]["zerofilled"]["nmse"] < 1e-6  # RSS of full k-space is the reference
+    assert by_acq["R1"]["segment"]["atropos"]["dice_mean"] > metrics["segment"]["atropos"]["dice_mean"]
     reg = metrics["register"]["antssyn"]
     assert reg["dice_mean"] > 0.5 and reg["folding_percent"] < 1.0 and reg["seconds_per_pair"] > 0
     seg = metrics["segment"]["atropos"]
@@ -98,14 +102,15 @@ def test_second_run_does_nothing(run):
 
 def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    cfg["denoise"]["params"]["antsnlm"]["search_radius"] = 3
+    cfg["denoise"]["params"]["antsnlm"]["search_radius"] = 2
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(run, "-n", "--quiet", "rules", configfile=changed))
     n_sub = cfg["cohort"]["n_subjects"]
-    assert jobs.get("denoise") == n_sub
+    n_acq = len(cfg["acquire"]["accelerations"])
+    assert jobs.get("denoise") == n_sub * n_acq
     assert set(jobs) == {"denoise", "register", "segment", "predict", "score", "aggregate", "all"}
-    assert jobs["score"] == 4  # denoise, register, segment, predict; not acquire or reconstruct
+    assert jobs["score"] == 4 * n_acq  # denoise, register, segment, predict; not acquire or reconstruct
 
 
 def test_lint_is_clean(run):
@@ -145,5 +150,5 @@ def test_bad_images_fail_their_rule_and_others_survive(run, tmp_path):
     for path in good:
         denoised = Path(str(path).replace("/recon/", "/denoise/").replace("_rec-zerofilled_", "_desc-antsnlm_"))
         assert denoised.exists(), denoised
-        seg = Path(str(denoised).replace("/denoise/", "/segment/").replace("_T1w.nii.gz", "_dseg.nii.gz"))
+        seg = Path(str(denoised).replace("/denoise/", "/segment/").replace("_desc-antsnlm_T1w", "_desc-atropos_dseg"))
         assert seg.exists(), seg

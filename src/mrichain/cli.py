@@ -41,14 +41,12 @@ def cmd_subject(a):
 
 
 def cmd_acquire(a):
-    from mrichain.io import write_kspace
+    from mrichain.io import save_image, write_kspace
     from mrichain.simulate.acquire import simulate_acquisition
 
     cfg = json.loads(a.config_json)
     kfile, noisefree = simulate_acquisition(Path(a.gt_dir), a.sub, cfg, a.acceleration, a.center_fraction)
     write_kspace(a.out_kspace, kfile)
-    from mrichain.io import save_image
-
     save_image(noisefree.get_fdata(dtype="float32"), noisefree.affine, a.out_noisefree)
     log.info("k-space %s written, shape %s", a.out_kspace, kfile.kspace.shape)
 

@@ -5,8 +5,10 @@ columns ``stage, acq, subject, split, method, metric, value``. Definitions (DESI
 
 - acquire: measured SNR and measured acceleration of each simulated k-space file;
 - reconstruct: fastMRI NMSE, PSNR (dB), SSIM of [slices, H, W] against ``reconstruction_rss``;
-- denoise: PSNR (dB), SSIM against the noise-free image (slices along the axial axis); the
-  undenoised input is scored too, as method ``input``, so the gain is visible;
+- denoise: PSNR (dB), SSIM against the noise-free image inside the ground-truth brain mask
+  (axial slices; the mask keeps the noise floor of the coil-combined background, which no
+  denoiser is asked to remove, from dominating the score); the undenoised input is scored too,
+  as method ``input``, so the gain is visible;
 - register: Dice per tissue of the warped ground-truth labels against the template labels,
   % voxels with Jacobian determinant <= 0 inside the template brain, seconds per pair;
 - segment: Dice and 95th-percentile Hausdorff distance (mm) per tissue in native space;
@@ -97,11 +99,13 @@ def score_reconstruct(sub, e, acq, figures):
 def score_denoise(sub, e, acq, figures):
     ref = _vol(e["reference"])
     ref_s = _axial_first(ref)
+    brain = _axial_first(_labels(e["mask"]))
     candidates = {"input": e["input"], **e["methods"]}
     out, panels = {}, [("noise-free", ref, "image")]
     for method, path in candidates.items():
-        pred = _vol(path)
-        out[method] = {"psnr": metrics.psnr(ref_s, _axial_first(pred)), "ssim": metrics.ssim(ref_s, _axial_first(pred))}
+        pred = _axial_first(_vol(path))
+        out[method] = {"psnr": metrics.psnr(ref_s, pred, mask=brain), "ssim": metrics.ssim(ref_s, pred, mask=brain)}
+        pred = np.moveaxis(pred, 0, -1)
         panels.append((method, pred, "image"))
     if figures is not None:
         save_montage(panels, figures / f"{sub}.png", title=f"{sub} denoise {acq}")

@@ -87,13 +87,26 @@ def load_json(path: str | os.PathLike) -> dict:
 
 
 def save_json(obj, path: str | os.PathLike) -> Path:
-    """Write JSON with sorted keys and a trailing newline (stable bytes)."""
+    """Write strict JSON with sorted keys and a trailing newline (stable bytes).
+
+    Non-finite floats (a PSNR of identical images is +inf) become ``null``: JSON has no infinity.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+        json.dump(_finite(obj), fh, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
         fh.write("\n")
     return path
+
+
+def _finite(o):
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, (float, np.floating)) and not np.isfinite(o):
+        return None
+    return o
 
 
 def _json_default(o):

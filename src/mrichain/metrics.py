@@ -20,25 +20,42 @@ def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
     return float(np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2)
 
 
-def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
-    """Peak signal-to-noise ratio in dB (skimage), ``data_range = gt.max()`` unless ``maxval``."""
+def psnr(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None, mask: np.ndarray | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (skimage), ``data_range = gt.max()`` unless ``maxval``.
+
+    With ``mask`` (same shape, nonzero = inside) the mean squared error is taken over the masked
+    voxels only; ``data_range`` stays the maximum of the whole ``gt``.
+    """
     gt = np.asarray(gt, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     maxval = float(gt.max()) if maxval is None else float(maxval)
+    if mask is not None:
+        inside = np.asarray(mask) > 0
+        gt, pred = gt[inside], pred[inside]
     return float(peak_signal_noise_ratio(gt, pred, data_range=maxval))
 
 
-def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None) -> float:
+def ssim(gt: np.ndarray, pred: np.ndarray, maxval: float | None = None, mask: np.ndarray | None = None) -> float:
     """Mean structural similarity over slices along axis 0, as fastMRI's ``evaluate.ssim``.
 
     gt, pred: [S, H, W] (H, W >= 7). ``data_range`` is ``gt.max()`` of the whole volume unless
-    ``maxval`` is given; skimage's default 7x7 uniform window.
+    ``maxval`` is given; skimage's default 7x7 uniform window. With ``mask`` ([S, H, W], nonzero
+    = inside) the per-pixel SSIM map of each slice is averaged over the masked pixels of all
+    slices instead (slices without masked pixels do not count).
     """
     gt = np.asarray(gt, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     if gt.ndim != 3 or gt.shape != pred.shape:
         raise ValueError(f"ssim needs two [S, H, W] volumes of equal shape, got {gt.shape} and {pred.shape}")
     maxval = float(gt.max()) if maxval is None else float(maxval)
+    if mask is not None:
+        inside = np.asarray(mask) > 0
+        values = [
+            structural_similarity(gt[s], pred[s], data_range=maxval, full=True)[1][inside[s]]
+            for s in range(gt.shape[0])
+            if inside[s].any()
+        ]
+        return float(np.concatenate(values).mean())
     total = 0.0
     for s in range(gt.shape[0]):
         total += structural_similarity(gt[s], pred[s], data_range=maxval)

@@ -13,9 +13,9 @@ rule acquire:
         center_fraction=lambda wc: ACQS[wc.acq][1],
         gt_dir=lambda wc, input: str(Path(input.dseg).parent),
     log:
-        LOGS + "/acquire/{sub}_acq-{acq}.log",
+        "logs/acquire/{sub}_acq-{acq}.log",
     benchmark:
-        BENCH + "/acquire/{sub}_acq-{acq}.tsv"
+        "results/benchmarks/acquire/{sub}_acq-{acq}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

@@ -6,11 +6,8 @@ from mrichain.simulate.acquire import acq_label
 from mrichain.simulate.cohort import assign_splits, subject_ids
 
 
-R = "results"
-LOGS = "logs"
-BENCH = R + "/benchmarks"
 C = config["acquire"]["contrast"]  # BIDS suffix of every image: T1w or T2w
-TPL = R + "/template/tpl-MNI152NLin2009aSym"
+TPL = "results/template/tpl-MNI152NLin2009aSym"
 
 SUBJECTS = subject_ids(config)
 SPLITS = assign_splits(config)
@@ -23,23 +20,17 @@ STAGE_METHODS = {s: config[s]["methods"] for s in ("reconstruct", "denoise", "re
 STAGES = ("acquire", "reconstruct", "denoise", "register", "segment", "predict")
 
 # One pattern per product. {sub}, {acq} and {method} are wildcards.
-GT = R + "/groundtruth/{sub}/{sub}"
-KSPACE = R + "/{sub}/kspace/{sub}_acq-{acq}_" + C + ".h5"
-NOISEFREE = R + "/groundtruth/{sub}/{sub}_acq-{acq}_desc-noisefree_" + C + ".nii.gz"
-RECON = R + "/{sub}/recon/{sub}_acq-{acq}_rec-{method}_" + C + ".nii.gz"
-DENOISED = R + "/{sub}/denoise/{sub}_acq-{acq}_desc-{method}_" + C + ".nii.gz"
-REG = R + "/{sub}/register/{sub}_acq-{acq}_space-MNI152NLin2009aSym_desc-{method}"
-SEG = R + "/{sub}/segment/{sub}_acq-{acq}_desc-{method}_dseg.nii.gz"
-PRED = R + "/predict/acq-{acq}_desc-{method}"
-SCORE = R + "/metrics/acq-{acq}_stage-{stage}.tsv"
-FIGS = R + "/figures/acq-{acq}_stage-{stage}"
+GT = "results/groundtruth/{sub}/{sub}"
+KSPACE = f"results/{{sub}}/kspace/{{sub}}_acq-{{acq}}_{C}.h5"
+NOISEFREE = f"results/groundtruth/{{sub}}/{{sub}}_acq-{{acq}}_desc-noisefree_{C}.nii.gz"
+RECON = f"results/{{sub}}/recon/{{sub}}_acq-{{acq}}_rec-{{method}}_{C}.nii.gz"
+DENOISED = f"results/{{sub}}/denoise/{{sub}}_acq-{{acq}}_desc-{{method}}_{C}.nii.gz"
+REG = "results/{sub}/register/{sub}_acq-{acq}_space-MNI152NLin2009aSym_desc-{method}"
+SEG = "results/{sub}/segment/{sub}_acq-{acq}_desc-{method}_dseg.nii.gz"
+PRED = "results/predict/acq-{acq}_desc-{method}"
+SCORE = "results/metrics/acq-{acq}_stage-{stage}.tsv"
+FIGS = "results/figures/acq-{acq}_stage-{stage}"
 
-
-wildcard_constraints:
-    sub=r"sub-\d+",
-    acq=r"R\d+",
-    method=r"[a-z0-9]+",
-    stage="|".join(STAGES),
 
 
 def gt_files(sub):
@@ -61,7 +52,7 @@ def params_json(stage, method):
 
 
 def config_json(*keys):
-    """The config sections a rule depends on, as a param: changing another section reruns nothing here."""
+    """JSON of the config sections a job depends on (a param; other sections do not rerun it)."""
     return json.dumps({k: config[k] for k in keys}, sort_keys=True)
 
 
@@ -85,10 +76,10 @@ def score_manifest(stage, acq):
             }
         elif stage == "register":
             e = {
-                "reference": TPL + "_dseg.nii.gz",
-                "fixed": TPL + "_T1w.nii.gz",
+                "reference": f"{TPL}_dseg.nii.gz",
+                "fixed": f"{TPL}_T1w.nii.gz",
                 "methods": {
-                    m_: {k: REG.format(method=m_, **kw) + s for k, s in REG_SUFFIXES.items()}
+                    m_: {k: f"{REG.format(method=m_, **kw)}{s}" for k, s in REG_SUFFIXES.items()}
                     for m_ in STAGE_METHODS[stage]
                 },
             }
@@ -102,12 +93,12 @@ def score_manifest(stage, acq):
             e = {}
         m["subjects"][sub] = e
     if stage == "predict":
-        m["methods"] = {m_: PRED.format(acq=acq, method=m_) + "_predictions.tsv" for m_ in STAGE_METHODS[stage]}
+        m["methods"] = {m_: f"{PRED.format(acq=acq, method=m_)}_predictions.tsv" for m_ in STAGE_METHODS[stage]}
     return m
 
 
 def manifest_files(obj):
-    """All file paths inside a manifest (its leaves), for the rule's input."""
+    """All file paths inside a manifest (its leaves), the input of scoring."""
     if isinstance(obj, dict):
         return [f for k, v in obj.items() if k not in ("splits", "stage", "acq", "contrast") for f in manifest_files(v)]
     if isinstance(obj, str):
@@ -116,7 +107,7 @@ def manifest_files(obj):
 
 
 REG_SUFFIXES = {
-    "image": "_" + C + ".nii.gz",
+    "image": f"_{C}.nii.gz",
     "labels": "_dseg.nii.gz",
     "jacobian": "_jacobian.nii.gz",
     "timing": "_reg.json",

@@ -9,9 +9,9 @@ rule denoise:
     params:
         method_params=lambda wc: params_json("denoise", wc.method),
     log:
-        LOGS + "/denoise/{sub}_acq-{acq}_{method}.log",
+        "logs/denoise/{sub}_acq-{acq}_{method}.log",
     benchmark:
-        BENCH + "/denoise/{sub}_acq-{acq}_{method}.tsv"
+        "results/benchmarks/denoise/{sub}_acq-{acq}_{method}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

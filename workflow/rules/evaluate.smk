@@ -15,11 +15,11 @@ rule score:
         ),
     params:
         manifest=lambda wc: json.dumps(score_manifest(wc.stage, wc.acq), sort_keys=True),
-        benchmarks=BENCH,
+        benchmarks="results/benchmarks",
     log:
-        LOGS + "/score/acq-{acq}_stage-{stage}.log",
+        "logs/score/acq-{acq}_stage-{stage}.log",
     benchmark:
-        BENCH + "/score/acq-{acq}_stage-{stage}.tsv"
+        "results/benchmarks/score/acq-{acq}_stage-{stage}.tsv"
     threads: 1
     resources:
         mem_mb=3000,
@@ -35,15 +35,15 @@ rule aggregate:
     input:
         expand(SCORE, acq=list(ACQS), stage=STAGES),
     output:
-        metrics=R + "/metrics.json",
-        by_acq=R + "/metrics_by_acq.json",
-        summary=report(R + "/metrics/summary.tsv", caption="../report/metrics.rst", category="Metrics"),
+        metrics="results/metrics.json",
+        by_acq="results/metrics_by_acq.json",
+        summary=report("results/metrics/summary.tsv", caption="../report/metrics.rst", category="Metrics"),
     params:
         primary=list(ACQS)[0],
     log:
-        LOGS + "/aggregate.log",
+        "logs/aggregate.log",
     benchmark:
-        BENCH + "/aggregate.tsv"
+        "results/benchmarks/aggregate.tsv"
     threads: 1
     resources:
         mem_mb=1000,

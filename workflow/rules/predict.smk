@@ -6,16 +6,16 @@ rule predict:
         labels=lambda wc: [feed("segment", SEG, s, wc.acq) for s in SUBJECTS],
         info=[gt_files(s)["info"] for s in SUBJECTS],
     output:
-        predictions=PRED + "_predictions.tsv",
-        model=PRED + "_model.json",
+        predictions=f"{PRED}_predictions.tsv",
+        model=f"{PRED}_model.json",
     params:
         method_params=lambda wc: params_json("predict", wc.method),
         subjects=" ".join(SUBJECTS),
         splits=json.dumps(SPLITS, sort_keys=True),
     log:
-        LOGS + "/predict/acq-{acq}_{method}.log",
+        "logs/predict/acq-{acq}_{method}.log",
     benchmark:
-        BENCH + "/predict/acq-{acq}_{method}.tsv"
+        "results/benchmarks/predict/acq-{acq}_{method}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -10,9 +10,9 @@ rule reconstruct:
     params:
         method_params=lambda wc: params_json("reconstruct", wc.method),
     log:
-        LOGS + "/reconstruct/{sub}_acq-{acq}_{method}.log",
+        "logs/reconstruct/{sub}_acq-{acq}_{method}.log",
     benchmark:
-        BENCH + "/reconstruct/{sub}_acq-{acq}_{method}.tsv"
+        "results/benchmarks/reconstruct/{sub}_acq-{acq}_{method}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

@@ -5,17 +5,17 @@
 rule register:
     input:
         moving=lambda wc: feed("denoise", DENOISED, wc.sub, wc.acq),
-        fixed=TPL + "_T1w.nii.gz",
-        labels=GT + "_dseg.nii.gz",
+        fixed=f"{TPL}_T1w.nii.gz",
+        labels=f"{GT}_dseg.nii.gz",
     output:
-        **{k: REG + s for k, s in REG_SUFFIXES.items()},
+        **{k: f"{REG}{s}" for k, s in REG_SUFFIXES.items()},
     params:
         method_params=lambda wc: params_json("register", wc.method),
         seed=config["seed"],
     log:
-        LOGS + "/register/{sub}_acq-{acq}_{method}.log",
+        "logs/register/{sub}_acq-{acq}_{method}.log",
     benchmark:
-        BENCH + "/register/{sub}_acq-{acq}_{method}.tsv"
+        "results/benchmarks/register/{sub}_acq-{acq}_{method}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

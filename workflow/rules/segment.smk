@@ -10,9 +10,9 @@ rule segment:
         method_params=lambda wc: params_json("segment", wc.method),
         contrast=C,
     log:
-        LOGS + "/segment/{sub}_acq-{acq}_{method}.log",
+        "logs/segment/{sub}_acq-{acq}_{method}.log",
     benchmark:
-        BENCH + "/segment/{sub}_acq-{acq}_{method}.tsv"
+        "results/benchmarks/segment/{sub}_acq-{acq}_{method}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

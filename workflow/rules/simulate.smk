@@ -3,17 +3,17 @@
 
 rule template:
     output:
-        t1w=TPL + "_T1w.nii.gz",
-        dseg=TPL + "_dseg.nii.gz",
-        mask=TPL + "_desc-brain_mask.nii.gz",
-        probseg=TPL + "_probseg.nii.gz",
+        t1w=f"{TPL}_T1w.nii.gz",
+        dseg=f"{TPL}_dseg.nii.gz",
+        mask=f"{TPL}_desc-brain_mask.nii.gz",
+        probseg=f"{TPL}_probseg.nii.gz",
     params:
         resolution=config["cohort"]["resolution_mm"],
         outdir=lambda wc, output: str(Path(output.t1w).parent),
     log:
-        LOGS + "/template.log",
+        "logs/template.log",
     benchmark:
-        BENCH + "/template.tsv"
+        "results/benchmarks/template.tsv"
     threads: 1
     resources:
         mem_mb=3000,
@@ -34,9 +34,9 @@ rule simulate_subject:
         outdir=lambda wc, output: str(Path(output.dseg).parent),
         template=lambda wc, input: str(Path(input[0]).parent),
     log:
-        LOGS + "/simulate/{sub}.log",
+        "logs/simulate/{sub}.log",
     benchmark:
-        BENCH + "/simulate/{sub}.tsv"
+        "results/benchmarks/simulate/{sub}.tsv"
     threads: 1
     resources:
         mem_mb=3000,

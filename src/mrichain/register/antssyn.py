@@ -6,7 +6,7 @@ import time
 import nibabel as nib
 import numpy as np
 
-from mrichain.denoise.antsnlm import ants_env, from_ants, to_ants
+from mrichain.antsbridge import ants_env, from_ants, to_ants
 
 
 def antssyn(

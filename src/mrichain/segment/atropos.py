@@ -4,7 +4,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-from mrichain.denoise.antsnlm import ants_env, to_ants
+from mrichain.antsbridge import ants_env, to_ants
 from mrichain.segment.brainmask import brain_mask
 
 _ORDER = {"T1w": "ascending", "T2w": "descending"}
