@@ -131,8 +131,8 @@ def test_different_seeds_and_subjects_differ(template, cfg):
 
 
 def test_older_subjects_have_more_csf(template, cfg):
-    young = simulate_subject(template, "sub-003", cfg, age=cfg["cohort"]["age_range"][0])
-    old = simulate_subject(template, "sub-003", cfg, age=cfg["cohort"]["age_range"][1])
+    young = simulate_subject(template, "sub-003", cfg, age=cfg["cohort"]["age_range"][0], brain_age_gap=0.0)
+    old = simulate_subject(template, "sub-003", cfg, age=cfg["cohort"]["age_range"][1], brain_age_gap=0.0)
     assert old.probs[1].sum() > 1.1 * young.probs[1].sum()
     assert old.probs[2].sum() < young.probs[2].sum()
     np.testing.assert_array_equal(old.warp, young.warp)  # only the age changed

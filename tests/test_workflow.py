@@ -152,3 +152,23 @@ def test_bad_images_fail_their_rule_and_others_survive(run, tmp_path):
         assert denoised.exists(), denoised
         seg = Path(str(denoised).replace("/denoise/", "/segment/").replace("_desc-antsnlm_T1w", "_desc-atropos_dseg"))
         assert seg.exists(), seg
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda c: c["segment"].update(methods=["fancy"], feed="fancy"), "allowed values: atropos"),
+        (lambda c: c["acquire"].update(accelerations=[-4, 1]), "acquire.accelerations[0]"),
+        (lambda c: c["acquire"].update(snr=0), "acquire.snr"),
+        (lambda c: c["cohort"].pop("n_subjects"), "config key 'cohort.n_subjects' is missing"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, edit, expected):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    edit(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "work", configfile=bad, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
+    assert not (tmp_path / "work" / "results").exists() and not (tmp_path / "work" / "logs").exists()

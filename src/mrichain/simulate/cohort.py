@@ -18,7 +18,7 @@ from mrichain.simulate.template import Template
 from mrichain.simulate.tissue import draw_tissue_params, parameter_maps
 from mrichain.simulate.warp import apply_displacement, random_displacement
 
-PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, "mask": 7}
+PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, "mask": 7, "brainage": 8}
 """Purpose codes: the third entropy word of each random stream."""
 
 
@@ -93,10 +93,15 @@ class Subject:
     info: dict = field(default_factory=dict)
 
 
-def simulate_subject(template: Template, sub_id: str, cfg: dict, *, age: float | None = None) -> Subject:
+def simulate_subject(
+    template: Template, sub_id: str, cfg: dict, *, age: float | None = None, brain_age_gap: float | None = None
+) -> Subject:
     """Simulate one subject from the template: atrophy (age) -> random warp -> tissue maps -> bias.
 
-    ``age`` overrides the drawn age (for controlled comparisons); all other draws are unchanged.
+    Atrophy follows the subject's *brain* age: the chronological age plus a brain-age gap drawn
+    from N(0, ``cohort.atrophy.brain_age_gap_sd_years``), so brains of the same age differ as in
+    real cohorts and no volume predicts age exactly. ``age`` / ``brain_age_gap`` override the
+    draws (for controlled comparisons); all other draws are unchanged.
     """
     c = cfg["cohort"]
     seed = int(cfg["seed"])
@@ -106,7 +111,11 @@ def simulate_subject(template: Template, sub_id: str, cfg: dict, *, age: float |
     aff = np.asarray(template.affine, dtype=np.float64)
     shape = template.shape
 
-    probs, atrophy_info = apply_atrophy(template.probs, aff, age, c)
+    if brain_age_gap is None:
+        gap_sd = float(c["atrophy"]["brain_age_gap_sd_years"])
+        brain_age_gap = float(make_rng(seed, idx, "brainage").normal(0.0, gap_sd)) if gap_sd > 0 else 0.0
+    probs, atrophy_info = apply_atrophy(template.probs, aff, age + brain_age_gap, c)
+    atrophy_info["brain_age_gap_years"] = round(float(brain_age_gap), 2)
     warp = random_displacement(
         shape, aff, float(c["warp"]["max_displacement_mm"]), float(c["warp"]["smoothness_mm"]),
         make_rng(seed, idx, "warp"),
