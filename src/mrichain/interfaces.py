@@ -79,6 +79,18 @@ class Reconstruct(SimpleInterface):
         return runtime
 
 
+def _run_image_stage(inputs, package: str, suffix: str, dtype) -> str:
+    """Image in, image out: run ``package.METHODS[inputs.method]`` on ``inputs.in_file``."""
+    import importlib
+
+    method = importlib.import_module(package).METHODS[inputs.method]
+    img = load_image(inputs.in_file)
+    res = method(img, threads=inputs.threads, **_params(inputs))
+    out = _out_path(inputs.in_file, inputs.out_file, suffix)
+    save_image(np.asarray(res.dataobj), res.affine, out, dtype=dtype)
+    return out
+
+
 # --- denoise ---------------------------------------------------------------------------------
 class DenoiseInputSpec(_StageInputSpec):
     in_file = File(exists=True, mandatory=True, desc="3-D NIfTI image")
@@ -92,13 +104,7 @@ class Denoise(SimpleInterface):
     output_spec = ImageOutputSpec
 
     def _run_interface(self, runtime):
-        from mrichain.denoise import METHODS
-
-        img = load_image(self.inputs.in_file)
-        res = METHODS[self.inputs.method](img, threads=self.inputs.threads, **_params(self.inputs))
-        out = _out_path(self.inputs.in_file, self.inputs.out_file, "desc-denoised")
-        save_image(np.asarray(res.dataobj), res.affine, out, dtype=np.float32)
-        self._results["out_file"] = out
+        self._results["out_file"] = _run_image_stage(self.inputs, "mrichain.denoise", "desc-denoised", np.float32)
         return runtime
 
 
@@ -115,13 +121,7 @@ class Segment(SimpleInterface):
     output_spec = ImageOutputSpec
 
     def _run_interface(self, runtime):
-        from mrichain.segment import METHODS
-
-        img = load_image(self.inputs.in_file)
-        res = METHODS[self.inputs.method](img, threads=self.inputs.threads, **_params(self.inputs))
-        out = _out_path(self.inputs.in_file, self.inputs.out_file, "dseg")
-        save_image(np.asarray(res.dataobj), res.affine, out, dtype=np.uint8)
-        self._results["out_file"] = out
+        self._results["out_file"] = _run_image_stage(self.inputs, "mrichain.segment", "dseg", np.uint8)
         return runtime
 
 
