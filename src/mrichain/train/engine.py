@@ -1,0 +1,264 @@
+"""One training engine for every learned method of the chain.
+
+``fit`` trains a torch model on a map-style dataset and
+
+- picks the device itself (CUDA if present, else CPU) and uses mixed precision only on CUDA;
+- seeds every random source from ``settings.seed`` (weights are initialised by the caller after
+  :func:`seed_everything`; shuffling and dropout are re-seeded per epoch from (seed, epoch), so a
+  resumed run draws exactly what an uninterrupted one would);
+- writes a checkpoint after every epoch (model, optimiser, AMP scaler, curve, best weights) and
+  resumes from it when restarted with the same fingerprint (settings, model, data); a checkpoint
+  of other settings is ignored, never resumed;
+- stops early when the validation score (higher is better) has not improved for ``patience`` epochs;
+- shows a tqdm progress bar, writes the training curve as TSV and PNG, the best weights as the
+  state dict ``out_path`` (``models/<stage>-<method>.pt``) and a model card JSON beside it.
+
+Each model supplies two functions: ``loss_fn(model, batch, device) -> scalar tensor`` and
+``score_fn(model, val_dataset, device) -> float`` (higher is better, e.g. SSIM, Dice, -MAE).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of the loop (the model's own live in the model card's ``architecture``)."""
+
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5
+    seed: int = 0
+    max_batches_per_epoch: int | None = None
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # used only on CUDA
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_epoch: int
+    epochs_run: int
+    wall_seconds: float
+    device: str
+    curve: list[dict] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """CUDA when available (or asked for), else CPU."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def hash_files(paths) -> str:
+    """SHA-256 over the bytes of ``paths`` (sorted): the training-data hash of a model card."""
+    h = hashlib.sha256()
+    for p in sorted(str(p) for p in paths):
+        h.update(Path(p).name.encode())
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_path(out_path: str | Path) -> Path:
+    """Where the per-epoch checkpoint of ``models/<name>.pt`` lives: ``models/checkpoints/<name>.ckpt``."""
+    out_path = Path(out_path)
+    return out_path.parent / "checkpoints" / (out_path.stem + ".ckpt")
+
+
+def _fingerprint(settings: TrainSettings, card: dict) -> str:
+    keep = {k: v for k, v in asdict(settings).items() if k not in ("device",)}
+    blob = json.dumps({"settings": keep, "card": card}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data: Dataset,
+    val_data: Dataset,
+    *,
+    loss_fn: Callable,
+    score_fn: Callable,
+    settings: TrainSettings,
+    out_path: str | Path,
+    card: dict,
+    score_name: str = "score",
+    collate_fn: Callable | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model`` and write ``out_path`` (best state dict), its card, curve TSV/PNG.
+
+    card: JSON-serialisable facts about the model (``architecture``, model hyper-parameters,
+    ``training_data_hash``, ...); it is part of the resume fingerprint and is completed with the
+    loop settings, seed, validation score, epochs, wall time and device.
+    on_epoch_end(epoch, row): called after each epoch's checkpoint (tests use it to interrupt).
+    """
+    from tqdm import tqdm
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    device = select_device(settings.device)
+    use_amp = bool(settings.amp and device.type == "cuda")
+    model.to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    fingerprint = _fingerprint(settings, card)
+    ckpt_file = checkpoint_path(out_path)
+
+    start_epoch, best_score, best_epoch, bad_epochs, curve = 0, -float("inf"), -1, 0, []
+    best_state = copy.deepcopy(model.state_dict())
+    resumed = None
+    elapsed_before = 0.0
+    if ckpt_file.exists():
+        ckpt = torch.load(ckpt_file, map_location=device, weights_only=False)
+        if ckpt.get("fingerprint") == fingerprint:
+            model.load_state_dict(ckpt["model"])
+            optimiser.load_state_dict(ckpt["optimiser"])
+            scaler.load_state_dict(ckpt["scaler"])
+            start_epoch, best_score, best_epoch = ckpt["epoch"] + 1, ckpt["best_score"], ckpt["best_epoch"]
+            bad_epochs, curve, best_state = ckpt["bad_epochs"], ckpt["curve"], ckpt["best_state"]
+            elapsed_before = ckpt.get("elapsed", 0.0)
+            resumed = start_epoch
+            print(f"resuming {out_path.name} from checkpoint after epoch {ckpt['epoch']}")
+        else:
+            print(f"ignoring checkpoint {ckpt_file}: it belongs to other settings or data")
+
+    t0 = time.perf_counter()
+    stopped = bad_epochs >= settings.patience
+    for epoch in range(start_epoch, settings.epochs):
+        if stopped:
+            break
+        seed_everything(settings.seed * 1000 + epoch)  # dropout and augmentation of this epoch
+        gen = torch.Generator().manual_seed(settings.seed * 1000 + epoch)
+        loader = DataLoader(train_data, batch_size=settings.batch_size, shuffle=True, generator=gen,
+                            collate_fn=collate_fn, drop_last=False)
+        model.train()
+        t_epoch, losses = time.perf_counter(), []
+        n_batches = len(loader) if settings.max_batches_per_epoch is None else min(
+            len(loader), settings.max_batches_per_epoch)
+        bar = tqdm(loader, total=n_batches, desc=f"{out_path.stem} epoch {epoch + 1}/{settings.epochs}",
+                   disable=not progress, leave=False, mininterval=2.0)
+        for i, batch in enumerate(bar):
+            if i >= n_batches:
+                break
+            optimiser.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=device.type, enabled=use_amp):
+                loss = loss_fn(model, batch, device)
+            scaler.scale(loss).backward()
+            if settings.grad_clip:
+                scaler.unscale_(optimiser)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            scaler.step(optimiser)
+            scaler.update()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        model.eval()
+        with torch.no_grad():
+            score = float(score_fn(model, val_data, device))
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               f"val_{score_name}": score, "seconds": time.perf_counter() - t_epoch,
+               "samples": min(len(train_data), n_batches * settings.batch_size)}
+        curve.append(row)
+        if score > best_score:
+            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+        stopped = bad_epochs >= settings.patience
+        _atomic_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                      "optimiser": optimiser.state_dict(), "scaler": scaler.state_dict(),
+                      "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                      "curve": curve, "best_state": best_state,
+                      "elapsed": elapsed_before + time.perf_counter() - t0}, ckpt_file)
+        print(f"epoch {epoch + 1}: train loss {row['train_loss']:.5g}, val {score_name} {score:.5g}"
+              + (" (early stop)" if stopped else ""))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+
+    wall = elapsed_before + time.perf_counter() - t0
+    model.load_state_dict(best_state)
+    _atomic_save(best_state, out_path)
+    result = FitResult(best_score, best_epoch, len(curve), wall, str(device), curve, resumed)
+    n_params = sum(p.numel() for p in model.parameters())
+    write_card(out_path, {**card, "n_parameters": n_params}, settings, result, score_name)
+    write_curve(out_path, curve, score_name)
+    return result
+
+
+def write_card(out_path: Path, card: dict, settings: TrainSettings, result: FitResult, score_name: str) -> Path:
+    """The model card ``models/<stage>-<method>.json`` beside the state dict."""
+    full = {
+        **card,
+        "state_dict": out_path.name,
+        "training": asdict(settings),
+        "seed": settings.seed,
+        "validation_score": {"name": score_name, "value": result.best_score, "epoch": result.best_epoch},
+        "epochs_run": result.epochs_run,
+        "wall_seconds": round(result.wall_seconds, 2),
+        "device": result.device,
+        "torch": torch.__version__,
+        "curve": out_path.with_name(out_path.stem + "_curve.tsv").name,
+    }
+    from mrichain.io import save_json
+
+    return save_json(full, out_path.with_suffix(".json"))
+
+
+def write_curve(out_path: Path, curve: list[dict], score_name: str) -> None:
+    """Training curve as ``<name>_curve.tsv`` and ``<name>_curve.png`` beside the model."""
+    import pandas as pd
+
+    from mrichain.montage import plt
+
+    tsv = out_path.with_name(out_path.stem + "_curve.tsv")
+    pd.DataFrame(curve).to_csv(tsv, sep="\t", index=False, float_format="%.6g")
+    if not curve:
+        return
+    fig, ax1 = plt.subplots(figsize=(5, 3.2))
+    epochs = [r["epoch"] for r in curve]
+    ax1.plot(epochs, [r["train_loss"] for r in curve], "o-", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [r[f"val_{score_name}"] for r in curve], "s--", color="tab:orange", label=f"val {score_name}")
+    ax2.set_ylabel(f"val {score_name}")
+    ax1.set_title(out_path.stem, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(tsv.with_suffix(".png"), dpi=80)
+    plt.close(fig)
