@@ -43,6 +43,7 @@ include: "workflow/rules/denoise.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 
 
@@ -51,4 +52,5 @@ rule all:
         "results/metrics.json",
         "results/metrics_by_acq.json",
         "results/metrics/summary.tsv",
+        "results/comparison.tsv",
     default_target: True

@@ -30,7 +30,7 @@ def test_unknown_method_names_key_and_allowed(default):
     cfg = copy.deepcopy(default)
     cfg["reconstruct"]["methods"] = ["magic"]
     msg = _err(cfg)
-    assert "reconstruct.methods[0]" in msg and "'magic'" in msg and "allowed values: zerofilled" in msg
+    assert "reconstruct.methods[0]" in msg and "'magic'" in msg and "allowed values: zerofilled, cs, varnet" in msg
 
 
 def test_negative_acceleration(default):
@@ -70,13 +70,17 @@ def test_cross_checks(default):
 
 
 def test_schema_methods_match_registries():
-    """Every method the schema allows exists in its stage's METHODS registry and vice versa."""
+    """Every method the schema allows exists in its stage's registry, classical or learned, and
+    every learned method has a trainer."""
     import importlib
 
+    from mrichain.methods import CLASSICAL, LEARNED, PACKAGES
+
     schema = load_schema()
-    packages = {"reconstruct": "recon", "denoise": "denoise", "register": "register", "segment": "segment",
-                "predict": "predict"}
-    for stage, pkg in packages.items():
+    for stage, pkg in PACKAGES.items():
         allowed = set(schema["properties"][stage]["properties"]["methods"]["items"]["enum"])
-        registry = set(importlib.import_module(f"mrichain.{pkg}").METHODS)
-        assert allowed == registry, stage
+        assert allowed == set(CLASSICAL[stage]) | set(LEARNED[stage]), stage
+        module = importlib.import_module(f"mrichain.{pkg}")
+        registry = set(module.METHODS) | set(getattr(module, "IMAGE_METHODS", {}))
+        assert registry == allowed, stage
+        assert set(module.TRAINERS) == set(LEARNED[stage]), stage

@@ -65,3 +65,15 @@ def test_folding_mae_coverage():
     assert metrics.folding_percent(jac, mask) == 0.0
     assert metrics.mae([1, 2, 3], [2, 2, 5]) == pytest.approx(1.0)
     assert metrics.interval_coverage([1, 2, 3, 4], [0, 2.5, 2, 5], [1, 3, 4, 6]) == pytest.approx(0.5)
+
+
+def test_dice_of_a_missing_label_is_zero_not_nan():
+    import numpy as np
+
+    from mrichain.metrics import dice
+
+    a = np.zeros((6, 6, 6), np.uint8)
+    a[1:3, 1:3, 1:3] = 1
+    b = np.zeros_like(a)
+    assert dice(a, b, labels=(1,))[1] == 0.0 and dice(b, a, labels=(1,))[1] == 0.0
+    assert np.isnan(dice(b, b, labels=(1,))[1])

@@ -72,9 +72,14 @@ def test_metrics_cover_all_stages(run):
     assert seg["dice_mean"] > 0.6 and seg["hd95_mm_mean"] >= 0
     pred = metrics["predict"]["linear"]
     assert np.isfinite(pred["mae_years"]) and pred["mae_years"] >= 0
-    for stage in ("reconstruct", "denoise", "segment"):
+    for stage in ("reconstruct", "denoise", "register", "segment", "predict"):
+        assert set(metrics[stage]) >= set(cfg[stage]["methods"]), stage  # classical and learned side by side
         for method in cfg[stage]["methods"]:
             assert metrics[stage][method]["seconds"] > 0
+            assert metrics[stage][method]["n_test"] >= 1
+    sfcn = metrics["predict"]["sfcn"]
+    assert 0 <= sfcn["interval_coverage"] <= 1 and sfcn["interval_width_years"] > 0
+    assert 0 <= metrics["segment"]["unet"]["dice_mean"] <= 1
 
 
 def test_outputs_have_logs_montages_and_tables(run):
@@ -84,6 +89,15 @@ def test_outputs_have_logs_montages_and_tables(run):
         assert tsv.exists()
         assert list((res / "figures" / f"acq-R4_stage-{stage}").glob("*.png")), stage
     assert (res / "metrics" / "summary.tsv").exists()
+    comparison = (res / "comparison.tsv").read_text().splitlines()
+    assert comparison[0].split("\t")[:4] == ["stage", "method", "kind", "metric"]
+    assert any("\tlearned\t" in row for row in comparison) and any("\tclassical\t" in row for row in comparison)
+    for name in ("reconstruct-varnet", "denoise-dncnn", "register-voxelmorph", "segment-unet", "predict-sfcn"):
+        card = json.loads((run / "models" / f"{name}.json").read_text())
+        assert {"architecture", "training_data_hash", "seed", "validation_score", "epochs_run", "wall_seconds",
+                "device"} <= set(card), name
+        assert (run / "models" / f"{name}.pt").exists() and (run / "models" / f"{name}_curve.png").exists()
+        assert "CUDA_VISIBLE_DEVICES=" in (run / "logs" / "train" / f"{name}.log").read_text()
     logs = list((run / "logs").rglob("*.log"))
     assert len(logs) > 10
     # the fastMRI-layout file has the documented datasets
@@ -108,8 +122,9 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     jobs = planned_jobs(snakemake(run, "-n", "--quiet", "rules", configfile=changed))
     n_sub = cfg["cohort"]["n_subjects"]
     n_acq = len(cfg["acquire"]["accelerations"])
-    assert jobs.get("denoise") == n_sub * n_acq
-    assert set(jobs) == {"denoise", "register", "segment", "predict", "score", "aggregate", "all"}
+    assert jobs.get("denoise") == n_sub * n_acq  # antsnlm everywhere; dncnn's input did not change
+    assert set(jobs) == {"denoise", "train", "register", "segment", "predict", "score", "aggregate", "all"}
+    assert jobs["train"] == 3  # the models that learn from denoised images: voxelmorph, unet, sfcn
     assert jobs["score"] == 4 * n_acq  # denoise, register, segment, predict; not acquire or reconstruct
 
 
@@ -157,7 +172,7 @@ def test_bad_images_fail_their_rule_and_others_survive(run, tmp_path):
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (lambda c: c["segment"].update(methods=["fancy"], feed="fancy"), "allowed values: atropos"),
+        (lambda c: c["segment"].update(methods=["fancy"], feed="fancy"), "allowed values: atropos, unet"),
         (lambda c: c["acquire"].update(accelerations=[-4, 1]), "acquire.accelerations[0]"),
         (lambda c: c["acquire"].update(snr=0), "acquire.snr"),
         (lambda c: c["cohort"].pop("n_subjects"), "config key 'cohort.n_subjects' is missing"),
@@ -172,3 +187,35 @@ def test_bad_config_stops_before_any_job(tmp_path, edit, expected):
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
     assert not (tmp_path / "work" / "results").exists() and not (tmp_path / "work" / "logs").exists()
+
+
+def test_killed_training_job_resumes_from_its_checkpoint(run, tmp_path):
+    """Kill a training job after its first checkpoint; the rerun continues from it."""
+    import os
+    import signal
+
+    work = tmp_path / "resume"
+    shutil.copytree(run, work, symlinks=True)
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["denoise"]["params"]["dncnn"].update(epochs=40, patience=40)  # new settings: trains afresh
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(yaml.safe_dump(cfg))
+    target = "models/denoise-dncnn.pt"
+    ckpt = work / "models" / "checkpoints" / "denoise-dncnn.ckpt"
+    ckpt.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+           "--configfile", str(longer), "--cores", "1", "--rerun-incomplete", target]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert ckpt.exists(), "no checkpoint was written"
+    os.killpg(proc.pid, signal.SIGKILL)  # as a node failure would: no clean-up
+    proc.wait()
+    assert not (work / target).exists() or (work / target).stat().st_mtime < ckpt.stat().st_mtime
+    subprocess.run(cmd + ["--unlock"], check=True, capture_output=True)  # the killed run left its lock
+    subprocess.run(cmd, check=True, capture_output=True)
+    log = (work / "logs" / "train" / "denoise-dncnn.log").read_text()
+    assert "resuming denoise-dncnn.pt from checkpoint after epoch" in log
+    card = json.loads((work / target.replace(".pt", ".json")).read_text())
+    assert card["training"]["epochs"] == 40

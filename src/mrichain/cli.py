@@ -18,9 +18,11 @@ log = logging.getLogger("mrichain")
 
 
 def _threads(n: int) -> None:
-    """Limit ITK/BLAS/torch threads to what the rule declared."""
+    """Limit ITK/BLAS/torch threads to what the rule declared (torch is very slow oversubscribed)."""
     for var in ("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
+    if "torch" in sys.modules:  # torch reads OMP_NUM_THREADS at import; later, set it directly
+        sys.modules["torch"].set_num_threads(n)
 
 
 def cmd_template(a):
@@ -52,11 +54,17 @@ def cmd_acquire(a):
 
 
 def cmd_reconstruct(a):
+    _threads(1)
     from mrichain.io import save_image
     from mrichain.recon import reconstruct_file
 
-    img = reconstruct_file(a.input, a.method, json.loads(a.params))
+    img = reconstruct_file(a.input, a.method, {**json.loads(a.params), **_model_kw(a)})
     save_image(img.get_fdata(dtype="float32"), img.affine, a.output)
+
+
+def _model_kw(a) -> dict:
+    """``model=<path>`` for a learned method (its trained weights), nothing for a classical one."""
+    return {"model": a.model} if getattr(a, "model", None) else {}
 
 
 def _image_stage(stage_module: str, a, **extra):
@@ -69,7 +77,7 @@ def _image_stage(stage_module: str, a, **extra):
     _threads(a.threads)
     methods = importlib.import_module(stage_module).METHODS
     img = load_image(a.input)
-    out = methods[a.method](img, threads=a.threads, **extra, **json.loads(a.params))
+    out = methods[a.method](img, threads=a.threads, **extra, **_model_kw(a), **json.loads(a.params))
     save_image(np.asarray(out.dataobj), out.affine, a.output, dtype=out.get_data_dtype())
 
 
@@ -90,7 +98,8 @@ def cmd_register(a):
     _threads(a.threads)
     moving, fixed = load_image(a.moving), load_image(a.fixed)
     labels = load_image(a.labels) if a.labels else None
-    res = METHODS[a.method](moving, fixed, labels=labels, seed=a.seed, threads=a.threads, **json.loads(a.params))
+    res = METHODS[a.method](moving, fixed, labels=labels, seed=a.seed, threads=a.threads, **_model_kw(a),
+                            **json.loads(a.params))
     save_image(res.warped.get_fdata(dtype="float32"), res.warped.affine, a.out_image)
     if res.warped_labels is not None and a.out_labels:
         save_image(np.asarray(res.warped_labels.dataobj), res.warped_labels.affine, a.out_labels, dtype=np.uint8)
@@ -107,10 +116,24 @@ def cmd_predict(a):
         subjects=a.subjects,
         splits=json.loads(a.splits),
         label_paths=a.labels,
+        image_paths=a.images,
+        model=a.model,
         info_paths=a.info,
         out_predictions=a.out_predictions,
         out_model=a.out_model,
     )
+
+
+def cmd_train(a):
+    import importlib
+
+    from mrichain.methods import PACKAGES
+
+    _threads(a.threads)
+    trainers = importlib.import_module(f"mrichain.{PACKAGES[a.stage]}").TRAINERS
+    result = trainers[a.method](json.loads(a.manifest), json.loads(a.params), a.out, a.seed)
+    log.info("trained %s-%s: best val %.4g at epoch %d of %d, %.1f s on %s", a.stage, a.method,
+             result.best_score, result.best_epoch, result.epochs_run, result.wall_seconds, result.device)
 
 
 def cmd_score(a):
@@ -125,7 +148,7 @@ def cmd_score(a):
 def cmd_aggregate(a):
     from mrichain.aggregate import aggregate
 
-    aggregate(a.scores, a.primary_acq, a.out_metrics, a.out_by_acq, a.out_summary)
+    aggregate(a.scores, a.primary_acq, a.out_metrics, a.out_by_acq, a.out_summary, a.out_comparison)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--params", default="{}", help="JSON keyword arguments of the method")
         s.add_argument("--input", required=True)
         s.add_argument("--output", required=True)
+        s.add_argument("--model", help="trained weights of a learned method (models/<stage>-<method>.pt)")
         if "threads" in extra:
             s.add_argument("--threads", type=int, default=1)
         if "contrast" in extra:
@@ -178,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--moving", required=True)
     s.add_argument("--fixed", required=True)
     s.add_argument("--labels")
+    s.add_argument("--model", help="trained weights of a learned method")
     s.add_argument("--out-image", required=True)
     s.add_argument("--out-labels")
     s.add_argument("--out-jacobian", required=True)
@@ -189,11 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", default="{}")
     s.add_argument("--subjects", nargs="+", required=True)
     s.add_argument("--splits", required=True, help="JSON {subject: split}")
-    s.add_argument("--labels", nargs="+", required=True)
+    s.add_argument("--labels", nargs="+", help="segmentations, for a volume model")
+    s.add_argument("--images", nargs="+", help="images, for an image model")
+    s.add_argument("--model", help="trained weights of an image model")
     s.add_argument("--info", nargs="+", required=True)
     s.add_argument("--out-predictions", required=True)
     s.add_argument("--out-model", required=True)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("train", help="train a learned method on the train split, select on val")
+    s.add_argument("--stage", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--manifest", required=True, help="JSON {train: [...], val: [...]} of input files")
+    s.add_argument("--params", default="{}")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True, help="models/<stage>-<method>.pt")
+    s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="score one stage against ground truth and draw montages")
     s.add_argument("--manifest", required=True, help="JSON manifest of the files to score")
@@ -208,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-metrics", required=True)
     s.add_argument("--out-by-acq", required=True)
     s.add_argument("--out-summary", required=True)
+    s.add_argument("--out-comparison", help="side-by-side table at the primary acquisition")
     s.set_defaults(func=cmd_aggregate)
     return p
 

@@ -13,6 +13,8 @@ columns ``stage, acq, subject, split, method, metric, value``. Definitions (DESI
   % voxels with Jacobian determinant <= 0 inside the template brain, seconds per pair;
 - segment: Dice and 95th-percentile Hausdorff distance (mm) per tissue in native space;
 - predict: absolute error of the predicted age (years); the aggregate over the test split is MAE.
+  Methods with a predictive interval also get ``in_interval`` (0/1; its test mean is the
+  interval coverage) and the interval width in years.
 
 Every method also gets ``seconds``: the wall time of its job from Snakemake's benchmark file,
 where one exists.
@@ -160,9 +162,15 @@ def _score_predict(manifest: dict, benchmarks_dir, figures: Path | None) -> list
     acq = manifest["acq"]
     for method, path in manifest["methods"].items():
         table = pd.read_csv(path, sep="\t")
+        has_interval = {"predicted_lower", "predicted_upper"} <= set(table.columns)
         for r in table.itertuples():
             rows.append(dict(subject=r.subject, split=r.split, method=method,
                              metric="abs_error_years", value=abs(r.predicted_age - r.age)))
+            if has_interval:
+                inside = float(r.predicted_lower <= r.age <= r.predicted_upper)
+                rows.append(dict(subject=r.subject, split=r.split, method=method, metric="in_interval", value=inside))
+                rows.append(dict(subject=r.subject, split=r.split, method=method, metric="interval_width_years",
+                                 value=r.predicted_upper - r.predicted_lower))
         f = Path(benchmarks_dir or "") / "predict" / f"acq-{acq}_{method}.tsv"
         if benchmarks_dir is not None and f.exists():
             secs = float(pd.read_csv(f, sep="\t")["s"].iloc[0])

@@ -88,7 +88,8 @@ def dice(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3)) -> dict[int, float]:
         if not pa.any() and not pb.any():
             out[int(lab)] = float("nan")
             continue
-        out[int(lab)] = float(compute_dice(pa.float(), pb.float(), include_background=True).item())
+        # ignore_empty=False: a label missing from one map scores 0, not NaN
+        out[int(lab)] = float(compute_dice(pa.float(), pb.float(), include_background=True, ignore_empty=False).item())
     return out
 
 

@@ -3,11 +3,13 @@
 
 rule denoise:
     input:
+        unpack(model_input("denoise")),
         image=lambda wc: feed("reconstruct", RECON, wc.sub, wc.acq),
     output:
         image=DENOISED,
     params:
         method_params=lambda wc: params_json("denoise", wc.method),
+        model=model_arg("denoise"),
     log:
         "logs/denoise/{sub}_acq-{acq}_{method}.log",
     benchmark:
@@ -19,5 +21,5 @@ rule denoise:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain denoise --method {wildcards.method} --params {params.method_params:q} --threads {threads} "
+        "mrichain denoise --method {wildcards.method} --params {params.method_params:q} {params.model} --threads {threads} "
         "--input {input.image} --output {output.image} > {log} 2>&1"

@@ -38,6 +38,7 @@ rule aggregate:
         metrics="results/metrics.json",
         by_acq="results/metrics_by_acq.json",
         summary=report("results/metrics/summary.tsv", caption="../report/metrics.rst", category="Metrics"),
+        comparison=report("results/comparison.tsv", caption="../report/comparison.rst", category="Metrics"),
     params:
         primary=list(ACQS)[0],
     log:
@@ -52,4 +53,4 @@ rule aggregate:
         "../../envs/evaluate.yaml"
     shell:
         "mrichain aggregate --primary-acq {params.primary} --scores {input} "
-        "--out-metrics {output.metrics} --out-by-acq {output.by_acq} --out-summary {output.summary} > {log} 2>&1"
+        "--out-metrics {output.metrics} --out-by-acq {output.by_acq} --out-summary {output.summary} --out-comparison {output.comparison} > {log} 2>&1"

@@ -4,11 +4,13 @@
 
 rule reconstruct:
     input:
+        unpack(model_input("reconstruct")),
         kspace=KSPACE,
     output:
         image=RECON,
     params:
         method_params=lambda wc: params_json("reconstruct", wc.method),
+        model=model_arg("reconstruct"),
     log:
         "logs/reconstruct/{sub}_acq-{acq}_{method}.log",
     benchmark:
@@ -20,5 +22,5 @@ rule reconstruct:
     conda:
         "../../envs/simulate.yaml"
     shell:
-        "mrichain reconstruct --method {wildcards.method} --params {params.method_params:q} "
+        "mrichain reconstruct --method {wildcards.method} --params {params.method_params:q} {params.model} "
         "--input {input.kspace} --output {output.image} > {log} 2>&1"

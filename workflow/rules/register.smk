@@ -4,6 +4,7 @@
 
 rule register:
     input:
+        unpack(model_input("register")),
         moving=lambda wc: feed("denoise", DENOISED, wc.sub, wc.acq),
         fixed=f"{TPL}_T1w.nii.gz",
         labels=f"{GT}_dseg.nii.gz",
@@ -11,6 +12,7 @@ rule register:
         **{k: f"{REG}{s}" for k, s in REG_SUFFIXES.items()},
     params:
         method_params=lambda wc: params_json("register", wc.method),
+        model=model_arg("register"),
         seed=config["seed"],
     log:
         "logs/register/{sub}_acq-{acq}_{method}.log",
@@ -23,7 +25,7 @@ rule register:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain register --method {wildcards.method} --params {params.method_params:q} --threads {threads} "
+        "mrichain register --method {wildcards.method} --params {params.method_params:q} {params.model} --threads {threads} "
         "--seed {params.seed} --moving {input.moving} --fixed {input.fixed} --labels {input.labels} "
         "--out-image {output.image} --out-labels {output.labels} --out-jacobian {output.jacobian} "
         "--out-timing {output.timing} > {log} 2>&1"

@@ -3,11 +3,13 @@
 
 rule segment:
     input:
+        unpack(model_input("segment")),
         image=lambda wc: feed("denoise", DENOISED, wc.sub, wc.acq),
     output:
         labels=SEG,
     params:
         method_params=lambda wc: params_json("segment", wc.method),
+        model=model_arg("segment"),
         contrast=C,
     log:
         "logs/segment/{sub}_acq-{acq}_{method}.log",
@@ -20,5 +22,5 @@ rule segment:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain segment --method {wildcards.method} --params {params.method_params:q} --threads {threads} "
+        "mrichain segment --method {wildcards.method} --params {params.method_params:q} {params.model} --threads {threads} "
         "--contrast {params.contrast} --input {input.image} --output {output.labels} > {log} 2>&1"

@@ -24,4 +24,12 @@ class Predictor:
 
 METHODS: dict[str, Predictor] = {"linear": Predictor(fit=linear.fit, predict=linear.predict)}
 
-__all__ = ["METHODS", "Predictor", "tissue_volumes"]
+# Image-based learned methods: ``IMAGE_METHODS[name](model, image_paths, *, mc_samples, interval,
+# seed) -> pandas.DataFrame`` (predicted_age, predicted_lower, predicted_upper; one row per path),
+# trained by ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``.
+from mrichain.methods import Registry  # noqa: E402
+
+IMAGE_METHODS: Registry = Registry({"sfcn": "mrichain.predict.sfcn:predict_images"})
+TRAINERS: Registry = Registry({"sfcn": "mrichain.predict.sfcn:train"})
+
+__all__ = ["IMAGE_METHODS", "METHODS", "Predictor", "TRAINERS", "tissue_volumes"]

@@ -13,25 +13,40 @@ def run_prediction(
     params: dict,
     subjects: list[str],
     splits: dict[str, str],
-    label_paths: list[str],
     info_paths: list[str],
     out_predictions: str | Path,
     out_model: str | Path,
+    label_paths: list[str] | None = None,
+    image_paths: list[str] | None = None,
+    model: str | None = None,
 ) -> pd.DataFrame:
-    """Fit ``method`` on the train split's segmentations and true ages, predict every subject.
+    """Predict every subject's brain age; write a TSV and a JSON describing the model.
 
-    label_paths / info_paths: one per subject, in the order of ``subjects``; labels are uint8
-    maps (0 BG, 1 CSF, 2 GM, 3 WM), info JSONs hold the true ``age`` in years.
-    Writes a TSV (subject, split, age, predicted_age[, predicted_lower, predicted_upper]) and the
-    fitted model as JSON. Returns the predictions table.
+    A volume method (``METHODS``, e.g. linear) is fitted here on the train split's segmentations
+    (``label_paths``: uint8 maps 0 BG, 1 CSF, 2 GM, 3 WM) and true ages. An image method
+    (``IMAGE_METHODS``, e.g. the learned CNN) was trained by its own job: it reads ``image_paths``
+    and its weights ``model`` and also returns a predictive interval.
+    info_paths: one per subject (order of ``subjects``), JSONs holding the true ``age`` in years.
+    TSV columns: subject, split, age, predicted_age[, predicted_lower, predicted_upper, volumes].
     """
-    from mrichain.predict import METHODS
+    from mrichain.predict import IMAGE_METHODS, METHODS
     from mrichain.predict.volumes import tissue_volumes
 
-    if not (len(subjects) == len(label_paths) == len(info_paths)):
-        raise ValueError("subjects, label_paths and info_paths must have the same length")
-    volumes = [tissue_volumes(load_image(p)) for p in label_paths]
     ages = [float(load_json(p)["age"]) for p in info_paths]
+    if method in IMAGE_METHODS:
+        if image_paths is None or model is None or len(image_paths) != len(subjects):
+            raise ValueError(f"{method} needs one image per subject and its trained model")
+        pred = IMAGE_METHODS[method](model, image_paths, **params)
+        table = pd.DataFrame({"subject": subjects, "split": [splits[s] for s in subjects], "age": ages})
+        table = pd.concat([table, pred.reset_index(drop=True)], axis=1)
+        Path(out_predictions).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out_predictions, sep="\t", index=False, float_format="%.6g")
+        save_json({"method": method, "params": params, "weights": str(model),
+                   "card": load_json(Path(model).with_suffix(".json"))}, out_model)
+        return table
+    if label_paths is None or len(label_paths) != len(subjects):
+        raise ValueError(f"{method} needs one segmentation per subject")
+    volumes = [tissue_volumes(load_image(p)) for p in label_paths]
     train = [i for i, s in enumerate(subjects) if splits[s] == "train"]
     model_impl = METHODS[method]
     model = model_impl.fit([volumes[i] for i in train], [ages[i] for i in train], **params)

@@ -5,15 +5,22 @@ kspace: complex64 [S, C, H, W]; mask: float32 [W] or None; returns float32 [S, H
 from __future__ import annotations
 
 import os
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
 
 from mrichain.io import read_kspace
-from mrichain.recon import zerofilled as _zerofilled
+from mrichain.methods import Registry
 
-METHODS: dict[str, Callable[..., np.ndarray]] = {"zerofilled": _zerofilled.zerofilled}
+METHODS: Registry = Registry({
+    "zerofilled": "mrichain.recon.zerofilled:zerofilled",
+    "cs": "mrichain.recon.cs:cs",
+    "varnet": "mrichain.recon.varnet:varnet",  # needs model=<path of models/reconstruct-varnet.pt>
+})
+
+#: learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``
+#: with manifest = {"train": [{"kspace": h5}, ...], "val": [{"kspace": h5}, ...]}.
+TRAINERS: Registry = Registry({"varnet": "mrichain.recon.varnet:train"})
 
 
 def volume_image(slices: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:

@@ -6,7 +6,6 @@ fixed grid.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import nibabel as nib
 
@@ -28,6 +27,12 @@ class RegistrationResult:
     seconds: float
 
 
-from mrichain.register import antssyn as _antssyn  # noqa: E402
+from mrichain.methods import Registry  # noqa: E402
 
-METHODS: dict[str, Callable[..., RegistrationResult]] = {"antssyn": _antssyn.antssyn}
+METHODS: Registry = Registry({
+    "antssyn": "mrichain.register.antssyn:antssyn",
+    "voxelmorph": "mrichain.register.voxelmorph:voxelmorph",  # needs model=<path to .pt> (card .json beside it)
+})
+
+# Learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``.
+TRAINERS: Registry = Registry({"voxelmorph": "mrichain.register.voxelmorph:train"})

@@ -2,16 +2,19 @@
 
 image: nib.Nifti1Image float [X, Y, Z]; returns uint8 nib.Nifti1Image labels on the same grid
 (0 BG, 1 CSF, 2 GM, 3 WM; see ``mrichain.LABELS``).
+Learned methods (``TRAINERS``) also take ``model=<state dict .pt>`` (its card JSON beside it).
 """
 from __future__ import annotations
 
-from typing import Callable
 
-import nibabel as nib
 
-from mrichain.segment import atropos as _atropos
+from mrichain.methods import Registry
 from mrichain.segment.brainmask import brain_mask
 
-METHODS: dict[str, Callable[..., nib.Nifti1Image]] = {"atropos": _atropos.atropos}
+METHODS: Registry = Registry({"atropos": "mrichain.segment.atropos:atropos", "unet": "mrichain.segment.unet:unet"})
 
-__all__ = ["METHODS", "brain_mask"]
+#: Learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``;
+#: the method then takes ``model=out_path``.
+TRAINERS: Registry = Registry({"unet": "mrichain.segment.unet:train"})
+
+__all__ = ["METHODS", "TRAINERS", "brain_mask"]

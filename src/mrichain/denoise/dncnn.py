@@ -1,0 +1,188 @@
+"""Learned denoising: a DnCNN-style residual CNN on 2-D axial slices (Zhang et al. 2017).
+
+MONAI ships no DnCNN, so the network is assembled from MONAI ``Convolution`` blocks: one
+conv + ReLU, ``depth - 2`` conv + batch-norm + ReLU, one conv to the residual; the output is
+``input - residual`` (the network learns the noise field, not the image). Chosen over a residual
+``BasicUNet`` because it is DnCNN as published (no down-sampling, so no padding to a multiple,
+no checkerboard or resampling blur at full resolution), it is small and fast on a CPU, and its
+receptive field (``2 * depth + 1`` voxels) is what spatially white Rician noise needs. It is a
+denoiser, not a de-aliaser: coherent undersampling artefacts a quarter of the FOV wide are the
+reconstruction stage's job.
+
+Intensities are normalised per volume by the 99th percentile of the input (target by the same
+factor), and the factor is undone on output, so the method is blind to the scanner's scale.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from torch import nn
+
+from mrichain.io import load_image, load_json
+from mrichain.slices import SliceDataset, image_like, percentile_scale, predict_volume, split_params
+
+#: Training parameters and their defaults (loop settings go to ``TrainSettings``, the rest to the card).
+DEFAULTS: dict = {
+    "epochs": 6,
+    "batch_size": 8,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "patience": 3,
+    "max_batches_per_epoch": 30,
+    "device": "auto",
+    "amp": True,
+    "grad_clip": 1.0,
+    "depth": 8,
+    "channels": 32,
+    "norm": None,  # None (no normalisation layers) or a MONAI norm name such as "batch"
+    "loss": "l1",
+    "flips": True,
+    "threads": None,
+}
+
+
+class DnCNN(nn.Module):
+    """[B, C, H, W] -> [B, C, H, W]: ``x - body(x)``, body = DnCNN's conv/BN/ReLU stack."""
+
+    def __init__(self, depth: int = 8, channels: int = 32, in_channels: int = 1, norm: str | None = None):
+        super().__init__()
+        from monai.networks.blocks import Convolution
+
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth}")
+        layers = [Convolution(2, in_channels, channels, kernel_size=3, act="RELU", norm=None, bias=True)]
+        for _ in range(depth - 2):
+            layers.append(Convolution(2, channels, channels, kernel_size=3, act="RELU", norm=norm, bias=norm is None))
+        layers.append(Convolution(2, channels, in_channels, kernel_size=3, conv_only=True, bias=True))
+        self.body = nn.Sequential(*layers)
+        # Zero residual at initialisation: the untrained net is the identity, so training starts
+        # from the input's PSNR and can only be selected (by validation) where it improves on it.
+        last = layers[-1].conv
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.body(x)
+
+
+def build(hyper_parameters: dict) -> DnCNN:
+    hp = hyper_parameters
+    return DnCNN(depth=int(hp["depth"]), channels=int(hp["channels"]), in_channels=int(hp.get("in_channels", 1)),
+                 norm=hp.get("norm"))
+
+
+def _load_item(item: dict) -> dict[str, np.ndarray]:
+    x = np.asarray(load_image(item["input"]).dataobj, dtype=np.float32)
+    scale = percentile_scale(x)
+    out = {"input": x / scale}
+    if "target" in item:
+        out["target"] = np.asarray(load_image(item["target"]).dataobj, dtype=np.float32) / scale
+    if "mask" in item:
+        out["mask"] = (np.asarray(load_image(item["mask"]).dataobj) > 0).astype(np.float32)
+    return out
+
+
+def make_loss(kind: str = "l1"):
+    """``loss_fn(model, batch, device)`` for the engine: L1 or MSE on normalised intensities,
+    averaged over the brain mask when the batch carries one."""
+    if kind not in ("l1", "mse"):
+        raise ValueError(f"loss must be 'l1' or 'mse', got {kind!r}")
+    crit = nn.L1Loss(reduction="none") if kind == "l1" else nn.MSELoss(reduction="none")
+
+    def loss_fn(model, batch, device):
+        err = crit(model(batch["input"].to(device)), batch["target"].to(device))
+        if "mask" not in batch:
+            return err.mean()
+        # inside the brain only: that is where the stage is scored, and the coil-combined noise
+        # floor of the background would otherwise dominate the loss
+        w = batch["mask"].to(device)
+        return (err * w).sum() / w.sum().clamp_min(1.0)
+
+    return loss_fn
+
+
+def score_fn(model, val_data: SliceDataset, device) -> float:
+    """Mean PSNR (dB) inside the brain mask over the validation volumes (higher is better)."""
+    from mrichain.metrics import psnr
+
+    scores = []
+    for vol in val_data.volumes:
+        pred = predict_volume(model, vol["input"], device=device)[0]
+        scores.append(psnr(vol["target"], np.clip(pred, 0, None), mask=vol["mask"]))
+    return float(np.mean(scores))
+
+
+def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
+          on_epoch_end=None, progress: bool = True):
+    """Train the DnCNN through :func:`mrichain.train.fit`; returns its ``FitResult``.
+
+    manifest: ``{"train": [{"input", "target", "mask"}, ...], "val": [...]}`` NIfTI paths
+    (noisy image, noise-free image, brain mask), several acquisitions per subject allowed.
+    params: overrides of :data:`DEFAULTS`. Writes ``out_path`` (state dict), the card JSON beside
+    it (architecture + hyper-parameters, rebuilt by :func:`dncnn`), curve TSV/PNG, checkpoint.
+    on_epoch_end, progress: passed to ``fit`` (tests interrupt through the former).
+    """
+    from mrichain.train import fit, hash_files, seed_everything
+
+    settings, rest = split_params(params, DEFAULTS, seed)
+    if rest["threads"]:
+        torch.set_num_threads(int(rest["threads"]))
+    for split in ("train", "val"):
+        if not manifest.get(split):
+            raise ValueError(f"manifest has no {split!r} items")
+    need = ("input", "target", "mask")
+    for item in manifest["train"] + manifest["val"]:
+        missing = [k for k in need if k not in item]
+        if missing:
+            raise ValueError(f"manifest item {item} lacks {missing}")
+    hp = {"depth": int(rest["depth"]), "channels": int(rest["channels"]), "in_channels": 1, "norm": rest["norm"]}
+    flips = (0,) if rest["flips"] else ()
+    train_ds = SliceDataset(manifest["train"], _load_item, mask_key="mask", flip_axes=flips)
+    val_ds = SliceDataset(manifest["val"], _load_item, mask_key="mask")
+    paths = [item[k] for item in manifest["train"] + manifest["val"] for k in need]
+    card = {
+        "architecture": "DnCNN (residual, MONAI Convolution blocks), 2-D axial slices",
+        "method": "dncnn",
+        "stage": "denoise",
+        "hyper_parameters": hp,
+        "loss": {"kind": rest["loss"], "region": "brain mask", "space": "normalised intensities"},
+        "augmentation": {"flip_axes": list(flips)},
+        "normalisation": "input / 99th percentile of the input volume; undone on output",
+        "training_data_hash": hash_files(paths),
+        "n_volumes": {"train": len(manifest["train"]), "val": len(manifest["val"])},
+        "n_slices": {"train": len(train_ds), "val": len(val_ds)},
+    }
+    seed_everything(seed)
+    model = build(hp)
+    return fit(model, train_ds, val_ds, loss_fn=make_loss(rest["loss"]), score_fn=score_fn,
+               settings=settings, out_path=out_path, card=card, score_name="psnr_brain",
+               on_epoch_end=on_epoch_end, progress=progress)
+
+
+def load_model(model: str, device="cpu") -> tuple[DnCNN, dict]:
+    """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json."""
+    card = load_json(Path(model).with_suffix(".json"))
+    net = build(card["hyper_parameters"])
+    net.load_state_dict(torch.load(model, map_location=device, weights_only=True))
+    return net.to(device).eval(), card
+
+
+def dncnn(image: nib.Nifti1Image, *, model: str, threads: int = 1, batch_size: int = 16,
+          device: str = "auto") -> nib.Nifti1Image:
+    """Denoise a magnitude image with a trained DnCNN.
+
+    image: [X, Y, Z] float; model: the state dict written by :func:`train` (card beside it).
+    Returns float32 [X, Y, Z] (clipped at 0, in the input's intensity units) with the same affine.
+    """
+    from mrichain.train import select_device
+
+    torch.set_num_threads(int(threads))
+    dev = select_device(device)
+    net, _ = load_model(model, dev)
+    x = np.asarray(image.dataobj, dtype=np.float32)
+    scale = percentile_scale(x)
+    y = predict_volume(net, x / scale, batch_size=batch_size, device=dev)[0] * scale
+    return image_like(np.clip(y, 0, None), image.affine, np.float32)

@@ -1,0 +1,164 @@
+"""2-D axial-slice datasets and slice-wise inference, shared by the learned 2-D methods.
+
+Volumes are [X, Y, Z] arrays (RAS, axial slices along Z). They are small (81x99x82 at 2 mm), so
+a dataset keeps every volume in memory and indexes (volume, z) pairs; a sample is a dict of
+``[1, H, W]`` tensors, one per array of the volume, zero-padded at the high end of X and Y to the
+dataset's common slice shape (the largest X, Y over volumes, rounded up to ``multiple`` so that a
+network with ``k`` stride-2 stages sees sizes divisible by ``2**k``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+def percentile_scale(data: np.ndarray, q: float = 99.0) -> float:
+    """Intensity scale of a volume: its ``q``-th percentile (> 0; falls back to max, then 1)."""
+    data = np.asarray(data)
+    s = float(np.percentile(data, q)) if data.size else 0.0
+    if not s > 0:
+        s = float(data.max()) if data.size else 0.0
+    return s if s > 0 else 1.0
+
+
+def round_up(n: int, multiple: int) -> int:
+    return int(-(-int(n) // int(multiple)) * int(multiple))
+
+
+def pad2d(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Zero-pad the last two axes of ``a`` at their high end to ``shape`` (H, W)."""
+    ph, pw = shape[0] - a.shape[-2], shape[1] - a.shape[-1]
+    if ph < 0 or pw < 0:
+        raise ValueError(f"cannot pad {a.shape[-2:]} to smaller {tuple(shape)}")
+    if ph == 0 and pw == 0:
+        return a
+    return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)])
+
+
+class SliceDataset(Dataset):
+    """Map-style dataset over the axial slices of several in-memory volumes.
+
+    items: anything ``load_fn`` understands (e.g. manifest dicts of file paths).
+    load_fn(item) -> dict name -> np.ndarray [X, Y, Z] (all of one shape; float arrays for
+    images, int64 for label maps). A sample is ``{name: tensor [1, H, W]}`` for slice z.
+    mask_key: the array whose nonzero voxels mark the brain; slices with fewer than
+    ``min_voxels`` of them are skipped (``None``: keep every slice).
+    flip_axes: in-plane axes (0 = X left-right, 1 = Y anterior-posterior) that are each flipped
+    with probability 1/2 per sample, drawn from torch's global RNG (the training engine seeds it
+    per epoch, so augmentation is reproducible and resumable). Same flip for every array.
+    multiple: the common slice shape is rounded up to a multiple of this.
+    """
+
+    def __init__(
+        self,
+        items: Iterable,
+        load_fn: Callable[[object], dict],
+        *,
+        mask_key: str | None = "mask",
+        min_voxels: int = 1,
+        flip_axes: Sequence[int] = (),
+        multiple: int = 1,
+    ):
+        self.items = list(items)
+        self.volumes: list[dict[str, np.ndarray]] = [load_fn(it) for it in self.items]
+        if not self.volumes:
+            raise ValueError("SliceDataset needs at least one volume")
+        for item, vol in zip(self.items, self.volumes):
+            shapes = {k: v.shape for k, v in vol.items()}
+            if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 3:
+                raise ValueError(f"{item}: arrays must be 3-D and of one shape, got {shapes}")
+        self.flip_axes = tuple(int(a) for a in flip_axes)
+        self.multiple = int(multiple)
+        h = max(next(iter(v.values())).shape[0] for v in self.volumes)
+        w = max(next(iter(v.values())).shape[1] for v in self.volumes)
+        self.shape = (round_up(h, multiple), round_up(w, multiple))
+        self.index: list[tuple[int, int]] = []
+        for vi, vol in enumerate(self.volumes):
+            nz = next(iter(vol.values())).shape[2]
+            if mask_key is None:
+                keep = range(nz)
+            else:
+                counts = np.count_nonzero(vol[mask_key], axis=(0, 1))
+                keep = np.flatnonzero(counts >= max(int(min_voxels), 1))
+            self.index.extend((vi, int(z)) for z in keep)
+        if not self.index:
+            raise ValueError("no slice holds brain voxels")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        vi, z = self.index[i]
+        sample = {k: torch.from_numpy(pad2d(np.ascontiguousarray(a[:, :, z]), self.shape)[None].copy())
+                  for k, a in self.volumes[vi].items()}
+        for ax in self.flip_axes:
+            if bool(torch.rand(()) < 0.5):
+                sample = {k: torch.flip(t, dims=(ax + 1,)) for k, t in sample.items()}
+        return sample
+
+
+@torch.no_grad()
+def predict_volume(
+    net: torch.nn.Module,
+    volume: np.ndarray,
+    *,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    multiple: int = 1,
+) -> np.ndarray:
+    """Run a 2-D network over every axial slice of a volume, ``batch_size`` slices at a time.
+
+    volume: [X, Y, Z] or [C, X, Y, Z] float. The net maps [B, C, H, W] -> [B, C_out, H, W]
+    (H, W padded up to ``multiple``, cropped back after). Returns float32 [C_out, X, Y, Z].
+    The net is used as given (call ``net.eval()`` first).
+    """
+    vol = np.asarray(volume, dtype=np.float32)
+    if vol.ndim == 3:
+        vol = vol[None]
+    c, x, y, nz = vol.shape
+    shape = (round_up(x, multiple), round_up(y, multiple))
+    slices = pad2d(np.moveaxis(vol, -1, 0), shape)  # [Z, C, H, W]
+    outs = []
+    for s in range(0, nz, batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(slices[s:s + batch_size])).to(device)
+        outs.append(net(batch)[:, :, :x, :y].float().cpu().numpy())
+    return np.moveaxis(np.concatenate(outs, axis=0), 0, -1)  # [C_out, X, Y, Z]
+
+
+def split_params(params: dict | None, defaults: dict, seed: int):
+    """Merge ``params`` over ``defaults`` and split them into the training loop's
+    :class:`mrichain.train.TrainSettings` and the rest (model/method hyper-parameters).
+
+    Unknown keys raise ``ValueError`` naming them (a typo must not silently train defaults).
+    ``threads`` (torch CPU threads) is applied by the caller and kept out of both, so it does not
+    change the resume fingerprint.
+    """
+    from dataclasses import fields
+
+    from mrichain.train import TrainSettings
+
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown training parameter(s) {unknown}; known: {sorted(defaults)}")
+    merged = {**defaults, **params}
+    loop_keys = {f.name for f in fields(TrainSettings)} - {"seed"}
+    settings = TrainSettings(seed=int(seed), **{k: merged[k] for k in loop_keys if k in merged})
+    rest = {k: v for k, v in merged.items() if k not in loop_keys}
+    return settings, rest
+
+
+def image_like(data: np.ndarray, affine: np.ndarray, dtype=np.float32):
+    """A NIfTI image of ``data`` cast to ``dtype`` with ``affine`` as qform and sform (mm)."""
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+    img.set_data_dtype(dtype)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img

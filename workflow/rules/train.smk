@@ -1,0 +1,33 @@
+# Training of every learned method: one job per (stage, method), on the train split, model
+# selected on the val split. Runs on CPU here; on a cluster the slurm profile sends it to a GPU.
+
+
+rule train:
+    input:
+        lambda wc: manifest_files(train_manifest(wc.stage, wc.method)),
+    output:
+        model=f"{MODEL}.pt",
+        card=f"{MODEL}.json",
+        curve=f"{MODEL}_curve.tsv",
+        curve_png=report(
+            f"{MODEL}_curve.png", caption="../report/curve.rst", category="Training curves", subcategory="{stage}"
+        ),
+    params:
+        manifest=lambda wc: json.dumps(train_manifest(wc.stage, wc.method), sort_keys=True),
+        method_params=lambda wc: train_params_json(wc.stage, wc.method),
+        seed=config["seed"],
+    log:
+        "logs/train/{stage}-{method}.log",
+    benchmark:
+        "results/benchmarks/train/{stage}-{method}.tsv"
+    threads: 1  # one thread per job, jobs in parallel: torch slows badly when oversubscribed
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log}; "
+        "mrichain train --stage {wildcards.stage} --method {wildcards.method} --manifest {params.manifest:q} "
+        "--params {params.method_params:q} --seed {params.seed} --threads {threads} --out {output.model} >> {log} 2>&1"
