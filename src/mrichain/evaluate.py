@@ -10,7 +10,9 @@ columns ``stage, acq, subject, split, method, metric, value``. Definitions (DESI
   denoiser is asked to remove, from dominating the score); the undenoised input is scored too,
   as method ``input``, so the gain is visible;
 - register: Dice per tissue of the warped ground-truth labels against the template labels,
-  % voxels with Jacobian determinant <= 0 inside the template brain, seconds per pair;
+  % voxels with Jacobian determinant <= 0 inside the template brain, seconds per pair; when the
+  subject and template grids match (as in the simulation), the unregistered labels are scored
+  too, as method ``identity``: the floor a registration has to beat;
 - segment: Dice and 95th-percentile Hausdorff distance (mm) per tissue in native space;
 - predict: absolute error of the predicted age (years); the aggregate over the test split is MAE.
   Methods with a predictive interval also get ``in_interval`` (0/1; its test mean is the
@@ -118,6 +120,11 @@ def score_register(sub, e, acq, figures):
     ref = _labels(e["reference"])
     brain = ref > 0
     out = {}
+    if "unregistered" in e:
+        # the subject's labels as they lie, without any registration: the floor every method must beat
+        native = _labels(e["unregistered"])
+        if native.shape == ref.shape:
+            out["identity"] = _tissue_rows("dice", metrics.dice(ref, native, labels=TISSUES))
     panels = [("template", _vol(e["fixed"]), "image"), ("template labels", ref, "labels")]
     for method, files in e["methods"].items():
         warped = _labels(files["labels"])

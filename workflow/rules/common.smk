@@ -148,6 +148,7 @@ def score_manifest(stage, acq):
             e = {
                 "reference": f"{TPL}_dseg.nii.gz",
                 "fixed": f"{TPL}_T1w.nii.gz",
+                "unregistered": g["dseg"],
                 "methods": {
                     m_: {k: f"{REG.format(method=m_, **kw)}{s}" for k, s in REG_SUFFIXES.items()} for m_ in run
                 },
