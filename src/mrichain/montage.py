@@ -23,18 +23,20 @@ def save_montage(panels: list[tuple[str, np.ndarray, str]], path: str | Path, ti
 
     panels: (title, volume [X, Y, Z], kind) with kind ``"image"`` (grey, shared window per
     column: 0 to the 99.5th percentile), ``"labels"`` (0 BG, 1 CSF, 2 GM, 3 WM) or ``"error"``
-    (absolute difference, hot colour map).
+    (absolute difference, hot colour map, one scale shared by all error panels).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(panels)
+    errors = [float(np.percentile(np.asarray(v, dtype=np.float32), 99.5)) for _, v, k in panels if k == "error"]
+    error_max = max(errors) if errors and max(errors) > 0 else 1.0  # one scale: errors compare across methods
     fig, axes = plt.subplots(3, n, figsize=(2.4 * n, 7.2), squeeze=False)
     for col, (name, vol, kind) in enumerate(panels):
         vol = np.asarray(vol, dtype=np.float32)
         if kind == "labels":
             kw = dict(cmap=LABEL_CMAP, vmin=0, vmax=3, interpolation="nearest")
         elif kind == "error":
-            kw = dict(cmap="hot", vmin=0, vmax=float(np.percentile(vol, 99.5)) or 1.0)
+            kw = dict(cmap="hot", vmin=0, vmax=error_max)
         else:
             kw = dict(cmap="gray", vmin=0, vmax=float(np.percentile(vol, 99.5)) or 1.0)
         for row, sl in enumerate(_mid_slices(vol)):
