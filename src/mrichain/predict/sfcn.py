@@ -159,16 +159,11 @@ def _neg_mae(age_mean: float, age_std: float):
 
 
 def _split_params(params: dict) -> tuple[dict, dict]:
-    params = dict(params or {})
-    loop = {k: params.pop(k, v) for k, v in DEFAULT_LOOP.items()}
-    hyper = {k: params.pop(k, v) for k, v in DEFAULT_HYPER.items()}
+    from mrichain.train.params import split_loop_and_model
+
+    loop, hyper = split_loop_and_model(params, DEFAULT_LOOP, DEFAULT_HYPER, "sfcn")
     hyper["channels"] = [int(c) for c in hyper["channels"]]
     hyper["input_shape"] = [int(c) for c in hyper["input_shape"]]
-    for k in ("device", "amp"):
-        if k in params:
-            loop[k] = params.pop(k)
-    if params:
-        raise ValueError(f"sfcn: unknown params {sorted(params)}")
     return loop, hyper
 
 

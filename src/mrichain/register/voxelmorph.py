@@ -208,16 +208,11 @@ def val_dice(model, data: PairDataset, device) -> float:
 
 # ------------------------------------------------------------------------------------- training
 def _split_params(params: dict) -> tuple[dict, dict]:
-    params = dict(params or {})
-    loop = {k: params.pop(k, v) for k, v in DEFAULT_LOOP.items()}
-    hyper = {k: params.pop(k, v) for k, v in DEFAULT_HYPER.items()}
+    from mrichain.train.params import split_loop_and_model
+
+    loop, hyper = split_loop_and_model(params, DEFAULT_LOOP, DEFAULT_HYPER, "voxelmorph")
     hyper["channels"] = [int(c) for c in hyper["channels"]]
     hyper["final_conv_channels"] = [int(c) for c in hyper["final_conv_channels"]]
-    for k in ("device", "amp"):
-        if k in params:
-            loop[k] = params.pop(k)
-    if params:
-        raise ValueError(f"voxelmorph: unknown params {sorted(params)}")
     return loop, hyper
 
 
