@@ -42,7 +42,7 @@ DEFAULT_HYPER = {
     "ncc_kernel": 9,
     "lambda_dice": 0.0,
 }
-DEFAULT_LOOP = {"epochs": 8, "lr": 3e-3, "batch_size": 1, "patience": 4, "max_batches_per_epoch": 16,
+DEFAULT_LOOP = {"epochs": 8, "lr": 5e-4, "batch_size": 1, "patience": 4, "max_batches_per_epoch": 16,
                 "grad_clip": 1.0, "weight_decay": 0.0}
 
 
