@@ -126,23 +126,16 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
     on_epoch_end, progress: passed to ``fit`` (tests interrupt through the former).
     """
     from mrichain.train import fit, hash_files, seed_everything
+    from mrichain.train.manifest import check_manifest
 
     settings, rest = split_params(params, DEFAULTS, seed)
     if rest["threads"]:
         torch.set_num_threads(int(rest["threads"]))
-    for split in ("train", "val"):
-        if not manifest.get(split):
-            raise ValueError(f"manifest has no {split!r} items")
-    need = ("input", "target", "mask")
-    for item in manifest["train"] + manifest["val"]:
-        missing = [k for k in need if k not in item]
-        if missing:
-            raise ValueError(f"manifest item {item} lacks {missing}")
+    paths = check_manifest(manifest, ("input", "target", "mask"))
     hp = {"depth": int(rest["depth"]), "channels": int(rest["channels"]), "in_channels": 1, "norm": rest["norm"]}
     flips = (0,) if rest["flips"] else ()
     train_ds = SliceDataset(manifest["train"], _load_item, mask_key="mask", flip_axes=flips)
     val_ds = SliceDataset(manifest["val"], _load_item, mask_key="mask")
-    paths = [item[k] for item in manifest["train"] + manifest["val"] for k in need]
     card = {
         "architecture": "DnCNN (residual, MONAI Convolution blocks), 2-D axial slices",
         "method": "dncnn",

@@ -112,24 +112,18 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
     on_epoch_end, progress: passed to ``fit`` (tests interrupt through the former).
     """
     from mrichain.train import fit, hash_files, seed_everything
+    from mrichain.train.manifest import check_manifest
 
     settings, rest = split_params(params, DEFAULTS, seed)
     if rest["threads"]:
         torch.set_num_threads(int(rest["threads"]))
-    for split in ("train", "val"):
-        if not manifest.get(split):
-            raise ValueError(f"manifest has no {split!r} items")
-    for item in manifest["train"] + manifest["val"]:
-        missing = [k for k in ("input", "target") if k not in item]
-        if missing:
-            raise ValueError(f"manifest item {item} lacks {missing}")
+    paths = check_manifest(manifest, ("input", "target"))
     hp = {"channels": [int(c) for c in rest["channels"]], "num_res_units": int(rest["num_res_units"]),
           "dropout": float(rest["dropout"]), "in_channels": 1, "out_channels": N_CLASSES}
     multiple = _multiple(hp)
     flips = (0,) if rest["flips"] else ()
     train_ds = SliceDataset(manifest["train"], _load_item, mask_key="target", flip_axes=flips, multiple=multiple)
     val_ds = SliceDataset(manifest["val"], _load_item, mask_key="target", multiple=multiple)
-    paths = [item[k] for item in manifest["train"] + manifest["val"] for k in ("input", "target")]
     card = {
         "architecture": "MONAI UNet, 2-D axial slices, 4 classes (0 BG, 1 CSF, 2 GM, 3 WM)",
         "method": "unet",
