@@ -10,7 +10,7 @@ from mrichain.denoise import dncnn as dn
 from mrichain.io import save_image
 from mrichain.segment import unet as un
 from mrichain.slices import SliceDataset, predict_volume
-from mrichain.train.engine import checkpoint_path
+from resume_check import assert_resumes_identically
 
 SHAPE = (15, 19, 6)  # odd in-plane sizes: exercises padding to the U-Net's multiple and back
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -172,21 +172,4 @@ def test_registries_hold_the_learned_methods():
 def test_interrupted_training_resumes_to_the_same_state(name, cohort, tmp_path):
     c = CASES[name]
     params = {**c["params"], "epochs": 3}
-    full = c["mod"].train(cohort[name], params, str(tmp_path / "a" / "m.pt"), seed=2, progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(epoch, row):
-        if epoch == 0:
-            raise Killed
-
-    out = tmp_path / "b" / "m.pt"
-    with pytest.raises(Killed):
-        c["mod"].train(cohort[name], params, str(out), seed=2, on_epoch_end=kill_after_first, progress=False)
-    assert checkpoint_path(out).exists() and not out.exists()
-    resumed = c["mod"].train(cohort[name], params, str(out), seed=2, progress=False)
-    assert resumed.resumed_from_epoch == 1
-    assert [r["train_loss"] for r in resumed.curve] == [r["train_loss"] for r in full.curve]
-    a, b = torch.load(tmp_path / "a" / "m.pt"), torch.load(out)
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_identically(c["mod"].train, cohort[name], params, tmp_path, 2)

@@ -12,7 +12,7 @@ from mrichain.recon import METHODS, TRAINERS
 from mrichain.recon import varnet as vn
 from mrichain.recon.cs import acs_lines, acs_sensitivities, cs
 from mrichain.recon.zerofilled import zerofilled
-from mrichain.train.engine import checkpoint_path
+from resume_check import assert_resumes_identically
 
 S, C, H, W = 6, 8, 32, 32
 TINY = {"cascades": 2, "channels": 4, "sens_channels": 2}
@@ -129,24 +129,7 @@ def test_train_writes_model_card_and_curve_and_inference_runs(manifest, tmp_path
 
 def test_interrupted_training_resumes_to_the_same_state(manifest, tmp_path):
     params = {**TINY, "epochs": 2, "batch_size": 4, "max_batches_per_epoch": 2}
-    full = vn.train(manifest, params, str(tmp_path / "a" / "m.pt"), 1, progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(epoch, row):
-        if epoch == 0:
-            raise Killed
-
-    out = tmp_path / "b" / "m.pt"
-    with pytest.raises(Killed):
-        vn.train(manifest, params, str(out), 1, on_epoch_end=kill_after_first, progress=False)
-    assert checkpoint_path(out).exists() and not out.exists()
-    resumed = vn.train(manifest, params, str(out), 1, progress=False)
-    assert resumed.resumed_from_epoch == 1
-    assert [r["train_loss"] for r in resumed.curve] == [r["train_loss"] for r in full.curve]
-    a, b = torch.load(tmp_path / "a" / "m.pt"), torch.load(out)
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_identically(vn.train, manifest, params, tmp_path, 1)
 
 
 def test_unknown_param_is_an_error(manifest, tmp_path):

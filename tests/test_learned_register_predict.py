@@ -15,7 +15,7 @@ from mrichain.register import voxelmorph as vxm
 from mrichain.predict import IMAGE_METHODS, METHODS as PRED_METHODS, TRAINERS as PRED_TRAINERS
 from mrichain.predict import sfcn
 from mrichain.train import seed_everything
-from mrichain.train.engine import checkpoint_path
+from resume_check import assert_resumes_identically
 
 N = 24
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -94,26 +94,9 @@ def test_voxelmorph_loss_falls_on_a_fixed_batch(reg_data):
 
 
 def test_voxelmorph_train_resume_and_inference(reg_data, tmp_path):
-    full = vxm.train(reg_data, {**REG_PARAMS, "epochs": 3}, str(tmp_path / "a" / "register-voxelmorph.pt"), seed=1,
-                     progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(epoch, row):
-        if epoch == 0:
-            raise Killed
-
+    assert_resumes_identically(vxm.train, reg_data, {**REG_PARAMS, "epochs": 3}, tmp_path, 1,
+                                      name="register-voxelmorph.pt")
     out = tmp_path / "b" / "register-voxelmorph.pt"
-    with pytest.raises(Killed):
-        vxm.train(reg_data, {**REG_PARAMS, "epochs": 3}, str(out), seed=1, on_epoch_end=kill_after_first,
-                  progress=False)
-    assert checkpoint_path(out).exists() and not out.exists()
-    resumed = vxm.train(reg_data, {**REG_PARAMS, "epochs": 3}, str(out), seed=1, progress=False)
-    assert resumed.resumed_from_epoch == 1 and full.resumed_from_epoch is None
-    assert [r["train_loss"] for r in resumed.curve] == [r["train_loss"] for r in full.curve]
-    a, b = torch.load(tmp_path / "a" / "register-voxelmorph.pt"), torch.load(out)
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["architecture"] == vxm.ARCHITECTURE and card["hyper_parameters"]["channels"] == [4, 8, 8, 8]
@@ -193,26 +176,8 @@ def test_sfcn_loss_falls_on_a_fixed_batch(age_data):
 
 
 def test_sfcn_train_resume_and_mc_interval(age_data, tmp_path):
-    full = sfcn.train(age_data, {**SFCN_PARAMS, "epochs": 3}, str(tmp_path / "a" / "predict-sfcn.pt"), seed=2,
-                      progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_after_first(epoch, row):
-        if epoch == 0:
-            raise Killed
-
+    assert_resumes_identically(sfcn.train, age_data, {**SFCN_PARAMS, "epochs": 3}, tmp_path, 2, name="predict-sfcn.pt")
     out = tmp_path / "b" / "predict-sfcn.pt"
-    with pytest.raises(Killed):
-        sfcn.train(age_data, {**SFCN_PARAMS, "epochs": 3}, str(out), seed=2, on_epoch_end=kill_after_first,
-                   progress=False)
-    assert checkpoint_path(out).exists() and not out.exists()
-    resumed = sfcn.train(age_data, {**SFCN_PARAMS, "epochs": 3}, str(out), seed=2, progress=False)
-    assert resumed.resumed_from_epoch == 1
-    assert [r["train_loss"] for r in resumed.curve] == [r["train_loss"] for r in full.curve]
-    a, b = torch.load(tmp_path / "a" / "predict-sfcn.pt"), torch.load(out)
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["architecture"] == sfcn.ARCHITECTURE and card["validation_score"]["value"] <= 0

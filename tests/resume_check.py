@@ -1,0 +1,30 @@
+"""Shared check for every trainer: a run killed after its first epoch resumes to the same state."""
+import pytest
+import torch
+
+from mrichain.train.engine import checkpoint_path
+
+
+class Killed(Exception):
+    """Stands for a job killed between epochs."""
+
+
+def _kill_after_first(epoch, row):
+    if epoch == 0:
+        raise Killed
+
+
+def assert_resumes_identically(train, manifest, params, tmp_path, seed, name="m.pt"):
+    """Train uninterrupted; train again killed after epoch 1 and rerun; the rerun must resume from
+    the checkpoint and reproduce the uninterrupted curve and weights. Returns (full, resumed)."""
+    full = train(manifest, params, str(tmp_path / "a" / name), seed, progress=False)
+    out = tmp_path / "b" / name
+    with pytest.raises(Killed):
+        train(manifest, params, str(out), seed, on_epoch_end=_kill_after_first, progress=False)
+    assert checkpoint_path(out).exists() and not out.exists()
+    resumed = train(manifest, params, str(out), seed, progress=False)
+    assert full.resumed_from_epoch is None and resumed.resumed_from_epoch == 1
+    assert [r["train_loss"] for r in resumed.curve] == [r["train_loss"] for r in full.curve]
+    a, b = torch.load(tmp_path / "a" / name), torch.load(out)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    return full, resumed
