@@ -128,29 +128,6 @@ def predict_volume(
     return np.moveaxis(np.concatenate(outs, axis=0), 0, -1)  # [C_out, X, Y, Z]
 
 
-def split_params(params: dict | None, defaults: dict, seed: int):
-    """Merge ``params`` over ``defaults`` and split them into the training loop's
-    :class:`mrichain.train.TrainSettings` and the rest (model/method hyper-parameters).
-
-    Unknown keys raise ``ValueError`` naming them (a typo must not silently train defaults).
-    ``threads`` (torch CPU threads) is applied by the caller and kept out of both, so it does not
-    change the resume fingerprint.
-    """
-    from dataclasses import fields
-
-    from mrichain.train import TrainSettings
-
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown training parameter(s) {unknown}; known: {sorted(defaults)}")
-    merged = {**defaults, **params}
-    loop_keys = {f.name for f in fields(TrainSettings)} - {"seed"}
-    settings = TrainSettings(seed=int(seed), **{k: merged[k] for k in loop_keys if k in merged})
-    rest = {k: v for k, v in merged.items() if k not in loop_keys}
-    return settings, rest
-
-
 def image_like(data: np.ndarray, affine: np.ndarray, dtype=np.float32):
     """A NIfTI image of ``data`` cast to ``dtype`` with ``affine`` as qform and sform (mm)."""
     import nibabel as nib

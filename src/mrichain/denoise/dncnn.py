@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from mrichain.io import load_image, load_json
-from mrichain.slices import SliceDataset, image_like, percentile_scale, predict_volume, split_params
+from mrichain.slices import SliceDataset, image_like, percentile_scale, predict_volume
+from mrichain.train.params import split_params
 
 #: Training parameters and their defaults (loop settings go to ``TrainSettings``, the rest to the card).
 DEFAULTS: dict = {

@@ -158,13 +158,15 @@ def _neg_mae(age_mean: float, age_std: float):
     return score
 
 
-def _split_params(params: dict) -> tuple[dict, dict]:
-    from mrichain.train.params import split_loop_and_model
+def _split_params(params: dict, seed: int):
+    """(TrainSettings, model hyper-parameters) from the config params over the defaults."""
+    from mrichain.train.params import split_params
 
-    loop, hyper = split_loop_and_model(params, DEFAULT_LOOP, DEFAULT_HYPER, "sfcn")
+    settings, rest = split_params(params, {**DEFAULT_LOOP, **DEFAULT_HYPER}, seed, "sfcn")
+    hyper = {k: rest[k] for k in DEFAULT_HYPER}
     hyper["channels"] = [int(c) for c in hyper["channels"]]
     hyper["input_shape"] = [int(c) for c in hyper["input_shape"]]
-    return loop, hyper
+    return settings, hyper
 
 
 def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoch_end=None, progress: bool = True):
@@ -174,9 +176,9 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
     grad_clip``) and model keys (``channels, dropout, voxel_mm, input_shape, heteroscedastic,
     max_shift, flip``); defaults in ``DEFAULT_LOOP``/``DEFAULT_HYPER``. Validation score: -MAE (years).
     """
-    from mrichain.train import TrainSettings, fit, hash_files, seed_everything
+    from mrichain.train import fit, hash_files, seed_everything
 
-    loop, hyper = _split_params(params)
+    settings, hyper = _split_params(params, seed)
     ages = np.array([float(it["age"]) for it in manifest["train"]])
     age_mean = float(ages.mean())
     age_std = float(ages.std()) if len(ages) > 1 and ages.std() > 0 else 1.0
@@ -194,7 +196,6 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
         "description": "small SFCN (conv-BN-ReLU-maxpool blocks, GAP, dropout, linear -> mean, log variance); "
                        "Gaussian NLL; MC dropout + aleatoric variance at inference",
     }
-    settings = TrainSettings(seed=int(seed), **loop)
     seed_everything(int(seed))
     model = build_model(hyper)
     return fit(model, train_ds, val_ds, loss_fn=AgeLoss(), score_fn=_neg_mae(age_mean, age_std), settings=settings,

@@ -52,8 +52,6 @@ TRAIN_DEFAULTS = {
     "val_max_slices": 32,  # central slices per validation volume scored (None: all)
     "num_threads": None,  # torch intra-op threads (None: torch's default); not part of the card
 }
-_SETTINGS_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "max_batches_per_epoch",
-                  "grad_clip", "device", "amp")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,15 +232,11 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
     ``TRAIN_DEFAULTS`` (loop settings) and ``MODEL_DEFAULTS`` (architecture); unknown keys are an
     error. Returns :class:`mrichain.train.FitResult` (score: fastMRI SSIM on the validation volumes).
     """
-    from mrichain.train import TrainSettings, fit, hash_files, seed_everything
+    from mrichain.train import fit, hash_files, seed_everything
+    from mrichain.train.params import split_params
 
-    params = dict(params or {})
-    unknown = set(params) - set(TRAIN_DEFAULTS) - set(MODEL_DEFAULTS)
-    if unknown:
-        raise KeyError(f"unknown varnet params {sorted(unknown)}; known: {sorted({**TRAIN_DEFAULTS, **MODEL_DEFAULTS})}")
-    opts = {**TRAIN_DEFAULTS, **{k: v for k, v in params.items() if k in TRAIN_DEFAULTS}}
-    hyper = {**MODEL_DEFAULTS, **{k: v for k, v in params.items() if k in MODEL_DEFAULTS}}
-    settings = TrainSettings(seed=int(seed), **{k: opts[k] for k in _SETTINGS_KEYS})
+    settings, opts = split_params(params, {**TRAIN_DEFAULTS, **MODEL_DEFAULTS}, seed, "varnet")
+    hyper = {k: opts[k] for k in MODEL_DEFAULTS}
 
     if opts["num_threads"]:
         torch.set_num_threads(int(opts["num_threads"]))

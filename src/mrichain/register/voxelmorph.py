@@ -207,13 +207,15 @@ def val_dice(model, data: PairDataset, device) -> float:
 
 
 # ------------------------------------------------------------------------------------- training
-def _split_params(params: dict) -> tuple[dict, dict]:
-    from mrichain.train.params import split_loop_and_model
+def _split_params(params: dict, seed: int):
+    """(TrainSettings, model hyper-parameters) from the config params over the defaults."""
+    from mrichain.train.params import split_params
 
-    loop, hyper = split_loop_and_model(params, DEFAULT_LOOP, DEFAULT_HYPER, "voxelmorph")
+    settings, rest = split_params(params, {**DEFAULT_LOOP, **DEFAULT_HYPER}, seed, "voxelmorph")
+    hyper = {k: rest[k] for k in DEFAULT_HYPER}
     hyper["channels"] = [int(c) for c in hyper["channels"]]
     hyper["final_conv_channels"] = [int(c) for c in hyper["final_conv_channels"]]
-    return loop, hyper
+    return settings, hyper
 
 
 def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoch_end=None, progress: bool = True):
@@ -225,9 +227,9 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
     weight_decay``) and model keys (``channels, final_conv_channels, int_steps, lambda,
     ncc_kernel, lambda_dice``); defaults in ``DEFAULT_LOOP``/``DEFAULT_HYPER``. Validation score: mean Dice.
     """
-    from mrichain.train import TrainSettings, fit, hash_files, seed_everything
+    from mrichain.train import fit, hash_files, seed_everything
 
-    loop, hyper = _split_params(params)
+    settings, hyper = _split_params(params, seed)
     fixed = _load(manifest["fixed"])
     fixed_labels = np.rint(_load(manifest["fixed_labels"]).get_fdata()).astype(np.int64)
     train_ds = PairDataset(manifest["train"], fixed, fixed_labels if hyper["lambda_dice"] > 0 else None)
@@ -244,7 +246,6 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
         "description": "VoxelMorphUNet (MONAI) at half resolution -> stationary velocity -> DVF2DDF "
                        "(scaling and squaring) -> x2 trilinear -> Warp; loss LNCC + lambda*bending energy",
     }
-    settings = TrainSettings(seed=int(seed), **loop)
     seed_everything(int(seed))
     model = build_model(hyper)
     loss = RegistrationLoss(hyper["lambda"], hyper["ncc_kernel"], hyper["lambda_dice"])

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from mrichain.io import load_image, load_json
-from mrichain.slices import SliceDataset, image_like, percentile_scale, predict_volume, split_params
+from mrichain.slices import SliceDataset, image_like, percentile_scale, predict_volume
+from mrichain.train.params import split_params
 
 N_CLASSES = 4  # 0 BG, 1 CSF, 2 GM, 3 WM
 

@@ -1,19 +1,31 @@
-"""Splitting a learned method's config ``params`` into training-loop settings and model hyper-parameters."""
+"""Splitting a learned method's config ``params`` into training-loop settings and the rest."""
 from __future__ import annotations
 
+from dataclasses import fields
 
-def split_loop_and_model(params: dict | None, loop_defaults: dict, model_defaults: dict, name: str) -> tuple[dict, dict]:
-    """``params`` over the defaults -> (loop settings, model hyper-parameters).
+from mrichain.train.engine import TrainSettings
 
-    ``device`` and ``amp`` may be given on top of ``loop_defaults``. Unknown keys raise
-    ``ValueError`` naming them (a typo must not silently train with the defaults).
+
+class UnknownParameterError(KeyError, ValueError):
+    """A config key that the method does not know (a typo must not silently train defaults)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def split_params(params: dict | None, defaults: dict, seed: int, name: str = "") -> tuple[TrainSettings, dict]:
+    """Merge ``params`` over ``defaults`` -> (:class:`TrainSettings`, everything else).
+
+    Any :class:`TrainSettings` field may be given even if ``defaults`` lacks it; other unknown
+    keys raise :class:`UnknownParameterError` naming them. The rest (model hyper-parameters,
+    data options) is returned as a dict for the method to use.
     """
+    loop_keys = {f.name for f in fields(TrainSettings)} - {"seed"}
     params = dict(params or {})
-    loop = {k: params.pop(k, v) for k, v in loop_defaults.items()}
-    hyper = {k: params.pop(k, v) for k, v in model_defaults.items()}
-    for k in ("device", "amp"):
-        if k in params:
-            loop[k] = params.pop(k)
-    if params:
-        raise ValueError(f"{name}: unknown params {sorted(params)}")
-    return loop, hyper
+    unknown = sorted(set(params) - set(defaults) - loop_keys)
+    if unknown:
+        known = sorted(set(defaults) | loop_keys)
+        raise UnknownParameterError(f"{name + ': ' if name else ''}unknown training parameter(s) {unknown}; known: {known}")
+    merged = {**defaults, **params}
+    settings = TrainSettings(seed=int(seed), **{k: merged[k] for k in loop_keys if k in merged})
+    return settings, {k: v for k, v in merged.items() if k not in loop_keys}
