@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mrichain import LABELS, metrics
-from mrichain.io import load_image, load_json, read_kspace
+from mrichain.io import load_image, load_json, read_kspace, read_reconstruction_rss
 from mrichain.montage import save_montage, save_scatter
 
 TISSUES = (1, 2, 3)
@@ -82,7 +82,7 @@ def score_acquire(sub: str, e: dict, acq: str, figures: Path) -> dict[str, dict[
 
 
 def score_reconstruct(sub, e, acq, figures):
-    ref = read_kspace(e["reference"]).reconstruction_rss
+    ref = read_reconstruction_rss(e["reference"])
     if ref is None:
         raise ValueError(f"{e['reference']}: no reconstruction_rss to score against")
     out, panels = {}, [("reference RSS", np.moveaxis(ref, 0, -1), "image")]

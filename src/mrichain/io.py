@@ -164,6 +164,17 @@ def read_kspace(path: str | os.PathLike) -> KSpaceFile:
     return KSpaceFile(kspace.astype(np.complex64), mask, rss, affine, attrs)
 
 
+def read_reconstruction_rss(path: str | os.PathLike) -> np.ndarray | None:
+    """Only the ``reconstruction_rss`` target [slices, H, W] of a fastMRI-layout file (None if absent),
+    without loading the k-space (tens of MB per file)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            return f["reconstruction_rss"][()].astype(np.float32) if "reconstruction_rss" in f else None
+    except Exception as exc:
+        raise InputImageError(f"{path}: cannot read HDF5 k-space ({type(exc).__name__}: {exc})") from exc
+
+
 def write_kspace(path: str | os.PathLike, data: KSpaceFile) -> Path:
     """Write a :class:`KSpaceFile` in the fastMRI layout. Deterministic content for equal input."""
     path = Path(path)
