@@ -54,3 +54,18 @@ rule all:
         "results/metrics/summary.tsv",
         "results/comparison.tsv",
     default_target: True
+
+
+# Named targets for the DVC stages (dvc.yaml): `snakemake cohort` builds the simulated cohort
+# (template, ground truth, k-space), `snakemake models` trains every learned method of the config.
+rule cohort:
+    input:
+        rules.template.output,
+        [f for s in SUBJECTS for f in gt_files(s).values()],
+        expand(KSPACE, sub=SUBJECTS, acq=list(ACQS)),
+        expand(NOISEFREE, sub=SUBJECTS, acq=list(ACQS)),
+
+
+rule models:
+    input:
+        [f"{MODEL}.{ext}".format(stage=s, method=m) for s, m in LEARNED_RUN for ext in ("pt", "json")],

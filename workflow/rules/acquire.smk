@@ -16,6 +16,8 @@ rule acquire:
         "logs/acquire/{sub}_acq-{acq}.log",
     benchmark:
         "results/benchmarks/acquire/{sub}_acq-{acq}.tsv"
+    group:
+        subject_group
     threads: 1
     resources:
         mem_mb=3000,

@@ -21,18 +21,29 @@ STAGE_METHODS = {s: config[s]["methods"] for s in ("reconstruct", "denoise", "re
 STAGES = ("acquire", "reconstruct", "denoise", "register", "segment", "predict")
 LEARNED_RUN = [(s, m) for s, ms in STAGE_METHODS.items() for m in ms if is_learned(s, m)]
 
-# One pattern per product. {sub}, {acq} and {method} are wildcards.
+# One pattern per product. {sub}, {acq} and {method} are wildcards. Stage first, then subject:
+# each stage's products sit in one directory, which DVC tracks as one output (dvc.yaml).
 GT = "results/groundtruth/{sub}/{sub}"
-KSPACE = f"results/{{sub}}/kspace/{{sub}}_acq-{{acq}}_{C}.h5"
+KSPACE = f"results/kspace/{{sub}}/{{sub}}_acq-{{acq}}_{C}.h5"
 NOISEFREE = f"results/groundtruth/{{sub}}/{{sub}}_acq-{{acq}}_desc-noisefree_{C}.nii.gz"
-RECON = f"results/{{sub}}/recon/{{sub}}_acq-{{acq}}_rec-{{method}}_{C}.nii.gz"
-DENOISED = f"results/{{sub}}/denoise/{{sub}}_acq-{{acq}}_desc-{{method}}_{C}.nii.gz"
-REG = "results/{sub}/register/{sub}_acq-{acq}_space-MNI152NLin2009aSym_desc-{method}"
-SEG = "results/{sub}/segment/{sub}_acq-{acq}_desc-{method}_dseg.nii.gz"
+RECON = f"results/recon/{{sub}}/{{sub}}_acq-{{acq}}_rec-{{method}}_{C}.nii.gz"
+DENOISED = f"results/denoise/{{sub}}/{{sub}}_acq-{{acq}}_desc-{{method}}_{C}.nii.gz"
+REG = "results/register/{sub}/{sub}_acq-{acq}_space-MNI152NLin2009aSym_desc-{method}"
+SEG = "results/segment/{sub}/{sub}_acq-{acq}_desc-{method}_dseg.nii.gz"
 PRED = "results/predict/acq-{acq}_desc-{method}"
 SCORE = "results/metrics/acq-{acq}_stage-{stage}.tsv"
 FIGS = "results/figures/acq-{acq}_stage-{stage}"
 MODEL = "models/{stage}-{method}"
+
+
+def subject_group(wildcards):
+    """Cluster group of a per-subject job (profiles/slurm runs a group as one SLURM job).
+
+    Subjects that training reads (train, val) and test subjects, whose learned-method inference
+    waits for the trained models, are kept in separate groups: a SLURM job holding both would
+    wait for training that waits for it.
+    """
+    return "subjects_test" if wildcards.sub in TEST_SUBJECTS else "subjects_fit"
 
 
 def gt_files(sub):

@@ -14,6 +14,8 @@ rule denoise:
         "logs/denoise/{sub}_acq-{acq}_{method}.log",
     benchmark:
         "results/benchmarks/denoise/{sub}_acq-{acq}_{method}.tsv"
+    group:
+        subject_group
     threads: 1
     resources:
         mem_mb=3000,

@@ -15,6 +15,8 @@ rule reconstruct:
         "logs/reconstruct/{sub}_acq-{acq}_{method}.log",
     benchmark:
         "results/benchmarks/reconstruct/{sub}_acq-{acq}_{method}.tsv"
+    group:
+        subject_group
     threads: 1
     resources:
         mem_mb=3000,

@@ -18,6 +18,8 @@ rule register:
         "logs/register/{sub}_acq-{acq}_{method}.log",
     benchmark:
         "results/benchmarks/register/{sub}_acq-{acq}_{method}.tsv"
+    group:
+        subject_group
     threads: 1
     resources:
         mem_mb=4000,

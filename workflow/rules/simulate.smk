@@ -37,6 +37,8 @@ rule simulate_subject:
         "logs/simulate/{sub}.log",
     benchmark:
         "results/benchmarks/simulate/{sub}.tsv"
+    group:
+        subject_group
     threads: 1
     resources:
         mem_mb=3000,

@@ -111,8 +111,16 @@ def cs(
     weights = np.broadcast_to(mask[None, :], (H, W)).astype(np.float32)
 
     out = np.empty((S, H, W), dtype=np.float32)
-    for s in range(S):
-        app = L1WaveletRecon(y[s], maps[s], lam, weights=weights, wave_name=wave_name,
-                             max_iter=iterations, show_pbar=False, device=sp.cpu_device)
-        out[s] = np.abs(app.run())
+    # sigpy estimates the step size by power iteration from a random start drawn from NumPy's
+    # global generator; seeding it per slice (and restoring the caller's state) makes the step
+    # size, and so the image, repeat exactly from run to run.
+    state = np.random.get_state()
+    try:
+        for s in range(S):
+            np.random.seed(s)
+            app = L1WaveletRecon(y[s], maps[s], lam, weights=weights, wave_name=wave_name,
+                                 max_iter=iterations, show_pbar=False, device=sp.cpu_device)
+            out[s] = np.abs(app.run())
+    finally:
+        np.random.set_state(state)
     return out * np.float32(scale)

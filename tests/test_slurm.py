@@ -1,0 +1,139 @@
+"""config/test.yaml through `snakemake --profile profiles/slurm` on a real single-node SLURM.
+
+The cluster (slurmctld, slurmd, munge from Debian's packages) is started and stopped here, with a
+CPU and a GPU partition named as in the profile and one GPU generic resource (tests/slurm_cluster.py).
+Needs root and the packages; skipped otherwise, unless MRICHAIN_REQUIRE_SLURM=1 (set by .ci/run)
+makes a missing SLURM a failure.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dag import ROOT, TEST_CONFIG, differing_outputs, planned_jobs, snakemake
+from slurm_cluster import LocalSlurm, missing_requirements
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+PROFILE = ROOT / "profiles" / "slurm"
+# Status polling every few seconds instead of the plugin's defaults (40 s before the first check,
+# then 10 s): the test's jobs take seconds. Everything else comes from the profile as a lab uses it.
+FAST_POLL = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3"]
+# "Job <snakemake job id, or a uuid for a group> has been submitted with SLURM jobid <id> (log: <path>)."
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
+
+
+def slurm_snakemake(workdir, *args, configfile=TEST_CONFIG, check=True):
+    return snakemake(workdir, "--profile", str(PROFILE), "--slurm-keep-successful-logs", *FAST_POLL, *args,
+                     configfile=configfile, check=check, cores=None)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = missing_requirements()
+    if reason:
+        if os.environ.get("MRICHAIN_REQUIRE_SLURM") == "1":
+            pytest.fail(f"MRICHAIN_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    cpu = profile["default-resources"]["slurm_partition"]
+    gpu = profile["set-resources"]["train"]["slurm_partition"]
+    with LocalSlurm(tmp_path_factory.mktemp("slurm"), cpu_partition=cpu, gpu_partition=gpu) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slurm-dag")
+    planned = planned_jobs(snakemake(workdir, "-n", "--quiet", "rules"))
+    t0 = time.perf_counter()
+    proc = slurm_snakemake(workdir, check=False)
+    elapsed = time.perf_counter() - t0
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(f"SLURM run failed ({proc.returncode}):\n{log[-8000:]}\n{cluster.logs()}")
+    submissions = SUBMITTED.findall(log)
+    print(f"\nconfig/test.yaml on SLURM: {elapsed:.0f} s, {len(submissions)} submissions for "
+          f"{sum(n for r, n in planned.items() if r != 'all')} jobs")
+    return {"workdir": workdir, "log": log, "planned": planned, "submissions": submissions}
+
+
+def rules_run_in_slurm_jobs(workdir: Path) -> dict[str, int]:
+    """{rule: jobs} executed inside SLURM allocations, read from every job's SLURM log."""
+    counts: dict[str, int] = {}
+    for log in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"):
+        # "localrule x:" is printed by the Snakemake that runs the job inside the allocation (a
+        # single job's log also shows the job-step's "rule x:" header around it: not counted)
+        for rule in re.findall(r"^localrule (\w+):$", log.read_text(errors="replace"), flags=re.M):
+            counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def test_every_job_went_through_sbatch(slurm_run, cluster):
+    planned = {r: n for r, n in slurm_run["planned"].items() if r != "all"}  # `all` only collects files
+    assert rules_run_in_slurm_jobs(slurm_run["workdir"]) == planned
+    assert not re.search(r"^localrule (?!all:)\w+:", slurm_run["log"], flags=re.M)  # nothing else ran locally
+    job_ids = {int(j) for _, j, _ in slurm_run["submissions"]}
+    assert job_ids <= set(cluster.submitted_job_ids())
+    # grouping: the per-subject chains and the scoring jobs go as a few submissions, not one per job
+    assert len(job_ids) < sum(planned.values()) / 2
+
+
+def test_training_got_a_gpu_from_slurm(slurm_run, cluster):
+    train = [(job_id, Path(log)) for _, job_id, log in slurm_run["submissions"] if "rule_train" in log]
+    assert len(train) == slurm_run["planned"]["train"]
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    for job_id, _ in train:
+        job = cluster.job(job_id)
+        assert job["JobState"] == "COMPLETED"
+        assert job["Partition"] == profile["set-resources"]["train"]["slurm_partition"]
+        assert "gpu:1" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+    for log in (slurm_run["workdir"] / "logs" / "train").glob("*.log"):
+        # written by the rule's first command: the variable SLURM set for the allocated GPU
+        assert log.read_text().splitlines()[0] == "CUDA_VISIBLE_DEVICES=0", log
+    other = [j for _, j, log in slurm_run["submissions"] if "rule_train" not in log]
+    for job_id in other[:3]:
+        assert "gpu" not in cluster.job(job_id).get("TresPerJob", ""), "CPU rules must not ask for a GPU"
+
+
+def test_outputs_match_a_local_run(slurm_run, local_run):
+    assert differing_outputs(local_run, slurm_run["workdir"]) == []
+
+
+def test_failed_job_names_rule_and_log_and_rerun_resumes(slurm_run, tmp_path):
+    """A job that fails on the cluster is reported with its rule and logs; the rerun does only what is left."""
+    work = tmp_path / "work"
+    shutil.copytree(slurm_run["workdir"], work, symlinks=True)
+    shutil.rmtree(work / ".snakemake" / "slurm_logs")
+    # Corrupt the denoised image of one test subject (keeping its mtime, so nothing looks stale)
+    # and force its SyN registration: that one job fails on the cluster.
+    reg = sorted((work / "results" / "register").glob("sub-*/*_acq-R4_*_desc-antssyn_T1w.nii.gz"))[0]
+    sub = reg.parent.name
+    moving = work / "results" / "denoise" / sub / f"{sub}_acq-R4_desc-antsnlm_T1w.nii.gz"
+    good, stat = moving.read_bytes(), moving.stat()
+    moving.write_bytes(b"\x1f\x8b not a gzip file")
+    os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    proc = slurm_snakemake(work, "--forcerun", str(reg.relative_to(work)), "--retries", "0", check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(r"Error in (rule register|group subjects_test)", log), log[-3000:]
+    assert f"logs/register/{sub}_acq-R4_antssyn.log" in log  # the rule's own log, naming the file inside
+    assert moving.name in (work / "logs" / "register" / f"{sub}_acq-R4_antssyn.log").read_text()
+    assert re.search(r"\.snakemake/slurm_logs/\S+\.log", log)  # and the SLURM job's log
+    assert not reg.exists()  # the failed job's outputs are removed, nothing half-written is kept
+    # Repair the input and rerun: only the failed job and what depends on it run again.
+    moving.write_bytes(good)
+    os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    plan = planned_jobs(snakemake(work, "-n", "--quiet", "rules"))
+    assert set(plan) == {"register", "score", "aggregate", "all"} and plan["register"] == 1, plan
+    proc = slurm_snakemake(work, check=False)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    dry = snakemake(work, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
