@@ -91,8 +91,9 @@ def test_unknown_training_parameter_is_named(cohort, tmp_path):
 # ---------------------------------------------------------------- networks
 
 CASES = {
-    "dncnn": dict(mod=dn, hp={"depth": 3, "channels": 8, "in_channels": 1}, out_ch=1, params=DN_PARAMS),
-    "unet": dict(mod=un, hp={"channels": [4, 8], "num_res_units": 0}, out_ch=4, params=UN_PARAMS),
+    # lr: of the fixed-batch test; at 1e-2 the 8-channel He-initialised DnCNN's ReLUs die within 30 steps
+    "dncnn": dict(mod=dn, hp={"depth": 3, "channels": 8, "in_channels": 1}, out_ch=1, params=DN_PARAMS, lr=2e-3),
+    "unet": dict(mod=un, hp={"channels": [4, 8], "num_res_units": 0}, out_ch=4, params=UN_PARAMS, lr=1e-2),
 }
 
 
@@ -123,7 +124,7 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss(name, cohort):
     net = c["mod"].build(c["hp"])
     batch = _batch(name, cohort)
     loss_fn = c["mod"].make_loss() if name == "unet" else c["mod"].make_loss("mse")
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(net.parameters(), lr=c["lr"])
     losses = []
     for _ in range(30):
         opt.zero_grad()
@@ -132,6 +133,34 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss(name, cohort):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_default_dncnn_keeps_the_signal_through_its_depth_and_learns(cohort):
+    """Regression: with PyTorch's default init and no norm layers the default-size DnCNN's last
+    hidden layer saw ~1/75 of the first layer's spatial spread, and training stayed at the identity's
+    loss. With the defaults' optimiser settings, a fixed noisy batch must now fall well below it."""
+    d = dn.DEFAULTS
+    torch.manual_seed(0)
+    net = dn.build({"depth": d["depth"], "channels": d["channels"], "norm": d["norm"]})
+    batch = _batch("dncnn", cohort)
+    with torch.no_grad():
+        h, spread = batch["input"], []
+        for block in net.body[:-1]:
+            h = block(h)
+            spread.append(float(h.std(dim=(2, 3)).mean()))
+    assert spread[-1] > 0.2 * spread[0]
+    loss_fn = dn.make_loss(d["loss"])
+    with torch.no_grad():
+        identity = float(loss_fn(torch.nn.Identity(), batch, "cpu"))
+        assert float(loss_fn(net, batch, "cpu")) == pytest.approx(identity)  # zero residual head at init
+    opt = torch.optim.AdamW(net.parameters(), lr=d["lr"], weight_decay=d["weight_decay"])
+    for _ in range(40):
+        opt.zero_grad()
+        loss_fn(net, batch, "cpu").backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), d["grad_clip"])
+        opt.step()
+    with torch.no_grad():
+        assert float(loss_fn(net, batch, "cpu")) < 0.6 * identity
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

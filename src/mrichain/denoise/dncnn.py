@@ -1,13 +1,23 @@
 """Learned denoising: a DnCNN-style residual CNN on 2-D axial slices (Zhang et al. 2017).
 
 MONAI ships no DnCNN, so the network is assembled from MONAI ``Convolution`` blocks: one
-conv + ReLU, ``depth - 2`` conv + batch-norm + ReLU, one conv to the residual; the output is
-``input - residual`` (the network learns the noise field, not the image). Chosen over a residual
-``BasicUNet`` because it is DnCNN as published (no down-sampling, so no padding to a multiple,
-no checkerboard or resampling blur at full resolution), it is small and fast on a CPU, and its
-receptive field (``2 * depth + 1`` voxels) is what spatially white Rician noise needs. It is a
-denoiser, not a de-aliaser: coherent undersampling artefacts a quarter of the FOV wide are the
-reconstruction stage's job.
+conv + ReLU, ``depth - 2`` conv (+ optional normalisation, none by default) + ReLU, one conv to
+the residual; the output is ``input - residual`` (the network learns the noise field, not the
+image). Chosen over a residual ``BasicUNet`` because it is DnCNN as published (no down-sampling,
+so no padding to a multiple, no checkerboard or resampling blur at full resolution), it is small
+and fast on a CPU, and its receptive field (``2 * depth + 1`` voxels) is what spatially white
+Rician noise needs.
+
+The hidden convolutions get He (Kaiming) initialisation for ReLU. Without a normalisation layer,
+PyTorch's default initialisation shrinks the spatial spread of the activations about 2.5x per
+layer, so the residual head of the default 8-layer net saw a near-constant feature map and its
+training loss stayed at the identity's. Batch-norm (``norm="batch"``, as published) also fixes
+that, but adds a train/inference difference (running statistics over a few whole slices) and
+scored lower in a short trial on the benchmark cohort.
+
+It is a denoiser, not a de-aliaser: coherent undersampling artefacts a quarter of the FOV wide
+are the reconstruction stage's job, so the workflow trains it on fully sampled acquisitions only
+(noise is then all that separates input from target); it is applied to every acquisition.
 
 Intensities are normalised per volume by the 99th percentile of the input (target by the same
 factor), and the factor is undone on output, so the method is blind to the scanner's scale.
@@ -46,7 +56,7 @@ DEFAULTS: dict = {
 
 
 class DnCNN(nn.Module):
-    """[B, C, H, W] -> [B, C, H, W]: ``x - body(x)``, body = DnCNN's conv/BN/ReLU stack."""
+    """[B, C, H, W] -> [B, C, H, W]: ``x - body(x)``, body = DnCNN's conv(/norm)/ReLU stack."""
 
     def __init__(self, depth: int = 8, channels: int = 32, in_channels: int = 1, norm: str | None = None):
         super().__init__()
@@ -59,6 +69,12 @@ class DnCNN(nn.Module):
             layers.append(Convolution(2, channels, channels, kernel_size=3, act="RELU", norm=norm, bias=norm is None))
         layers.append(Convolution(2, channels, in_channels, kernel_size=3, conv_only=True, bias=True))
         self.body = nn.Sequential(*layers)
+        # He initialisation of the hidden convs keeps the activations' spread roughly constant
+        # through the ReLU stack (PyTorch's default shrinks it ~2.5x per layer without norm layers)
+        for block in layers[:-1]:
+            nn.init.kaiming_normal_(block.conv.weight, mode="fan_in", nonlinearity="relu")
+            if block.conv.bias is not None:
+                nn.init.zeros_(block.conv.bias)
         # Zero residual at initialisation: the untrained net is the identity, so training starts
         # from the input's PSNR and can only be selected (by validation) where it improves on it.
         last = layers[-1].conv
@@ -121,7 +137,8 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
     """Train the DnCNN through :func:`mrichain.train.fit`; returns its ``FitResult``.
 
     manifest: ``{"train": [{"input", "target", "mask"}, ...], "val": [...]}`` NIfTI paths
-    (noisy image, noise-free image, brain mask), several acquisitions per subject allowed.
+    (noisy image, noise-free image, brain mask), several acquisitions per subject allowed (the
+    workflow passes the fully sampled ones: see ``train_manifest`` in workflow/rules/common.smk).
     params: overrides of :data:`DEFAULTS`. Writes ``out_path`` (state dict), the card JSON beside
     it (architecture + hyper-parameters, rebuilt by :func:`dncnn`), curve TSV/PNG, checkpoint.
     on_epoch_end, progress: passed to ``fit`` (tests interrupt through the former).
