@@ -112,28 +112,37 @@ def test_failed_job_names_rule_and_log_and_rerun_resumes(slurm_run, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(slurm_run["workdir"], work, symlinks=True)
     shutil.rmtree(work / ".snakemake" / "slurm_logs")
-    # Corrupt the denoised image of one test subject (keeping its mtime, so nothing looks stale)
-    # and force its SyN registration: that one job fails on the cluster.
+    # A run that has not yet registered one test subject (its SyN outputs and everything after
+    # them removed), whose denoised input is corrupt (mtime kept, so nothing else looks stale).
     reg = sorted((work / "results" / "register").glob("sub-*/*_acq-R4_*_desc-antssyn_T1w.nii.gz"))[0]
     sub = reg.parent.name
+    for f in reg.parent.glob(f"{sub}_acq-R4_*_desc-antssyn_*"):
+        f.unlink()
+    shutil.rmtree(work / "results" / "figures" / "acq-R4_stage-register")
+    for f in ("metrics/acq-R4_stage-register.tsv", "metrics.json", "metrics_by_acq.json", "metrics/summary.tsv",
+              "comparison.tsv"):
+        (work / "results" / f).unlink()
     moving = work / "results" / "denoise" / sub / f"{sub}_acq-R4_desc-antsnlm_T1w.nii.gz"
     good, stat = moving.read_bytes(), moving.stat()
     moving.write_bytes(b"\x1f\x8b not a gzip file")
     os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    proc = slurm_snakemake(work, "--forcerun", str(reg.relative_to(work)), "--retries", "0", check=False)
+    assert planned_jobs(snakemake(work, "-n", "--quiet", "rules")) == {"register": 1, "score": 1, "aggregate": 1, "all": 1}
+
+    proc = slurm_snakemake(work, "--retries", "0", check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert re.search(r"Error in (rule register|group subjects_test)", log), log[-3000:]
     assert f"logs/register/{sub}_acq-R4_antssyn.log" in log  # the rule's own log, naming the file inside
     assert moving.name in (work / "logs" / "register" / f"{sub}_acq-R4_antssyn.log").read_text()
     assert re.search(r"\.snakemake/slurm_logs/\S+\.log", log)  # and the SLURM job's log
-    assert not reg.exists()  # the failed job's outputs are removed, nothing half-written is kept
-    # Repair the input and rerun: only the failed job and what depends on it run again.
+    assert not reg.exists() and not (work / "results" / "metrics.json").exists()  # nothing half-written
+
+    # Repair the input and rerun the same command: the failed job and what depends on it run, nothing else.
     moving.write_bytes(good)
     os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    plan = planned_jobs(snakemake(work, "-n", "--quiet", "rules"))
-    assert set(plan) == {"register", "score", "aggregate", "all"} and plan["register"] == 1, plan
+    assert planned_jobs(snakemake(work, "-n", "--quiet", "rules")) == {"register": 1, "score": 1, "aggregate": 1, "all": 1}
     proc = slurm_snakemake(work, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     dry = snakemake(work, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert differing_outputs(slurm_run["workdir"], work) == []
