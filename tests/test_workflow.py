@@ -4,7 +4,6 @@ One run of the pipeline is shared by the tests of this module: results, a second
 nothing, the staleness of one stage's parameter, the report, lint, and bad input with --keep-going.
 """
 import json
-import re
 import shutil
 import subprocess
 import sys
