@@ -24,14 +24,13 @@ factor), and the factor is undone on output, so the method is blind to the scann
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 from torch import nn
 
-from mrichain.io import load_image, load_json
+from mrichain.io import load_image
 from mrichain.slices import SliceDataset, image_like, percentile_scale, predict_volume
 from mrichain.train.params import split_params
 
@@ -175,10 +174,9 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
 
 def load_model(model: str, device="cpu") -> tuple[DnCNN, dict]:
     """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json."""
-    card = load_json(Path(model).with_suffix(".json"))
-    net = build(card["hyper_parameters"])
-    net.load_state_dict(torch.load(model, map_location=device, weights_only=True))
-    return net.to(device).eval(), card
+    from mrichain.train import load_trained
+
+    return load_trained(model, build, device)
 
 
 def dncnn(image: nib.Nifti1Image, *, model: str, threads: int = 1, batch_size: int = 16,

@@ -158,17 +158,6 @@ def _neg_mae(age_mean: float, age_std: float):
     return score
 
 
-def _split_params(params: dict, seed: int):
-    """(TrainSettings, model hyper-parameters) from the config params over the defaults."""
-    from mrichain.train.params import split_params
-
-    settings, rest = split_params(params, {**DEFAULT_LOOP, **DEFAULT_HYPER}, seed, "sfcn")
-    hyper = {k: rest[k] for k in DEFAULT_HYPER}
-    hyper["channels"] = [int(c) for c in hyper["channels"]]
-    hyper["input_shape"] = [int(c) for c in hyper["input_shape"]]
-    return settings, hyper
-
-
 def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoch_end=None, progress: bool = True):
     """Train on ``manifest = {"train": [{"image", "age"}], "val": [...]}``; write .pt, card, curve.
 
@@ -177,8 +166,10 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
     max_shift, flip``); defaults in ``DEFAULT_LOOP``/``DEFAULT_HYPER``. Validation score: -MAE (years).
     """
     from mrichain.train import fit, hash_files, seed_everything
+    from mrichain.train.params import hyper_parameters, split_params
 
-    settings, hyper = _split_params(params, seed)
+    settings, rest = split_params(params, {**DEFAULT_LOOP, **DEFAULT_HYPER}, seed, "sfcn")
+    hyper = hyper_parameters(rest, DEFAULT_HYPER)
     ages = np.array([float(it["age"]) for it in manifest["train"]])
     age_mean = float(ages.mean())
     age_std = float(ages.std()) if len(ages) > 1 and ages.std() > 0 else 1.0
@@ -206,14 +197,9 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
 # ------------------------------------------------------------------------------------ inference
 def load_model(model: str | Path) -> tuple[SFCN, dict]:
     """Rebuild the network from the card JSON beside ``model`` and load its state dict."""
-    from mrichain.io import load_json
+    from mrichain.train import load_trained
 
-    card = load_json(Path(model).with_suffix(".json"))
-    hyper = {**DEFAULT_HYPER, **card.get("hyper_parameters", {})}
-    net = build_model(hyper)
-    net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
-    net.eval()
-    return net, card
+    return load_trained(model, build_model, "cpu", DEFAULT_HYPER)
 
 
 def mc_predict(net: SFCN, x: torch.Tensor, mc_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,6 @@ volumes as the score); ``varnet`` rebuilds the network from the card JSON beside
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -233,10 +232,10 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
     error. Returns :class:`mrichain.train.FitResult` (score: fastMRI SSIM on the validation volumes).
     """
     from mrichain.train import fit, hash_files, seed_everything
-    from mrichain.train.params import split_params
+    from mrichain.train.params import hyper_parameters, split_params
 
     settings, opts = split_params(params, {**TRAIN_DEFAULTS, **MODEL_DEFAULTS}, seed, "varnet")
-    hyper = {k: opts[k] for k in MODEL_DEFAULTS}
+    hyper = hyper_parameters(opts, MODEL_DEFAULTS)
 
     if opts["num_threads"]:
         torch.set_num_threads(int(opts["num_threads"]))
@@ -274,15 +273,13 @@ _CACHE: dict = {}
 
 def load_model(model: str, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the network from the card beside ``model`` (``.json``) and load the state dict."""
+    from mrichain.train import load_trained
+
     path = Path(model)
-    card_path = path.with_suffix(".json")
     key = (str(path.resolve()), path.stat().st_mtime_ns, str(device))
     if key in _CACHE:
         return _CACHE[key]
-    card = json.loads(card_path.read_text())
-    net = build_model(**card.get("hyper_parameters", {}))
-    net.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    net.to(device).eval()
+    net, _ = load_trained(path, lambda hp: build_model(**hp), device)
     _CACHE.clear()
     _CACHE[key] = net
     return net

@@ -207,17 +207,6 @@ def val_dice(model, data: PairDataset, device) -> float:
 
 
 # ------------------------------------------------------------------------------------- training
-def _split_params(params: dict, seed: int):
-    """(TrainSettings, model hyper-parameters) from the config params over the defaults."""
-    from mrichain.train.params import split_params
-
-    settings, rest = split_params(params, {**DEFAULT_LOOP, **DEFAULT_HYPER}, seed, "voxelmorph")
-    hyper = {k: rest[k] for k in DEFAULT_HYPER}
-    hyper["channels"] = [int(c) for c in hyper["channels"]]
-    hyper["final_conv_channels"] = [int(c) for c in hyper["final_conv_channels"]]
-    return settings, hyper
-
-
 def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoch_end=None, progress: bool = True):
     """Train the network on ``manifest`` and write ``out_path`` (.pt), its card (.json) and curve.
 
@@ -228,8 +217,10 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
     ncc_kernel, lambda_dice``); defaults in ``DEFAULT_LOOP``/``DEFAULT_HYPER``. Validation score: mean Dice.
     """
     from mrichain.train import fit, hash_files, seed_everything
+    from mrichain.train.params import hyper_parameters, split_params
 
-    settings, hyper = _split_params(params, seed)
+    settings, rest = split_params(params, {**DEFAULT_LOOP, **DEFAULT_HYPER}, seed, "voxelmorph")
+    hyper = hyper_parameters(rest, DEFAULT_HYPER)
     fixed = _load(manifest["fixed"])
     fixed_labels = np.rint(_load(manifest["fixed_labels"]).get_fdata()).astype(np.int64)
     train_ds = PairDataset(manifest["train"], fixed, fixed_labels if hyper["lambda_dice"] > 0 else None)
@@ -256,14 +247,9 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
 # ------------------------------------------------------------------------------------ inference
 def load_model(model: str | Path) -> tuple[HalfResVoxelMorph, dict]:
     """Rebuild the network from the card JSON beside ``model`` and load its state dict."""
-    from mrichain.io import load_json
+    from mrichain.train import load_trained
 
-    card = load_json(Path(model).with_suffix(".json"))
-    hyper = {**DEFAULT_HYPER, **card.get("hyper_parameters", {})}
-    net = build_model(hyper)
-    net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))
-    net.eval()
-    return net, card
+    return load_trained(model, build_model, "cpu", DEFAULT_HYPER)
 
 
 def jacobian_determinant(ddf: np.ndarray) -> np.ndarray:

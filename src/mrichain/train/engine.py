@@ -240,6 +240,21 @@ def write_card(out_path: Path, card: dict, settings: TrainSettings, result: FitR
     return save_json(full, out_path.with_suffix(".json"))
 
 
+def load_trained(model: str | Path, build: Callable[[dict], torch.nn.Module], device="cpu",
+                 defaults: dict | None = None) -> tuple[torch.nn.Module, dict]:
+    """The network :func:`fit` saved at ``model`` (.pt), in eval mode on ``device``, and its card.
+
+    ``build(hyper_parameters)`` rebuilds the architecture from the card's ``hyper_parameters``
+    (merged over ``defaults``, for cards written before a hyper-parameter existed).
+    """
+    from mrichain.io import load_json
+
+    card = load_json(Path(model).with_suffix(".json"))
+    net = build({**(defaults or {}), **card.get("hyper_parameters", {})})
+    net.load_state_dict(torch.load(model, map_location=device, weights_only=True))
+    return net.to(device).eval(), card
+
+
 def write_curve(out_path: Path, curve: list[dict], score_name: str) -> None:
     """Training curve as ``<name>_curve.tsv`` and ``<name>_curve.png`` beside the model."""
     import pandas as pd

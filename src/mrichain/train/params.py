@@ -29,3 +29,14 @@ def split_params(params: dict | None, defaults: dict, seed: int, name: str = "")
     merged = {**defaults, **params}
     settings = TrainSettings(seed=int(seed), **{k: merged[k] for k in loop_keys if k in merged})
     return settings, {k: v for k, v in merged.items() if k not in loop_keys}
+
+
+def hyper_parameters(rest: dict, defaults: dict) -> dict:
+    """The model hyper-parameters (the keys of ``defaults``) from :func:`split_params`'s rest,
+    integer lists (channel widths, shapes) cast to ``int`` so the card and the rebuilt model agree."""
+    def cast(value, default):
+        if isinstance(default, list) and all(isinstance(d, int) for d in default):
+            return [int(v) for v in value]
+        return value
+
+    return {k: cast(rest[k], d) for k, d in defaults.items()}
