@@ -37,6 +37,17 @@ def planned_jobs(proc) -> dict[str, int]:
     return jobs
 
 
+def rules_run(log: str, local_only: bool = False) -> dict[str, int]:
+    """{rule: jobs} from the job headers of a Snakemake log (``rule x:`` / ``localrule x:``).
+    ``local_only``: only ``localrule`` headers, printed by the Snakemake that runs a job inside a
+    cluster allocation (the job step's outer ``rule x:`` header around it is then not counted)."""
+    pattern = r"^localrule (\w+):$" if local_only else r"^(?:local)?rule (\w+):$"
+    counts: dict[str, int] = {}
+    for rule in re.findall(pattern, log, flags=re.M):
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
 def _without_timings(obj):
     """JSON content with every wall-clock field dropped (seconds, wall time, device differ by host)."""
     if isinstance(obj, dict):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dag import ROOT, TEST_CONFIG, planned_jobs
+from dag import ROOT, TEST_CONFIG, planned_jobs, rules_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.dvc]
 BIN = Path(sys.executable).parent  # dvc and snakemake of this environment
@@ -31,11 +30,6 @@ def sh(*cmd, cwd, check=True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}) in {cwd}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
-
-
-def rules_executed(output: str) -> set[str]:
-    """Rules Snakemake ran, from its log (``rule x:`` / ``localrule x:`` headers)."""
-    return set(re.findall(r"^(?:local)?rule (\w+):$", output, flags=re.M))
 
 
 def tree_state(path: Path) -> dict[str, tuple[int, int]]:
@@ -92,7 +86,7 @@ def labs(tmp_path_factory):
 def test_lab_a_ran_every_stage_through_dvc(labs):
     lock = yaml.safe_load((labs["a"] / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"cohort", "models", "evaluate"}
-    assert {"train", "simulate_subject", "aggregate"} <= rules_executed(labs["repro"])
+    assert {"train", "simulate_subject", "aggregate"} <= set(rules_run(labs["repro"]))
     assert any(labs["remote"].rglob("*")), "dvc push left the remote empty"
 
 
@@ -124,7 +118,7 @@ def test_lab_b_changes_one_stage_and_only_it_reruns(labs):
     n_test = sum(1 for _ in (lab_b / "results" / "register").glob("sub-*"))
     assert plan["register"] == n_test * len(cfg["acquire"]["accelerations"])  # antssyn only, every test subject
     repro = sh("dvc", "repro", cwd=lab_b)
-    ran = rules_executed(repro.stdout + repro.stderr)
+    ran = set(rules_run(repro.stdout + repro.stderr))
     assert ran <= {"register", "score", "aggregate", "all", "models", "cohort"} and "register" in ran, ran
     assert "up to date" in sh("dvc", "status", cwd=lab_b).stdout.lower()
     diff = sh("dvc", "metrics", "diff", cwd=lab_b).stdout

@@ -10,7 +10,7 @@ from mrichain.denoise import dncnn as dn
 from mrichain.io import save_image
 from mrichain.segment import unet as un
 from mrichain.slices import SliceDataset, predict_volume
-from resume_check import assert_resumes_identically
+from trainer_checks import assert_resumes_identically, fixed_batch_losses
 
 SHAPE = (15, 19, 6)  # odd in-plane sizes: exercises padding to the U-Net's multiple and back
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -124,14 +124,7 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss(name, cohort):
     net = c["mod"].build(c["hp"])
     batch = _batch(name, cohort)
     loss_fn = c["mod"].make_loss() if name == "unet" else c["mod"].make_loss("mse")
-    opt = torch.optim.Adam(net.parameters(), lr=c["lr"])
-    losses = []
-    for _ in range(30):
-        opt.zero_grad()
-        loss = loss_fn(net, batch, "cpu")
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fixed_batch_losses(net, loss_fn, batch, steps=30, lr=c["lr"])
     assert losses[-1] < 0.7 * losses[0]
 
 

@@ -12,7 +12,7 @@ from mrichain.recon import METHODS, TRAINERS
 from mrichain.recon import varnet as vn
 from mrichain.recon.cs import acs_lines, acs_sensitivities, cs
 from mrichain.recon.zerofilled import zerofilled
-from resume_check import assert_resumes_identically
+from trainer_checks import assert_resumes_identically, fixed_batch_losses
 
 S, C, H, W = 6, 8, 32, 32
 TINY = {"cascades": 2, "channels": 4, "sens_channels": 2}
@@ -96,14 +96,7 @@ def test_a_few_steps_lower_the_loss():
     model = vn.build_model(**TINY)
     b = _batch()
     loss_fn = vn.make_loss_fn("ssim")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = loss_fn(model, b, "cpu")
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fixed_batch_losses(model, loss_fn, b, steps=8, lr=3e-3)
     assert losses[-1] < losses[0]
 
 

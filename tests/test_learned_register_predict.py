@@ -15,7 +15,7 @@ from mrichain.register import voxelmorph as vxm
 from mrichain.predict import IMAGE_METHODS, METHODS as PRED_METHODS, TRAINERS as PRED_TRAINERS
 from mrichain.predict import sfcn
 from mrichain.train import seed_everything
-from resume_check import assert_resumes_identically
+from trainer_checks import assert_resumes_identically, fixed_batch_losses
 
 N = 24
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -82,14 +82,7 @@ def test_voxelmorph_loss_falls_on_a_fixed_batch(reg_data):
     seed_everything(0)
     net = vxm.build_model({**vxm.DEFAULT_HYPER, **REG_PARAMS})
     loss_fn = vxm.RegistrationLoss(0.5, 5)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(12):
-        opt.zero_grad()
-        loss = loss_fn(net, batch, torch.device("cpu"))
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
+    losses = fixed_batch_losses(net, loss_fn, batch, steps=12, lr=3e-3)
     assert losses[-1] < losses[0] - 0.01
 
 
@@ -164,14 +157,7 @@ def test_sfcn_loss_falls_on_a_fixed_batch(age_data):
     seed_everything(0)
     net = sfcn.build_model(hyper)
     net.dropout.p = 0.0
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        opt.zero_grad()
-        loss = sfcn.AgeLoss()(net, (x, y), torch.device("cpu"))
-        loss.backward()
-        opt.step()
-        losses.append(float(loss))
+    losses = fixed_batch_losses(net, sfcn.AgeLoss(), (x, y), steps=15, lr=3e-3)
     assert losses[-1] < losses[0]
 
 

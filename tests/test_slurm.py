@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dag import ROOT, TEST_CONFIG, differing_outputs, planned_jobs, snakemake
+from dag import ROOT, TEST_CONFIG, differing_outputs, planned_jobs, rules_run, snakemake
 from slurm_cluster import LocalSlurm, missing_requirements
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -67,17 +67,15 @@ def rules_run_in_slurm_jobs(workdir: Path) -> dict[str, int]:
     """{rule: jobs} executed inside SLURM allocations, read from every job's SLURM log."""
     counts: dict[str, int] = {}
     for log in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"):
-        # "localrule x:" is printed by the Snakemake that runs the job inside the allocation (a
-        # single job's log also shows the job-step's "rule x:" header around it: not counted)
-        for rule in re.findall(r"^localrule (\w+):$", log.read_text(errors="replace"), flags=re.M):
-            counts[rule] = counts.get(rule, 0) + 1
+        for rule, n in rules_run(log.read_text(errors="replace"), local_only=True).items():
+            counts[rule] = counts.get(rule, 0) + n
     return counts
 
 
 def test_every_job_went_through_sbatch(slurm_run, cluster):
     planned = {r: n for r, n in slurm_run["planned"].items() if r != "all"}  # `all` only collects files
     assert rules_run_in_slurm_jobs(slurm_run["workdir"]) == planned
-    assert not re.search(r"^localrule (?!all:)\w+:", slurm_run["log"], flags=re.M)  # nothing else ran locally
+    assert set(rules_run(slurm_run["log"], local_only=True)) <= {"all"}  # nothing else ran locally
     job_ids = {int(j) for _, j, _ in slurm_run["submissions"]}
     assert job_ids <= set(cluster.submitted_job_ids())
     # grouping: the per-subject chains and the scoring jobs go as a few submissions, not one per job

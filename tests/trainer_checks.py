@@ -1,4 +1,5 @@
-"""Shared check for every trainer: a run killed after its first epoch resumes to the same state."""
+"""Checks shared by every trainer's tests: the loss falls on a fixed batch; a run killed after its
+first epoch resumes to the same state."""
 import pytest
 import torch
 
@@ -28,3 +29,17 @@ def assert_resumes_identically(train, manifest, params, tmp_path, seed, name="m.
     a, b = torch.load(tmp_path / "a" / name), torch.load(out)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     return full, resumed
+
+
+def fixed_batch_losses(net, loss_fn, batch, steps: int, lr: float) -> list[float]:
+    """Losses of ``steps`` Adam steps at ``lr`` on one fixed ``batch``; ``loss_fn(net, batch, device)``
+    is the method's training loss as the engine calls it."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(net, batch, torch.device("cpu"))
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return losses
