@@ -31,18 +31,22 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     sub=r"sub-\d+",
-    acq=r"R\d+",
+    acq=r"R[0-9p]+",
     method=r"[a-z0-9]+",
-    stage="|".join(STAGES),
+    stage="|".join(STAGE_NAMES),
+    kind="|".join(MANIFEST_NAMES),
+    name=r"[^/]+",
 
 
 include: "workflow/rules/simulate.smk"
-include: "workflow/rules/acquire.smk"
-include: "workflow/rules/reconstruct.smk"
-include: "workflow/rules/denoise.smk"
-include: "workflow/rules/register.smk"
-include: "workflow/rules/segment.smk"
-include: "workflow/rules/predict.smk"
+
+
+# One rule file per declared stage (mrichain.stages): a new stage's file is picked up here.
+for stage_name in STAGE_NAMES:
+
+    include: f"workflow/rules/{stage_name}.smk"
+
+
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 
@@ -61,11 +65,11 @@ rule all:
 rule cohort:
     input:
         rules.template.output,
-        [f for s in SUBJECTS for f in gt_files(s).values()],
-        expand(KSPACE, sub=SUBJECTS, acq=list(ACQS)),
-        expand(NOISEFREE, sub=SUBJECTS, acq=list(ACQS)),
+        [f for s in SUBJECTS for f in layout.groundtruth_files(s).values()],
+        expand(layout.kspace(C), sub=SUBJECTS, acq=list(ACQS)),
+        expand(layout.noisefree(C), sub=SUBJECTS, acq=list(ACQS)),
 
 
 rule models:
     input:
-        [f"{MODEL}.{ext}".format(stage=s, method=m) for s, m in LEARNED_RUN for ext in ("pt", "json")],
+        [layout.model(s, m, suffix) for s, m in PLAN.learned_run() for suffix in (".pt", ".json")],

@@ -1,15 +1,16 @@
-"""Training throughput of every learned model for a fixed budget, on whatever device is present.
+"""Training throughput of every learned model for a fixed budget, on each device asked for.
 
     python benchmarks/train_throughput.py [--config config/config.yaml] [--workdir results/throughput]
-                                          [--batches 20] [--cores all]
+                                          [--batches 20] [--devices cpu,cuda] [--skip-prepare]
 
 Writes a config that gives each learned method exactly one epoch of ``--batches`` batches (no
-early stop), has Snakemake produce the training inputs and retrain the five models in
-``--workdir`` (the device is picked by the training engine: CUDA with mixed precision when
-present, else CPU), then reads each model's card and curve and prints training samples per second
-(epoch wall time, validation included, as a user waits for it) into
-``<workdir>/throughput.tsv``. Run it once on the CPU machine and once on a GPU node with the same
-arguments: the two TSVs side by side are the speed-up the README quotes.
+early stop) and has Snakemake build the training inputs and manifests in ``--workdir`` (everything
+upstream of the ``train`` rule; ``--skip-prepare`` reuses them, e.g. on a GPU node that got the
+work directory copied). Then trains every learned model once per device with ``mrichain train``
+(``device: cpu`` | ``cuda`` in its params: the same data, the same code, one thread; on CUDA with
+mixed precision), reads each model's card and curve and writes training samples per second (epoch
+wall time, validation included, as a user waits for it) to ``<workdir>/throughput.tsv``, and the
+speed-up of each device over the first one beside it.
 """
 from __future__ import annotations
 
@@ -25,7 +26,41 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mrichain.methods import LEARNED  # noqa: E402
+from mrichain.manifests import manifest_path  # noqa: E402
+from mrichain.stages import learned_methods  # noqa: E402
+
+
+def prepare(cfg: dict, work: Path, batches: int, cores: str) -> None:
+    """Snakemake builds every training input and manifest of ``cfg`` in ``work`` (not the models)."""
+    for stage, m in learned_methods():
+        if m.name not in cfg[stage]["methods"]:
+            cfg[stage]["methods"].append(m.name)
+    bench_cfg = work / "throughput_config.yaml"
+    bench_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+           "--configfile", str(bench_cfg), "--cores", cores, "--rerun-incomplete", "--omit-from", "train", "--",
+           "models"]
+    subprocess.run(cmd, check=True)
+
+
+def train_once(work: Path, stage: str, method: str, params: dict, device: str, seed: int) -> dict:
+    """One fixed-budget training run of ``stage-method`` on ``device``; its throughput row."""
+    out = work / "throughput" / device / f"{stage}-{method}.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f"{stage}-{method}*"):
+        stale.unlink()
+    (work / "models" / "checkpoints" / f"{stage}-{method}.ckpt").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "mrichain.cli", "train", "--stage", stage, "--method", method,
+           "--manifest", manifest_path("train", stage=stage, method=method),
+           "--params", json.dumps({**params, "device": device}), "--seed", str(seed), "--threads", "1",
+           "--out", str(out)]
+    subprocess.run(cmd, check=True, cwd=work)
+    card = json.loads(out.with_suffix(".json").read_text())
+    curve = pd.read_csv(out.with_name(out.stem + "_curve.tsv"), sep="\t")
+    samples, seconds = float(curve["samples"].sum()), float(curve["seconds"].sum())
+    return {"model": f"{stage}-{method}", "device": card["device"], "batch_size": card["training"]["batch_size"],
+            "samples": samples, "seconds": round(seconds, 2), "samples_per_s": round(samples / seconds, 3),
+            "n_parameters": card.get("n_parameters")}
 
 
 def main(argv=None) -> int:
@@ -34,33 +69,24 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default=str(ROOT / "results" / "throughput"))
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--cores", default="all")
+    p.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda")
+    p.add_argument("--skip-prepare", action="store_true", help="reuse the training inputs already in --workdir")
     a = p.parse_args(argv)
     work = Path(a.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(Path(a.config).read_text())
-    targets = []
-    for stage, methods in LEARNED.items():
-        for method in methods:
-            if method not in cfg[stage]["methods"]:
-                cfg[stage]["methods"].append(method)
-            params = cfg[stage].setdefault("params", {}).setdefault(method, {})
-            params.update(epochs=1, max_batches_per_epoch=a.batches, patience=10)
-            targets.append(f"models/{stage}-{method}.pt")
-    bench_cfg = work / "throughput_config.yaml"
-    bench_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--configfile", str(bench_cfg), "--cores", a.cores, "--rerun-incomplete", "--forcerun", "train", *targets]
-    subprocess.run(cmd, check=True)
+    if not a.skip_prepare:
+        prepare(cfg, work, a.batches, a.cores)
     rows = []
-    for target in targets:
-        model = work / target
-        card = json.loads(model.with_suffix(".json").read_text())
-        curve = pd.read_csv(model.with_name(model.stem + "_curve.tsv"), sep="\t")
-        samples, seconds = float(curve["samples"].sum()), float(curve["seconds"].sum())
-        rows.append({"model": model.stem, "device": card["device"], "batch_size": card["training"]["batch_size"],
-                     "samples": samples, "seconds": round(seconds, 2), "samples_per_s": round(samples / seconds, 3),
-                     "n_parameters": card.get("n_parameters")})
+    for device in a.devices.split(","):
+        for stage, m in learned_methods():
+            params = {k: v for k, v in cfg[stage].get("params", {}).get(m.name, {}).items() if k != "infer"}
+            params.update(epochs=1, max_batches_per_epoch=a.batches, patience=10)
+            rows.append(train_once(work, stage, m.name, params, device, cfg["seed"]))
     table = pd.DataFrame(rows)
+    first = table[table.device == table.device.iloc[0]].set_index("model")["samples_per_s"]
+    table["speedup_vs_" + str(table.device.iloc[0])] = [round(r.samples_per_s / first[r.model], 2)
+                                                          for r in table.itertuples()]
     table.to_csv(work / "throughput.tsv", sep="\t", index=False)
     print(table.to_string(index=False))
     return 0

@@ -15,13 +15,15 @@ DETERMINISTIC_DIRS = ("results/template", "results/groundtruth", "results/kspace
                       "results/denoise", "results/register", "results/segment")
 
 
-def snakemake(workdir, *args, configfile=TEST_CONFIG, check=True, cores: str | None = "2", snakefile=ROOT / "Snakefile"):
-    """Run ``python -m snakemake`` on ``workdir``; raise with its output tails when it fails and ``check``."""
+def snakemake(workdir, *args, configfile=TEST_CONFIG, check=True, cores: str | None = "2", snakefile=ROOT / "Snakefile",
+              env: dict | None = None):
+    """Run ``python -m snakemake`` on ``workdir``; raise with its output tails when it fails and ``check``.
+    ``env``: the subprocess's whole environment (default: this process's)."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
            "--configfile", str(configfile)]
     if cores:
         cmd += ["--cores", cores]
-    proc = subprocess.run(cmd + list(args), capture_output=True, text=True)
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

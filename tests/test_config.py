@@ -64,23 +64,11 @@ def test_cross_checks(default):
     cfg = copy.deepcopy(default)
     cfg["acquire"]["center_fractions"] = [0.08, 0.04, 0.02]
     cfg["cohort"]["split"] = {"train": 0.5, "val": 0.2, "test": 0.2}
-    cfg["denoise"]["feed"] = "antsnlm"
+    cfg["denoise"]["methods"] = ["antsnlm"]
+    cfg["denoise"]["feed"] = "dncnn"  # a declared method, but not one this config runs
+    cfg["segment"]["params"]["magic"] = {}
     msg = _err(cfg)
     assert "acquire.center_fractions" in msg and "cohort.split" in msg
-
-
-def test_schema_methods_match_registries():
-    """Every method the schema allows exists in its stage's registry, classical or learned, and
-    every learned method has a trainer."""
-    import importlib
-
-    from mrichain.methods import CLASSICAL, LEARNED, PACKAGES
-
-    schema = load_schema()
-    for stage, pkg in PACKAGES.items():
-        allowed = set(schema["properties"][stage]["properties"]["methods"]["items"]["enum"])
-        assert allowed == set(CLASSICAL[stage]) | set(LEARNED[stage]), stage
-        module = importlib.import_module(f"mrichain.{pkg}")
-        registry = set(module.METHODS) | set(getattr(module, "IMAGE_METHODS", {}))
-        assert registry == allowed, stage
-        assert set(module.TRAINERS) == set(LEARNED[stage]), stage
+    assert "config key 'denoise.feed': 'dncnn' must be one of the methods run; allowed values: antsnlm" in msg
+    assert "config key 'segment.params.magic': no such method in segment.methods" in msg
+    assert "denoise.params.dncnn" in msg  # params of a method the config no longer runs

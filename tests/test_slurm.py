@@ -1,7 +1,10 @@
-"""config/test.yaml through `snakemake --profile profiles/slurm` on a real single-node SLURM.
+"""config/test.yaml through `snakemake --profile slurm` on a real single-node SLURM.
 
-The cluster (slurmctld, slurmd, munge from Debian's packages) is started and stopped here, with a
-CPU and a GPU partition named as in the profile and one GPU generic resource (tests/slurm_cluster.py).
+The profile is used as the README tells a lab to: `mrichain profile install slurm` (here into a
+temporary XDG_CONFIG_HOME), then `snakemake --profile slurm`, the short form. The cluster
+(slurmctld, slurmd, munge from Debian's packages) is started and stopped here, with a CPU and a
+GPU partition named as in the profile and one GPU generic resource (tests/slurm_cluster.py).
+Its GPU is not real, so the config run here sets `device: cpu` for the learned methods.
 Needs root and the packages; skipped otherwise, unless MRICHAIN_REQUIRE_SLURM=1 (set by .ci/run)
 makes a missing SLURM a failure.
 """
@@ -10,13 +13,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from dag import ROOT, TEST_CONFIG, differing_outputs, planned_jobs, rules_run, snakemake
+from mrichain.stages import METHOD_STAGES
 from slurm_cluster import LocalSlurm, missing_requirements
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -28,9 +34,42 @@ FAST_POLL = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-betwee
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+?)\)")
 
 
-def slurm_snakemake(workdir, *args, configfile=TEST_CONFIG, check=True):
-    return snakemake(workdir, "--profile", str(PROFILE), "--slurm-keep-successful-logs", *FAST_POLL, *args,
-                     configfile=configfile, check=check, cores=None)
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """The environment of a lab that ran `mrichain profile install slurm`: an XDG_CONFIG_HOME
+    (a temporary one here, ~/.config on a login node) holding snakemake/slurm."""
+    xdg = tmp_path_factory.mktemp("xdg-config")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(xdg)}
+    proc = subprocess.run(["mrichain", "profile", "install", "slurm"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (xdg / "snakemake" / "slurm" / "config.yaml").read_bytes() == (PROFILE / "config.yaml").read_bytes()
+    return env
+
+
+@pytest.fixture(scope="module")
+def slurm_config(tmp_path_factory):
+    """config/test.yaml with `device: cpu` in every learned method's params. The test cluster's GPU
+    is declared but not real (gres File=/dev/null): SLURM sets CUDA_VISIBLE_DEVICES=0 in a training
+    job, and a job given a GPU that its torch cannot use fails (mrichain.train.engine.select_device)
+    unless the config chooses the CPU deliberately, as here."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    learned = 0
+    for stage in METHOD_STAGES:
+        section = cfg[stage.name]
+        for method in section["methods"]:
+            if stage.method(method).learned:
+                section.setdefault("params", {}).setdefault(method, {})["device"] = "cpu"
+                learned += 1
+    assert learned, "no learned method in config/test.yaml"
+    path = tmp_path_factory.mktemp("slurm-config") / "test-slurm.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def slurm_snakemake(workdir, env, configfile, *args, check=True):
+    """`snakemake --profile slurm` (found by name through env's XDG_CONFIG_HOME) on ``workdir``."""
+    return snakemake(workdir, "--profile", "slurm", "--slurm-keep-successful-logs", *FAST_POLL, *args,
+                     configfile=configfile, check=check, cores=None, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +87,36 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
+def slurm_run(cluster, slurm_env, slurm_config, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("slurm-dag")
-    planned = planned_jobs(snakemake(workdir, "-n", "--quiet", "rules"))
+    planned = planned_jobs(snakemake(workdir, "-n", "--quiet", "rules", configfile=slurm_config))
     t0 = time.perf_counter()
-    proc = slurm_snakemake(workdir, check=False)
+    proc = slurm_snakemake(workdir, slurm_env, slurm_config, check=False)
     elapsed = time.perf_counter() - t0
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise AssertionError(f"SLURM run failed ({proc.returncode}):\n{log[-8000:]}\n{cluster.logs()}")
+    # the installed profile, found by its name (not profiles/slurm by path)
+    assert re.search(r"^Using profiles? slurm\b", log, flags=re.M), log[:2000]
     submissions = SUBMITTED.findall(log)
     print(f"\nconfig/test.yaml on SLURM: {elapsed:.0f} s, {len(submissions)} submissions for "
           f"{sum(n for r, n in planned.items() if r != 'all')} jobs")
-    return {"workdir": workdir, "log": log, "planned": planned, "submissions": submissions}
+    return {"workdir": workdir, "log": log, "planned": planned, "submissions": submissions,
+            "env": slurm_env, "config": slurm_config}
+
+
+def local_rules() -> set[str]:
+    """Rules Snakemake runs on the submit host, not through sbatch: `all` (it only collects files)
+    and the rules the workflow marks `localrule: True` or lists in a `localrules:` directive."""
+    local = {"all"}
+    for smk in (ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))):
+        text = smk.read_text()
+        for name, body in re.findall(r"^rule (\w+):[^\n]*\n((?:[ \t]+.*\n|[ \t]*\n)*)", text, flags=re.M):
+            if re.search(r"^\s+localrule:\s*True\b", body, flags=re.M):
+                local.add(name)
+        for names in re.findall(r"^localrules:\s*(.+)$", text, flags=re.M):
+            local |= {n.strip() for n in names.split(",") if n.strip()}
+    return local
 
 
 def rules_run_in_slurm_jobs(workdir: Path) -> dict[str, int]:
@@ -73,9 +129,13 @@ def rules_run_in_slurm_jobs(workdir: Path) -> dict[str, int]:
 
 
 def test_every_job_went_through_sbatch(slurm_run, cluster):
-    planned = {r: n for r, n in slurm_run["planned"].items() if r != "all"}  # `all` only collects files
+    local = local_rules()  # `all` and the manifest writers: they run on the submit host
+    planned = {r: n for r, n in slurm_run["planned"].items() if r not in local}
     assert rules_run_in_slurm_jobs(slurm_run["workdir"]) == planned
-    assert set(rules_run(slurm_run["log"], local_only=True)) <= {"all"}  # nothing else ran locally
+    ran_locally = rules_run(slurm_run["log"], local_only=True)
+    assert set(ran_locally) <= local  # nothing else ran locally
+    assert {r: n for r, n in ran_locally.items() if r != "all"} == \
+        {r: n for r, n in slurm_run["planned"].items() if r in local and r != "all"}
     job_ids = {int(j) for _, j, _ in slurm_run["submissions"]}
     assert job_ids <= set(cluster.submitted_job_ids())
     # grouping: the per-subject chains and the scoring jobs go as a few submissions, not one per job
@@ -105,6 +165,7 @@ def test_outputs_match_a_local_run(slurm_run, local_run):
 
 def test_failed_job_names_rule_and_log_and_rerun_resumes(slurm_run, tmp_path):
     """A job that fails on the cluster is reported with its rule and logs; the rerun does only what is left."""
+    cfg, env = slurm_run["config"], slurm_run["env"]
     work = tmp_path / "work"
     shutil.copytree(slurm_run["workdir"], work, symlinks=True)
     shutil.rmtree(work / ".snakemake" / "slurm_logs")
@@ -122,9 +183,9 @@ def test_failed_job_names_rule_and_log_and_rerun_resumes(slurm_run, tmp_path):
     good, stat = moving.read_bytes(), moving.stat()
     moving.write_bytes(b"\x1f\x8b not a gzip file")
     os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert planned_jobs(snakemake(work, "-n", "--quiet", "rules")) == {"register": 1, "score": 1, "aggregate": 1, "all": 1}
+    assert planned_jobs(snakemake(work, "-n", "--quiet", "rules", configfile=cfg)) == {"register": 1, "score": 1, "aggregate": 1, "all": 1}
 
-    proc = slurm_snakemake(work, "--retries", "0", check=False)
+    proc = slurm_snakemake(work, env, cfg, "--retries", "0", check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert re.search(r"Error in (rule register|group subjects_test)", log), log[-3000:]
@@ -136,9 +197,28 @@ def test_failed_job_names_rule_and_log_and_rerun_resumes(slurm_run, tmp_path):
     # Repair the input and rerun the same command: the failed job and what depends on it run, nothing else.
     moving.write_bytes(good)
     os.utime(moving, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert planned_jobs(snakemake(work, "-n", "--quiet", "rules")) == {"register": 1, "score": 1, "aggregate": 1, "all": 1}
-    proc = slurm_snakemake(work, check=False)
+    assert planned_jobs(snakemake(work, "-n", "--quiet", "rules", configfile=cfg)) == {"register": 1, "score": 1, "aggregate": 1, "all": 1}
+    proc = slurm_snakemake(work, env, cfg, check=False)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    dry = snakemake(work, "-n")
+    dry = snakemake(work, "-n", configfile=cfg)
     assert "Nothing to be done" in dry.stdout + dry.stderr
     assert differing_outputs(slurm_run["workdir"], work) == []
+
+
+def test_a_gpu_job_without_cuda_fails_and_says_why(slurm_run, tmp_path):
+    """Without `device: cpu`, a training job given SLURM's (not real) GPU while torch cannot use
+    CUDA fails at once, its log naming torch, CUDA_VISIBLE_DEVICES and the fix; no CPU fallback."""
+    if torch.cuda.is_available():
+        pytest.skip("this torch can use CUDA: the job would train on a real GPU")
+    work = tmp_path / "work"
+    shutil.copytree(slurm_run["workdir"], work, symlinks=True)
+    shutil.rmtree(work / ".snakemake" / "slurm_logs")
+    model = "models/predict-sfcn.pt"  # the quickest trainer; config/test.yaml has no `device` key
+    assert (work / model).exists()
+    proc = slurm_snakemake(work, slurm_run["env"], TEST_CONFIG, model, "--force", "--retries", "0", check=False)
+    assert proc.returncode != 0
+    log = (work / "logs" / "train" / "predict-sfcn.log").read_text()
+    assert log.splitlines()[0] == "CUDA_VISIBLE_DEVICES=0"
+    assert "mrichain train: error: this job was given a GPU (CUDA_VISIBLE_DEVICES=0)" in log, log[-3000:]
+    assert f"torch {torch.__version__}" in log and "pip install torch==" in log and "device: cpu" in log
+    assert "Traceback" not in log and "epoch 1" not in log  # failed before training, no CPU run

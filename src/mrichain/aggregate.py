@@ -5,7 +5,8 @@ primary acquisition (the first configured acceleration), plus ``n_test``. Brain-
 errors become ``mae_years``. ``metrics_by_acq.json`` is ``{acq: {stage: {method: {metric}}}}``
 for every acquisition; ``summary.tsv`` has one row per (acq, stage, method, metric);
 ``comparison.tsv`` puts the methods of each stage side by side at the primary acquisition: one row
-per (stage, method, metric) with the method's kind (classical / learned).
+per (stage, method, metric) with the method's kind (floor / classical / learned, from
+:mod:`mrichain.stages`).
 """
 from __future__ import annotations
 
@@ -40,11 +41,10 @@ def nest(summary: pd.DataFrame) -> dict:
 
 
 def comparison(summary: pd.DataFrame, primary_acq: str) -> pd.DataFrame:
-    from mrichain.methods import is_learned
+    from mrichain.stages import kind
 
     table = summary[summary["acq"] == primary_acq].drop(columns=["acq"]).copy()
-    table.insert(2, "kind", ["learned" if is_learned(s, m) else "classical" if s != "acquire" else "simulation"
-                             for s, m in zip(table["stage"], table["method"])])
+    table.insert(2, "kind", [kind(s, m) for s, m in zip(table["stage"], table["method"])])
     return table
 
 

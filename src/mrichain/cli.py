@@ -54,7 +54,7 @@ def cmd_acquire(a):
 
 
 def cmd_reconstruct(a):
-    _threads(1)
+    _threads(a.threads)
     from mrichain.io import save_image
     from mrichain.recon import reconstruct_file
 
@@ -67,26 +67,22 @@ def _model_kw(a) -> dict:
     return {"model": a.model} if getattr(a, "model", None) else {}
 
 
-def _image_stage(stage_module: str, a, **extra):
+def cmd_image_stage(a):
+    """Image in, image out, for any declared stage whose job reads one image (denoise, segment):
+    ``METHODS[method](image, threads=, [contrast=], [model=], **params)``."""
     import importlib
+    import inspect
 
     import numpy as np
 
     from mrichain.io import load_image, save_image
+    from mrichain.stages import stage
 
     _threads(a.threads)
-    methods = importlib.import_module(stage_module).METHODS
-    img = load_image(a.input)
-    out = methods[a.method](img, threads=a.threads, **extra, **_model_kw(a), **json.loads(a.params))
+    method = importlib.import_module(stage(a.command).package).METHODS[a.method]
+    extra = {"contrast": a.contrast} if "contrast" in inspect.signature(method).parameters else {}
+    out = method(load_image(a.input), threads=a.threads, **extra, **_model_kw(a), **json.loads(a.params))
     save_image(np.asarray(out.dataobj), out.affine, a.output, dtype=out.get_data_dtype())
-
-
-def cmd_denoise(a):
-    _image_stage("mrichain.denoise", a)
-
-
-def cmd_segment(a):
-    _image_stage("mrichain.segment", a, contrast=a.contrast)
 
 
 def cmd_register(a):
@@ -107,31 +103,40 @@ def cmd_register(a):
     save_json({"method": a.method, "seconds_per_pair": res.seconds, "moving": a.moving, "fixed": a.fixed}, a.out_timing)
 
 
+def _manifest(path) -> dict:
+    """A job's manifest file (``results/manifests/...``), with an error naming it if unreadable."""
+    from mrichain.io import InputImageError, load_json
+
+    try:
+        return load_json(path)
+    except (OSError, ValueError) as exc:
+        raise InputImageError(f"{path}: cannot read the manifest ({exc})") from exc
+
+
 def cmd_predict(a):
     from mrichain.predict.pipeline import run_prediction
 
+    m = _manifest(a.manifest)
     run_prediction(
         method=a.method,
         params=json.loads(a.params),
-        subjects=a.subjects,
-        splits=json.loads(a.splits),
-        label_paths=a.labels,
-        image_paths=a.images,
+        subjects=m["subjects"],
+        splits=m["splits"],
+        label_paths=m.get("labels"),
+        image_paths=m.get("images"),
         model=a.model,
-        info_paths=a.info,
+        info_paths=m["info"],
         out_predictions=a.out_predictions,
         out_model=a.out_model,
     )
 
 
 def cmd_train(a):
-    import importlib
-
-    from mrichain.methods import PACKAGES
+    from mrichain.stages import trainer_registry
 
     _threads(a.threads)
-    trainers = importlib.import_module(f"mrichain.{PACKAGES[a.stage]}").TRAINERS
-    result = trainers[a.method](json.loads(a.manifest), json.loads(a.params), a.out, a.seed)
+    trainer = trainer_registry(a.stage)[a.method]
+    result = trainer(_manifest(a.manifest), json.loads(a.params), a.out, a.seed)
     log.info("trained %s-%s: best val %.4g at epoch %d of %d, %.1f s on %s", a.stage, a.method,
              result.best_score, result.best_epoch, result.epochs_run, result.wall_seconds, result.device)
 
@@ -139,7 +144,7 @@ def cmd_train(a):
 def cmd_score(a):
     from mrichain.evaluate import score_stage
 
-    manifest = json.loads(a.manifest)
+    manifest = _manifest(a.manifest)
     table = score_stage(manifest, benchmarks_dir=a.benchmarks, figures_dir=a.out_figures)
     Path(a.out_tsv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(a.out_tsv, sep="\t", index=False, float_format="%.6g")
@@ -149,6 +154,15 @@ def cmd_aggregate(a):
     from mrichain.aggregate import aggregate
 
     aggregate(a.scores, a.primary_acq, a.out_metrics, a.out_by_acq, a.out_summary, a.out_comparison)
+
+
+def cmd_profile(a):
+    from mrichain.profile import ProfileError, install_profile
+
+    try:
+        print(install_profile(a.name, dest=a.dest, force=a.force).message)
+    except ProfileError as exc:  # a refusal, not a crash: the reason on stderr, exit status 1
+        sys.exit(f"mrichain profile {a.action}: error: {exc}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,22 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-noisefree", required=True)
     s.set_defaults(func=cmd_acquire)
 
-    for name, func, extra in (
-        ("reconstruct", cmd_reconstruct, ()),
-        ("denoise", cmd_denoise, ("threads",)),
-        ("segment", cmd_segment, ("threads", "contrast")),
-    ):
-        s = sub.add_parser(name, help=f"{name} one image with the named method")
-        s.add_argument("--method", required=True)
+    from mrichain.stages import METHOD_STAGES
+
+    # One sub-command per declared stage whose job reads one file and writes one (mrichain.stages):
+    # k-space -> image (reconstruct), image -> image (denoise, segment, and any such new stage).
+    for st in METHOD_STAGES:
+        if not (st.per_subject and len(st.reads) == 1 and len(st.outputs) == 1):
+            continue
+        s = sub.add_parser(st.name, help=f"{st.name} one file with the named method")
+        s.add_argument("--method", required=True, choices=st.method_names)
         s.add_argument("--params", default="{}", help="JSON keyword arguments of the method")
         s.add_argument("--input", required=True)
         s.add_argument("--output", required=True)
-        s.add_argument("--model", help="trained weights of a learned method (models/<stage>-<method>.pt)")
-        if "threads" in extra:
-            s.add_argument("--threads", type=int, default=1)
-        if "contrast" in extra:
-            s.add_argument("--contrast", default="T1w", choices=["T1w", "T2w"])
-        s.set_defaults(func=func)
+        s.add_argument("--model", help=f"trained weights of a learned method (models/{st.name}-<method>.pt)")
+        s.add_argument("--threads", type=int, default=1)
+        s.add_argument("--contrast", default="T1w", choices=["T1w", "T2w"], help="for methods that use it")
+        s.set_defaults(func=cmd_reconstruct if "kspace" in st.reads else cmd_image_stage)
 
     s = sub.add_parser("register", help="register a subject image to the template, carrying labels")
     s.add_argument("--method", required=True)
@@ -212,12 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="fit brain age on the train split and predict every subject")
     s.add_argument("--method", required=True)
     s.add_argument("--params", default="{}")
-    s.add_argument("--subjects", nargs="+", required=True)
-    s.add_argument("--splits", required=True, help="JSON {subject: split}")
-    s.add_argument("--labels", nargs="+", help="segmentations, for a volume model")
-    s.add_argument("--images", nargs="+", help="images, for an image model")
+    s.add_argument("--manifest", required=True,
+                   help="JSON file {subjects: [...], splits: {subject: split}, info: [...], labels | images: [...]}, "
+                        "one path per subject (results/manifests/job/...)")
     s.add_argument("--model", help="trained weights of an image model")
-    s.add_argument("--info", nargs="+", required=True)
     s.add_argument("--out-predictions", required=True)
     s.add_argument("--out-model", required=True)
     s.set_defaults(func=cmd_predict)
@@ -225,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a learned method on the train split, select on val")
     s.add_argument("--stage", required=True)
     s.add_argument("--method", required=True)
-    s.add_argument("--manifest", required=True, help="JSON {train: [...], val: [...]} of input files")
+    s.add_argument("--manifest", required=True, help="JSON file {train: [...], val: [...]} of input files")
     s.add_argument("--params", default="{}")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
@@ -233,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="score one stage against ground truth and draw montages")
-    s.add_argument("--manifest", required=True, help="JSON manifest of the files to score")
+    s.add_argument("--manifest", required=True, help="JSON file: the files to score (results/manifests/score/...)")
     s.add_argument("--benchmarks", default="results/benchmarks")
     s.add_argument("--out-tsv", required=True)
     s.add_argument("--out-figures", required=True)
@@ -247,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-summary", required=True)
     s.add_argument("--out-comparison", help="side-by-side table at the primary acquisition")
     s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("profile", help="Snakemake profiles shipped in profiles/")
+    s.add_argument("action", choices=["install"], help="install: copy profiles/NAME to where "
+                   "`snakemake --profile NAME` finds it ($XDG_CONFIG_HOME/snakemake/NAME or ~/.config/snakemake/NAME)")
+    s.add_argument("name", help="profile name, e.g. slurm")
+    s.add_argument("--dest", help="the profile directory to write instead (e.g. /etc/xdg/snakemake/slurm)")
+    s.add_argument("--force", action="store_true", help="replace an existing profile that differs")
+    s.set_defaults(func=cmd_profile)
     return p
 
 
@@ -259,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line naming the file goes to the rule's log and stderr
         from mrichain.io import InputImageError
 
-        if isinstance(exc, InputImageError):
+        engine = sys.modules.get("mrichain.train.engine")  # its error can only come if it was imported
+        if isinstance(exc, (InputImageError, *((engine.CudaUnavailableError,) if engine else ()))):
             log.error("%s", exc)
             print(f"mrichain {args.command}: error: {exc}", file=sys.stderr)
             return 2

@@ -2,6 +2,10 @@
 
 Errors name the offending key as a dotted path (``acquire.accelerations[0]``) and, for a choice,
 the allowed values, so a typo in a 40-job run fails in the first second, not the 40th job.
+
+The sections of the method stages (``reconstruct: {methods, feed, params}`` ...) are not written
+in ``schema.yaml``: :func:`load_schema` generates them from :mod:`mrichain.stages`, so the allowed
+method names are the declared ones.
 """
 from __future__ import annotations
 
@@ -10,19 +14,39 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from mrichain.stages import METHOD_STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
-STAGES_WITH_FEED = ("reconstruct", "denoise", "segment")
-METHOD_STAGES = ("reconstruct", "denoise", "register", "segment", "predict")
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and the allowed values."""
 
 
+def stage_schema(stage) -> dict:
+    """JSON schema of one method stage's config section, from its declaration."""
+    names = list(stage.method_names)
+    props = {
+        "methods": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": names},
+                    "description": f"{stage.name} methods run side by side on the same input"},
+        "params": {"$ref": "#/$defs/method_params"},
+    }
+    required = ["methods"]
+    if stage.has_feed:
+        props["feed"] = {"enum": names, "description": "the method whose output the next stages take"}
+        required.append("feed")
+    return {"type": "object", "additionalProperties": False, "required": required, "properties": props}
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """``schema.yaml`` plus one generated section per method stage (:func:`stage_schema`)."""
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    for stage in METHOD_STAGES:
+        schema["properties"][stage.name] = stage_schema(stage)
+        schema["required"].append(stage.name)
+    return schema
 
 
 def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict:
@@ -92,13 +116,13 @@ def _cross_checks(cfg: dict) -> list[str]:
     total = sum(cfg["cohort"]["split"].values())
     if abs(total - 1.0) > 1e-6:
         msgs.append(f"config key 'cohort.split': fractions must sum to 1, got {total:g}")
-    for stage in STAGES_WITH_FEED:
+    for stage in (s.name for s in METHOD_STAGES if s.has_feed):
         feed, methods = cfg[stage]["feed"], cfg[stage]["methods"]
         if feed not in methods:
             msgs.append(
                 f"config key '{stage}.feed': {feed!r} must be one of the methods run; allowed values: {', '.join(methods)}"
             )
-    for stage in METHOD_STAGES:
+    for stage in (s.name for s in METHOD_STAGES):
         for name in cfg[stage].get("params", {}):
             if name not in cfg[stage]["methods"]:
                 msgs.append(

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrichain import LABELS, metrics
+from mrichain import LABELS, layout, metrics
 from mrichain.io import load_image, load_json, read_kspace, read_reconstruction_rss
 from mrichain.montage import save_montage, save_scatter
+from mrichain.stages import SCORERS, stage
 
 TISSUES = (1, 2, 3)
 
@@ -48,10 +49,12 @@ def _axial_first(vol: np.ndarray) -> np.ndarray:
     return np.moveaxis(vol, -1, 0)
 
 
-def _seconds(benchmarks_dir, stage, sub, acq, method) -> float | None:
+def _seconds(benchmarks_dir, stage_name, sub, acq, method) -> float | None:
+    """Wall seconds of a method's job, from Snakemake's benchmark file (None where there is none)."""
     if benchmarks_dir is None:
         return None
-    f = Path(benchmarks_dir) / stage / f"{sub}_acq-{acq}_{method}.tsv"
+    name = layout.job_name(stage(stage_name), sub, acq, method)
+    f = Path(layout.benchmark(stage_name, name, root=str(benchmarks_dir)))
     if not f.exists():
         return None
     return float(pd.read_csv(f, sep="\t")["s"].iloc[0])
@@ -86,8 +89,8 @@ def score_reconstruct(sub, e, acq, figures):
     if ref is None:
         raise ValueError(f"{e['reference']}: no reconstruction_rss to score against")
     out, panels = {}, [("reference RSS", np.moveaxis(ref, 0, -1), "image")]
-    for method, path in e["methods"].items():
-        pred = _axial_first(_vol(path))
+    for method, files in e["methods"].items():
+        pred = _axial_first(_vol(files["image"]))
         out[method] = {
             "nmse": metrics.nmse(ref, pred),
             "psnr": metrics.psnr(ref, pred),
@@ -104,7 +107,7 @@ def score_denoise(sub, e, acq, figures):
     ref = _vol(e["reference"])
     ref_s = _axial_first(ref)
     brain = _axial_first(_labels(e["mask"]))
-    candidates = {"input": e["input"], **e["methods"]}
+    candidates = {"input": e["input"], **{m: files["image"] for m, files in e["methods"].items()}}
     out, panels = {}, [("noise-free", ref, "image")]
     for method, path in candidates.items():
         pred = _axial_first(_vol(path))
@@ -144,8 +147,8 @@ def score_segment(sub, e, acq, figures):
     ref = _labels(e["reference"])
     spacing = tuple(float(s) for s in ref_img.header.get_zooms()[:3])
     out, panels = {}, [("input", _vol(e["input"]), "image"), ("ground truth", ref, "labels")]
-    for method, path in e["methods"].items():
-        seg = _labels(path)
+    for method, files in e["methods"].items():
+        seg = _labels(files["labels"])
         row = _tissue_rows("dice", metrics.dice(ref, seg, labels=TISSUES))
         row.update(_tissue_rows("hd95_mm", metrics.hd95(ref, seg, labels=TISSUES, spacing=spacing)))
         out[method] = row
@@ -155,20 +158,13 @@ def score_segment(sub, e, acq, figures):
     return out
 
 
-SCORERS = {
-    "acquire": score_acquire,
-    "reconstruct": score_reconstruct,
-    "denoise": score_denoise,
-    "register": score_register,
-    "segment": score_segment,
-}
-
-
-def _score_predict(manifest: dict, benchmarks_dir, figures: Path | None) -> list[dict]:
+def score_predict(manifest: dict, benchmarks_dir, figures: Path | None) -> list[dict]:
+    """Cohort-level scorer: rows of (subject, split, method, metric, value) from each method's
+    predictions table."""
     rows = []
     acq = manifest["acq"]
-    for method, path in manifest["methods"].items():
-        table = pd.read_csv(path, sep="\t")
+    for method, files in manifest["methods"].items():
+        table = pd.read_csv(files["predictions"], sep="\t")
         has_interval = {"predicted_lower", "predicted_upper"} <= set(table.columns)
         for r in table.itertuples():
             rows.append(dict(subject=r.subject, split=r.split, method=method,
@@ -178,9 +174,8 @@ def _score_predict(manifest: dict, benchmarks_dir, figures: Path | None) -> list
                 rows.append(dict(subject=r.subject, split=r.split, method=method, metric="in_interval", value=inside))
                 rows.append(dict(subject=r.subject, split=r.split, method=method, metric="interval_width_years",
                                  value=r.predicted_upper - r.predicted_lower))
-        f = Path(benchmarks_dir or "") / "predict" / f"acq-{acq}_{method}.tsv"
-        if benchmarks_dir is not None and f.exists():
-            secs = float(pd.read_csv(f, sep="\t")["s"].iloc[0])
+        secs = _seconds(benchmarks_dir, "predict", None, acq, method)
+        if secs is not None:
             rows.append(dict(subject="cohort", split="all", method=method, metric="seconds", value=secs))
         if figures is not None:
             test = table[table.split == "test"]
@@ -192,22 +187,23 @@ def _score_predict(manifest: dict, benchmarks_dir, figures: Path | None) -> list
 
 def score_stage(manifest: dict, benchmarks_dir=None, figures_dir=None) -> pd.DataFrame:
     """Score every subject and method of one stage; see the module docstring for metrics."""
-    stage, acq, splits = manifest["stage"], manifest["acq"], manifest["splits"]
+    stage_name, acq, splits = manifest["stage"], manifest["acq"], manifest["splits"]
     figures = Path(figures_dir) if figures_dir is not None else None
     if figures is not None:
         figures.mkdir(parents=True, exist_ok=True)
-    if stage == "predict":
-        rows = _score_predict(manifest, benchmarks_dir, figures)
+    scorer = SCORERS[stage_name]
+    if not stage(stage_name).per_subject:
+        rows = scorer(manifest, benchmarks_dir, figures)
     else:
         rows = []
         for sub, entry in manifest["subjects"].items():
-            for method, values in SCORERS[stage](sub, entry, acq, figures).items():
-                secs = _seconds(benchmarks_dir, stage, sub, acq, method)
+            for method, values in scorer(sub, entry, acq, figures).items():
+                secs = _seconds(benchmarks_dir, stage_name, sub, acq, method)
                 if secs is not None:
                     values = {**values, "seconds": secs}
                 rows += [dict(subject=sub, split=splits[sub], method=method, metric=k, value=float(v))
                          for k, v in values.items()]
     table = pd.DataFrame(rows, columns=["subject", "split", "method", "metric", "value"])
     table.insert(0, "acq", acq)
-    table.insert(0, "stage", stage)
+    table.insert(0, "stage", stage_name)
     return table

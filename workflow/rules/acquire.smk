@@ -3,10 +3,10 @@
 
 rule acquire:
     input:
-        **gt_files("{sub}"),
+        **layout.groundtruth_files(),
     output:
-        kspace=KSPACE,
-        noisefree=NOISEFREE,
+        kspace=layout.kspace(C),
+        noisefree=layout.noisefree(C),
     params:
         cfg=config_json("seed", "acquire"),
         acceleration=lambda wc: ACQS[wc.acq][0],

@@ -3,17 +3,16 @@
 
 rule denoise:
     input:
-        unpack(model_input("denoise")),
-        image=lambda wc: feed("reconstruct", RECON, wc.sub, wc.acq),
+        unpack(method_inputs("denoise")),
     output:
-        image=DENOISED,
+        **method_outputs("denoise"),
     params:
         method_params=lambda wc: params_json("denoise", wc.method),
         model=model_arg("denoise"),
     log:
-        "logs/denoise/{sub}_acq-{acq}_{method}.log",
+        job_log("denoise"),
     benchmark:
-        "results/benchmarks/denoise/{sub}_acq-{acq}_{method}.tsv"
+        job_benchmark("denoise")
     group:
         subject_group
     threads: 1

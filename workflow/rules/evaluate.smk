@@ -1,21 +1,37 @@
 # Scoring of every stage against ground truth, montages, and the aggregate metrics.json.
 
 
+# The manifest of a job whose inputs grow with the cohort (scoring, training, cohort-level
+# prediction), written as a file that the job reads: no shell command grows with the cohort.
+# Its content is the param, so the file is rewritten (and its readers rerun) exactly when what
+# the job reads changes. Runs in the Snakemake process (also under the SLURM profile).
+rule manifest:
+    output:
+        layout.manifest(),
+    params:
+        manifest=lambda wc: PLAN.manifest(wc.kind, wc.name),
+    log:
+        "logs/manifest/{kind}_{name}.log",
+    localrule: True
+    run:
+        write_manifest(params.manifest, output[0], log[0])
+
+
 rule score:
     input:
-        lambda wc: manifest_files(score_manifest(wc.stage, wc.acq)),
+        manifest=manifest_path("score", acq="{acq}", stage="{stage}"),
+        files=lambda wc: manifest_files(PLAN.score_manifest(wc.stage, wc.acq)),
     output:
-        tsv=SCORE,
+        tsv=layout.scores(),
         figures=report(
-            directory(FIGS),
+            directory(layout.figures()),
             patterns=["{name}.png"],
             caption="../report/montage.rst",
             category="Montages",
             subcategory="{stage}",
         ),
     params:
-        manifest=lambda wc: json.dumps(score_manifest(wc.stage, wc.acq), sort_keys=True),
-        benchmarks="results/benchmarks",
+        benchmarks=layout.BENCHMARKS,
     log:
         "logs/score/acq-{acq}_stage-{stage}.log",
     benchmark:
@@ -29,13 +45,13 @@ rule score:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain score --manifest {params.manifest:q} --benchmarks {params.benchmarks} "
+        "mrichain score --manifest {input.manifest} --benchmarks {params.benchmarks} "
         "--out-tsv {output.tsv} --out-figures {output.figures} > {log} 2>&1"
 
 
 rule aggregate:
     input:
-        expand(SCORE, acq=list(ACQS), stage=STAGES),
+        expand(layout.scores(), acq=list(ACQS), stage=STAGE_NAMES),
     output:
         metrics="results/metrics.json",
         by_acq="results/metrics_by_acq.json",

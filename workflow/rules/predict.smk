@@ -1,28 +1,21 @@
-# Brain age, fitted on the train split and applied to every subject. A volume model (linear) reads
-# the segmentation chosen by segment.feed; an image model (learned CNN) the denoised image and its
-# trained weights, and also gives a predictive interval.
+# Brain age, fitted on the train split and applied to every subject, one job over the cohort. Its
+# manifest (results/manifests/job/, rule `manifest`) lists every subject, its split, its true-age
+# file and what the method reads: the segmentation chosen by segment.feed for a volume model
+# (linear), the denoised image for an image model (learned CNN, with its trained weights).
 
 
 rule predict:
     input:
-        unpack(predict_inputs),
-        info=[gt_files(s)["info"] for s in SUBJECTS],
+        unpack(method_inputs("predict")),
     output:
-        predictions=f"{PRED}_predictions.tsv",
-        model=f"{PRED}_model.json",
+        **method_outputs("predict"),
     params:
         method_params=lambda wc: params_json("predict", wc.method),
-        subjects=" ".join(SUBJECTS),
-        splits=json.dumps(SPLITS, sort_keys=True),
-        features=lambda wc, input: (
-            f"--images {' '.join(input.images)} --model {input.model}"
-            if "model" in input.keys()
-            else f"--labels {' '.join(input.labels)}"
-        ),
+        model=model_arg("predict"),
     log:
-        "logs/predict/acq-{acq}_{method}.log",
+        job_log("predict"),
     benchmark:
-        "results/benchmarks/predict/acq-{acq}_{method}.tsv"
+        job_benchmark("predict")
     threads: 1
     resources:
         mem_mb=3000,
@@ -30,6 +23,5 @@ rule predict:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain predict --method {wildcards.method} --params {params.method_params:q} "
-        "--subjects {params.subjects} --splits {params.splits:q} {params.features} --info {input.info} "
-        "--out-predictions {output.predictions} --out-model {output.model} > {log} 2>&1"
+        "mrichain predict --method {wildcards.method} --params {params.method_params:q} {params.model} "
+        "--manifest {input.manifest} --out-predictions {output.predictions} --out-model {output.model} > {log} 2>&1"

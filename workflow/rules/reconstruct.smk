@@ -4,17 +4,16 @@
 
 rule reconstruct:
     input:
-        unpack(model_input("reconstruct")),
-        kspace=KSPACE,
+        unpack(method_inputs("reconstruct")),
     output:
-        image=RECON,
+        **method_outputs("reconstruct"),
     params:
         method_params=lambda wc: params_json("reconstruct", wc.method),
         model=model_arg("reconstruct"),
     log:
-        "logs/reconstruct/{sub}_acq-{acq}_{method}.log",
+        job_log("reconstruct"),
     benchmark:
-        "results/benchmarks/reconstruct/{sub}_acq-{acq}_{method}.tsv"
+        job_benchmark("reconstruct")
     group:
         subject_group
     threads: 1

@@ -4,20 +4,17 @@
 
 rule register:
     input:
-        unpack(model_input("register")),
-        moving=lambda wc: feed("denoise", DENOISED, wc.sub, wc.acq),
-        fixed=f"{TPL}_T1w.nii.gz",
-        labels=f"{GT}_dseg.nii.gz",
+        unpack(method_inputs("register")),
     output:
-        **{k: f"{REG}{s}" for k, s in REG_SUFFIXES.items()},
+        **method_outputs("register"),
     params:
         method_params=lambda wc: params_json("register", wc.method),
         model=model_arg("register"),
         seed=config["seed"],
     log:
-        "logs/register/{sub}_acq-{acq}_{method}.log",
+        job_log("register"),
     benchmark:
-        "results/benchmarks/register/{sub}_acq-{acq}_{method}.tsv"
+        job_benchmark("register")
     group:
         subject_group
     threads: 1

@@ -3,18 +3,17 @@
 
 rule segment:
     input:
-        unpack(model_input("segment")),
-        image=lambda wc: feed("denoise", DENOISED, wc.sub, wc.acq),
+        unpack(method_inputs("segment")),
     output:
-        labels=SEG,
+        **method_outputs("segment"),
     params:
         method_params=lambda wc: params_json("segment", wc.method),
         model=model_arg("segment"),
         contrast=C,
     log:
-        "logs/segment/{sub}_acq-{acq}_{method}.log",
+        job_log("segment"),
     benchmark:
-        "results/benchmarks/segment/{sub}_acq-{acq}_{method}.tsv"
+        job_benchmark("segment")
     group:
         subject_group
     threads: 1

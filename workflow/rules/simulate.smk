@@ -1,15 +1,12 @@
-# Simulated cohort from the MNI152 2009a template that ships in nilearn.
+# Simulated cohort from the MNI152 template that ships in nilearn.
 
 
 rule template:
     output:
-        t1w=f"{TPL}_T1w.nii.gz",
-        dseg=f"{TPL}_dseg.nii.gz",
-        mask=f"{TPL}_desc-brain_mask.nii.gz",
-        probseg=f"{TPL}_probseg.nii.gz",
+        **{k: layout.template(k) for k in layout.TEMPLATE},
     params:
         resolution=config["cohort"]["resolution_mm"],
-        outdir=lambda wc, output: str(Path(output.t1w).parent),
+        outdir=lambda wc, output: str(Path(output.T1w).parent),
     log:
         "logs/template.log",
     benchmark:
@@ -28,7 +25,7 @@ rule simulate_subject:
     input:
         rules.template.output,
     output:
-        **gt_files("{sub}"),
+        **layout.groundtruth_files(),
     params:
         cfg=config_json("seed", "cohort"),
         outdir=lambda wc, output: str(Path(output.dseg).parent),

@@ -4,16 +4,19 @@
 
 rule train:
     input:
-        lambda wc: manifest_files(train_manifest(wc.stage, wc.method)),
+        manifest=manifest_path("train", stage="{stage}", method="{method}"),
+        files=lambda wc: manifest_files(PLAN.train_manifest(wc.stage, wc.method)),
     output:
-        model=f"{MODEL}.pt",
-        card=f"{MODEL}.json",
-        curve=f"{MODEL}_curve.tsv",
+        model=layout.model(),
+        card=layout.model(suffix=".json"),
+        curve=layout.model(suffix="_curve.tsv"),
         curve_png=report(
-            f"{MODEL}_curve.png", caption="../report/curve.rst", category="Training curves", subcategory="{stage}"
+            layout.model(suffix="_curve.png"),
+            caption="../report/curve.rst",
+            category="Training curves",
+            subcategory="{stage}",
         ),
     params:
-        manifest=lambda wc: json.dumps(train_manifest(wc.stage, wc.method), sort_keys=True),
         method_params=lambda wc: train_params_json(wc.stage, wc.method),
         seed=config["seed"],
     log:
@@ -29,5 +32,5 @@ rule train:
         "../../envs/evaluate.yaml"
     shell:
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log}; "
-        "mrichain train --stage {wildcards.stage} --method {wildcards.method} --manifest {params.manifest:q} "
+        "mrichain train --stage {wildcards.stage} --method {wildcards.method} --manifest {input.manifest} "
         "--params {params.method_params:q} --seed {params.seed} --threads {threads} --out {output.model} >> {log} 2>&1"

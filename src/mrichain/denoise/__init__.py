@@ -5,12 +5,10 @@ Learned methods (``TRAINERS``) also take ``model=<state dict .pt>`` (its card JS
 """
 from __future__ import annotations
 
+from mrichain.stages import Registry, method_registry, trainer_registry
 
-
-from mrichain.methods import Registry
-
-METHODS: Registry = Registry({"antsnlm": "mrichain.denoise.antsnlm:antsnlm", "dncnn": "mrichain.denoise.dncnn:dncnn"})
+METHODS: Registry = method_registry("denoise")  # declared in mrichain.stages
 
 #: Learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``;
 #: the method then takes ``model=out_path``.
-TRAINERS: Registry = Registry({"dncnn": "mrichain.denoise.dncnn:train"})
+TRAINERS: Registry = trainer_registry("denoise")

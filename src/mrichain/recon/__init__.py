@@ -10,17 +10,13 @@ import nibabel as nib
 import numpy as np
 
 from mrichain.io import read_kspace
-from mrichain.methods import Registry
+from mrichain.stages import Registry, method_registry, trainer_registry
 
-METHODS: Registry = Registry({
-    "zerofilled": "mrichain.recon.zerofilled:zerofilled",
-    "cs": "mrichain.recon.cs:cs",
-    "varnet": "mrichain.recon.varnet:varnet",  # needs model=<path of models/reconstruct-varnet.pt>
-})
+METHODS: Registry = method_registry("reconstruct")  # declared in mrichain.stages; learned ones take model=<.pt>
 
 #: learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``
 #: with manifest = {"train": [{"kspace": h5}, ...], "val": [{"kspace": h5}, ...]}.
-TRAINERS: Registry = Registry({"varnet": "mrichain.recon.varnet:train"})
+TRAINERS: Registry = trainer_registry("reconstruct")
 
 
 def volume_image(slices: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:

@@ -27,12 +27,9 @@ class RegistrationResult:
     seconds: float
 
 
-from mrichain.methods import Registry  # noqa: E402
+from mrichain.stages import Registry, method_registry, trainer_registry  # noqa: E402
 
-METHODS: Registry = Registry({
-    "antssyn": "mrichain.register.antssyn:antssyn",
-    "voxelmorph": "mrichain.register.voxelmorph:voxelmorph",  # needs model=<path to .pt> (card .json beside it)
-})
+METHODS: Registry = method_registry("register")  # declared in mrichain.stages; learned ones take model=<.pt>
 
 # Learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``.
-TRAINERS: Registry = Registry({"voxelmorph": "mrichain.register.voxelmorph:train"})
+TRAINERS: Registry = trainer_registry("register")

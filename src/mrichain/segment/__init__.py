@@ -6,15 +6,13 @@ Learned methods (``TRAINERS``) also take ``model=<state dict .pt>`` (its card JS
 """
 from __future__ import annotations
 
-
-
-from mrichain.methods import Registry
 from mrichain.segment.brainmask import brain_mask
+from mrichain.stages import Registry, method_registry, trainer_registry
 
-METHODS: Registry = Registry({"atropos": "mrichain.segment.atropos:atropos", "unet": "mrichain.segment.unet:unet"})
+METHODS: Registry = method_registry("segment")  # declared in mrichain.stages
 
 #: Learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``;
 #: the method then takes ``model=out_path``.
-TRAINERS: Registry = Registry({"unet": "mrichain.segment.unet:train"})
+TRAINERS: Registry = trainer_registry("segment")
 
 __all__ = ["METHODS", "TRAINERS", "brain_mask"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mrichain.io import load_image, load_json, save_image, save_json
+from mrichain.layout import GROUNDTRUTH
 from mrichain.simulate.atrophy import apply_atrophy
 from mrichain.simulate.bias import bias_field
 from mrichain.simulate.template import Template
@@ -152,19 +153,10 @@ def simulate_subject(
 
 
 def subject_files(sub_id: str, outdir: str | Path) -> dict[str, Path]:
-    """The ground-truth file paths of ``sub_id`` in ``outdir`` (= results/groundtruth/sub-XXX)."""
+    """The ground-truth file paths of ``sub_id`` in ``outdir`` (= results/groundtruth/sub-XXX),
+    named as :data:`mrichain.layout.GROUNDTRUTH` says."""
     d = Path(outdir)
-    return {
-        "dseg": d / f"{sub_id}_dseg.nii.gz",
-        "probseg": d / f"{sub_id}_probseg.nii.gz",
-        "T1map": d / f"{sub_id}_T1map.nii.gz",
-        "T2map": d / f"{sub_id}_T2map.nii.gz",
-        "PDmap": d / f"{sub_id}_PDmap.nii.gz",
-        "biasfield": d / f"{sub_id}_desc-biasfield.nii.gz",
-        "warp": d / f"{sub_id}_desc-warp_xfm.nii.gz",
-        "mask": d / f"{sub_id}_desc-brain_mask.nii.gz",
-        "info": d / f"{sub_id}_info.json",
-    }
+    return {k: d / f"{sub_id}_{name}" for k, name in GROUNDTRUTH.items()}
 
 
 def write_subject(subject: Subject, outdir: str | Path) -> dict[str, Path]:
@@ -178,7 +170,7 @@ def write_subject(subject: Subject, outdir: str | Path) -> dict[str, Path]:
     save_image(subject.pdmap, a, p["PDmap"])
     save_image(subject.bias, a, p["biasfield"])
     save_image(subject.warp, a, p["warp"])
-    save_image(subject.brain_mask, a, p["mask"], dtype=np.uint8)
+    save_image(subject.brain_mask, a, p["brain_mask"], dtype=np.uint8)
     save_json(subject.info, p["info"])
     return p
 
@@ -194,7 +186,7 @@ def read_subject(outdir: str | Path, sub_id: str | None = None) -> Subject:
     return Subject(
         sub_id=sub_id, age=float(info["age"]), split=info.get("split", "none"),
         probs=np.ascontiguousarray(np.moveaxis(np.asarray(probs_img.dataobj, np.float32), -1, 0)),
-        labels=arr("dseg", np.uint8), brain_mask=arr("mask", np.uint8),
+        labels=arr("dseg", np.uint8), brain_mask=arr("brain_mask", np.uint8),
         t1map=arr("T1map"), t2map=arr("T2map"), pdmap=arr("PDmap"), bias=arr("biasfield"),
         warp=np.asarray(load_image(p["warp"], ndim=4).dataobj, np.float32),
         affine=np.array(probs_img.affine, np.float64), tissue_params=info["tissue_params"], info=info,

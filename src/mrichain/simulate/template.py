@@ -13,14 +13,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from mrichain.io import load_image, save_image
+from mrichain.layout import TEMPLATE, TEMPLATE_NAME
 
-TEMPLATE_NAME = "tpl-MNI152NLin2009aSym"
-FILES = {
-    "t1w": f"{TEMPLATE_NAME}_T1w.nii.gz",
-    "dseg": f"{TEMPLATE_NAME}_dseg.nii.gz",
-    "mask": f"{TEMPLATE_NAME}_desc-brain_mask.nii.gz",
-    "probseg": f"{TEMPLATE_NAME}_probseg.nii.gz",
-}
+FILES = {k: f"{TEMPLATE_NAME}_{v}" for k, v in TEMPLATE.items()}
+"""Template file names in its directory, by key (:data:`mrichain.layout.TEMPLATE`)."""
 MARGIN_MM = 8.0
 """Background margin kept around the brain bounding box (larger than any simulated warp)."""
 
@@ -144,9 +140,9 @@ def write_template(t: Template, outdir: str | Path) -> dict[str, Path]:
     """
     outdir = Path(outdir)
     paths = {k: outdir / v for k, v in FILES.items()}
-    save_image(t.t1w, t.affine, paths["t1w"])
+    save_image(t.t1w, t.affine, paths["T1w"])
     save_image(t.labels, t.affine, paths["dseg"], dtype=np.uint8)
-    save_image(t.brain_mask, t.affine, paths["mask"], dtype=np.uint8)
+    save_image(t.brain_mask, t.affine, paths["brain_mask"], dtype=np.uint8)
     save_image(np.moveaxis(t.probs, 0, -1), t.affine, paths["probseg"])
     return paths
 
@@ -154,12 +150,12 @@ def write_template(t: Template, outdir: str | Path) -> dict[str, Path]:
 def read_template(outdir: str | Path) -> Template:
     """Read a template written by :func:`write_template`."""
     outdir = Path(outdir)
-    t1 = load_image(outdir / FILES["t1w"])
+    t1 = load_image(outdir / FILES["T1w"])
     probs = np.asarray(load_image(outdir / FILES["probseg"], ndim=4).dataobj, dtype=np.float32)
     return Template(
         t1w=np.asarray(t1.dataobj, dtype=np.float32),
         probs=np.ascontiguousarray(np.moveaxis(probs, -1, 0)),
         labels=np.asarray(load_image(outdir / FILES["dseg"]).dataobj, dtype=np.uint8),
-        brain_mask=np.asarray(load_image(outdir / FILES["mask"]).dataobj, dtype=np.uint8),
+        brain_mask=np.asarray(load_image(outdir / FILES["brain_mask"]).dataobj, dtype=np.uint8),
         affine=np.array(t1.affine, dtype=np.float64),
     )

@@ -3,6 +3,8 @@
 ``fit`` trains a torch model on a map-style dataset and
 
 - picks the device itself (CUDA if present, else CPU) and uses mixed precision only on CUDA;
+  a job that was given a GPU (``CUDA_VISIBLE_DEVICES``) whose torch cannot use it fails with
+  :class:`CudaUnavailableError` instead of training on the CPU unnoticed (see :func:`select_device`);
 - seeds every random source from ``settings.seed`` (weights are initialised by the caller after
   :func:`seed_everything`; shuffling and dropout are re-seeded per epoch from (seed, epoch), so a
   resumed run draws exactly what an uninterrupted one would);
@@ -60,13 +62,89 @@ class FitResult:
     resumed_from_epoch: int | None = None
 
 
-def select_device(preference: str = "auto") -> torch.device:
-    """CUDA when available (or asked for), else CPU."""
+#: Values of ``CUDA_VISIBLE_DEVICES`` (first entry) that give a process no GPU: "-1" hides every
+#: device from CUDA, "NoDevFiles" is what SLURM sets for a GPU resource without device files.
+NO_GPU_VALUES = ("", "-1", "NoDevFiles")
+
+#: The one-line install hint of :class:`CudaUnavailableError`; ``{version}`` is torch's release.
+CUDA_INSTALL_HINT = "pip install torch=={version} --index-url https://download.pytorch.org/whl/cu128"
+
+
+class CudaUnavailableError(RuntimeError):
+    """This process was given a GPU, or asked for CUDA, but its torch cannot use CUDA.
+
+    Raised instead of falling back to the CPU: on a GPU node with a CPU-only torch (the wheel the
+    README installs for laptops) a training job would otherwise run for hours on the CPU while
+    holding a GPU. The message names the installed torch, the ``CUDA_VISIBLE_DEVICES`` value, how
+    to install the CUDA build and how to choose the CPU deliberately (``device: cpu``).
+    """
+
+
+def assigned_gpus(environ=None) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` value when it gives this process a GPU, else None.
+
+    Unset, empty, or a first entry of "-1" or "NoDevFiles" (:data:`NO_GPU_VALUES`) mean no GPU.
+    SLURM sets the variable in a job that was allocated a GPU (``--gpus``/``--gres=gpu``).
+    """
+    value = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if value is None or value.split(",")[0].strip() in NO_GPU_VALUES:
+        return None
+    return value
+
+
+def torch_build() -> str:
+    """The installed torch, for messages: ``torch 2.13.0+cpu (CPU-only build)`` or ``... (CUDA 12.8 build)``."""
+    cuda = torch.version.cuda
+    return f"torch {torch.__version__} ({f'CUDA {cuda} build' if cuda else 'CPU-only build'})"
+
+
+def _cuda_unavailable(preference: str, environ=None) -> CudaUnavailableError:
+    """The error of :func:`select_device` when torch cannot use CUDA but the job needs it."""
+    raw = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    gpus = assigned_gpus(environ)
+    cpu_ok = ("set `device: cpu` in the method's params (config: <stage>.params.<method>.device) "
+              "to run on the CPU deliberately")
+    if gpus is None and raw is not None:  # asked for cuda, but the variable hides every GPU
+        return CudaUnavailableError(
+            f"device: {preference} asks for CUDA, but CUDA_VISIBLE_DEVICES={raw!r} gives this process no GPU "
+            f"({torch_build()}); run it where a GPU is allocated, or {cpu_ok}")
+    if gpus is not None:
+        given = f"this job was given a GPU (CUDA_VISIBLE_DEVICES={gpus})"
+    else:
+        given = f"device: {preference} asks for CUDA (CUDA_VISIBLE_DEVICES is not set)"
+    if torch.version.cuda:
+        why = ("it is a CUDA build, so the node's NVIDIA driver is missing or older than CUDA "
+               f"{torch.version.cuda} needs (check `nvidia-smi` inside a job), or install the build for the driver's CUDA,")
+    else:
+        why = "install the CUDA build in the environment the jobs run in,"
+    hint = CUDA_INSTALL_HINT.format(version=torch.__version__.split("+")[0])
+    return CudaUnavailableError(
+        f"{given}, but the installed {torch_build()} cannot use CUDA (torch.cuda.is_available() is False); "
+        f"{why} e.g. `{hint}` (cu128 = CUDA 12.8: pick the one your driver supports, see "
+        f"https://pytorch.org/get-started/locally/); or {cpu_ok}")
+
+
+def select_device(preference: str = "auto", environ=None) -> torch.device:
+    """The torch device for ``preference`` (the ``device`` param): ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+
+    - ``cpu``: the CPU, always (a deliberate choice, also on a GPU node);
+    - ``auto`` (default): CUDA when torch can use it; else the CPU, unless this process was given a
+      GPU (:func:`assigned_gpus`: ``CUDA_VISIBLE_DEVICES`` set by SLURM or by hand), in which case
+      :class:`CudaUnavailableError` is raised rather than training on the CPU unnoticed;
+    - ``cuda``/``cuda:N``: CUDA, and :class:`CudaUnavailableError` when torch cannot use it.
+
+    environ: the environment to read (default ``os.environ``; tests pass their own).
+    """
+    preference = str(preference)
     if preference == "cpu":
         return torch.device("cpu")
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+    if preference != "auto" and preference != "cuda" and not preference.startswith("cuda:"):
+        raise ValueError(f"device: {preference!r} is not allowed; allowed values: auto, cpu, cuda, cuda:<index>")
+    if torch.cuda.is_available():
+        return torch.device("cuda" if preference == "auto" else preference)
+    if preference == "auto" and assigned_gpus(environ) is None:
+        return torch.device("cpu")
+    raise _cuda_unavailable(preference, environ)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,207 @@
+"""What every job of a run reads: the run's plan, from the config and the stage declarations.
+
+:class:`Plan` answers the questions the Snakemake rules ask (which subjects, which methods run on
+a subject, which files a job reads) and builds the manifests of the jobs whose inputs grow with
+the cohort -- training, scoring, cohort-level prediction. Those manifests are written to JSON files
+(``results/manifests/<kind>/<name>.json``, rule ``manifest``) and the job reads the file, so no
+shell command grows with the cohort (Linux caps one argument at 128 KiB).
+
+The science of what a stage reads (e.g. "the denoiser trains on fully sampled pairs") is declared
+in :mod:`mrichain.stages`; this module only resolves those declarations to paths (:mod:`mrichain.layout`).
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+from mrichain import layout
+from mrichain.simulate.acquire import acq_label
+from mrichain.simulate.cohort import assign_splits, subject_age, subject_ids
+from mrichain.stages import STAGES, Stage, stage
+
+MANIFEST_NAMES = {
+    "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
+    "train": "{stage}-{method}",  # training one learned method
+    "job": "{stage}_acq-{acq}_{method}",  # a cohort-level method's job (brain-age prediction)
+}
+"""Manifest file names by kind (``layout.manifest(kind, name)``); :meth:`Plan.manifest` parses them."""
+
+_NAME_RE = {k: re.compile("^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^_]+?)", re.escape(v)) + "$")
+            for k, v in MANIFEST_NAMES.items()}
+
+
+def manifest_path(kind: str, **names) -> str:
+    return layout.manifest(kind, MANIFEST_NAMES[kind].format(**names))
+
+
+_NAMING_KEYS = ("splits", "stage", "acq", "contrast", "method")
+
+
+def manifest_files(obj) -> list[str]:
+    """Every file path in a manifest: its string leaves, except those naming things (the keys
+    above, and ``subjects`` where it is the list of subject ids rather than per-subject files)."""
+    if isinstance(obj, dict):
+        return [f for k, v in obj.items() if k not in _NAMING_KEYS and not (k == "subjects" and isinstance(v, list))
+                for f in manifest_files(v)]
+    if isinstance(obj, list):
+        return [f for v in obj for f in manifest_files(v)]
+    return [obj] if isinstance(obj, str) else []
+
+
+class Plan:
+    """The run a config describes.
+
+    subjects: ``sub-001`` ... in order; splits: {subject: train|val|test}; acqs: {label: (acceleration,
+    centre fraction)} in config order (the first is the primary acquisition).
+    """
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.contrast = config["acquire"]["contrast"]
+        self.subjects = subject_ids(config)
+        self.splits = assign_splits(config)
+        self.test_subjects = [s for s in self.subjects if self.splits[s] == "test"]
+        self._test = set(self.test_subjects)
+        acq = config["acquire"]
+        self.acqs = {acq_label(a): (a, cf) for a, cf in zip(acq["accelerations"], acq["center_fractions"])}
+
+    # --- what runs -------------------------------------------------------------------------
+    def methods(self, stage_name: str) -> list[str]:
+        return list(self.config[stage_name]["methods"]) if stage(stage_name).methods else []
+
+    def feed(self, stage_name: str) -> str:
+        return self.config[stage_name]["feed"]
+
+    def learned_run(self) -> list[tuple[str, str]]:
+        """(stage, method) of every learned method the config runs: the training jobs."""
+        return [(s.name, m.name) for s in STAGES for m in s.methods
+                if m.learned and m.name in self.methods(s.name)]
+
+    def scored_subjects(self, stage_name: str) -> list[str]:
+        return self.test_subjects if stage(stage_name).scored_on == "test" else self.subjects
+
+    def methods_run(self, stage_name: str, sub: str) -> list[str]:
+        """Methods of a stage run on ``sub``: all on the test split (scored side by side), only the
+        feed elsewhere (its output is what later stages train on); none where the stage is not
+        scored on ``sub``'s split."""
+        s = stage(stage_name)
+        if s.scored_on == "test" and sub not in self._test:
+            return []
+        if sub in self._test or not s.has_feed:
+            return self.methods(stage_name)
+        return [self.feed(stage_name)]
+
+    def split_subjects(self, *splits: str) -> list[str]:
+        return [s for s in self.subjects if self.splits[s] in splits]
+
+    def train_acqs(self, s: Stage) -> list[str]:
+        if s.train_acqs == "all":
+            return list(self.acqs)
+        want_full = s.train_acqs == "fully_sampled"
+        chosen = [a for a, (r, _) in self.acqs.items() if (r == 1) == want_full]
+        return chosen or list(self.acqs)
+
+    # --- paths -----------------------------------------------------------------------------
+    def outputs(self, stage_name: str, sub: str = layout.SUB, acq: str = layout.ACQ,
+                method: str = layout.METHOD) -> dict[str, str]:
+        return layout.stage_outputs(stage(stage_name), self.contrast, sub, acq, method)
+
+    def resolve(self, ref: str, sub: str, acq: str):
+        """A declared reference (:mod:`mrichain.stages`) -> the path (or value) for one subject."""
+        kind, _, key = ref.partition(".")
+        if kind == "kspace":
+            return layout.kspace(self.contrast, sub, acq)
+        if kind == "noisefree":
+            return layout.noisefree(self.contrast, sub, acq)
+        if kind == "gt":
+            return layout.groundtruth(key, sub)
+        if kind == "template":
+            return layout.template(key)
+        if kind == "feed":
+            s = stage(key)
+            return self.outputs(key, sub, acq, self.feed(key))[s.primary_output]
+        if kind == "age":
+            return subject_age(self.config, sub)
+        raise ValueError(f"unknown reference {ref!r}")
+
+    def _reads(self, s: Stage, method: str) -> dict[str, str]:
+        m = s.method(method)
+        return {**s.reads, **(m.reads or {})}
+
+    def method_inputs(self, stage_name: str, method: str, sub: str | None, acq: str) -> dict:
+        """Input files of one method's job. Per-subject stages: {key: path}; cohort-level
+        stages: the job's manifest file and every file it lists. Learned methods add ``model``."""
+        s = stage(stage_name)
+        if s.per_subject:
+            inputs = {k: self.resolve(r, sub, acq) for k, r in self._reads(s, method).items()}
+        else:
+            job = self.job_manifest(stage_name, method, acq)
+            inputs = {"manifest": manifest_path("job", stage=stage_name, acq=acq, method=method),
+                      "files": manifest_files(job)}
+        if s.method(method).learned:
+            inputs["model"] = layout.model(stage_name, method)
+        return inputs
+
+    # --- manifests ---------------------------------------------------------------------------
+    @functools.lru_cache(maxsize=None)
+    def job_manifest(self, stage_name: str, method: str, acq: str) -> dict:
+        """A cohort-level job: every subject, its split, and one path per subject and read key."""
+        s = stage(stage_name)
+        out = {"stage": stage_name, "method": method, "acq": acq, "subjects": list(self.subjects),
+               "splits": dict(self.splits)}
+        for key, ref in self._reads(s, method).items():
+            out[key] = [self.resolve(ref, sub, acq) for sub in self.subjects]
+        return out
+
+    @functools.lru_cache(maxsize=None)
+    def train_manifest(self, stage_name: str, method: str) -> dict:
+        """Training items of a learned method: ``train`` to fit, ``val`` to select the epoch."""
+        s = stage(stage_name)
+        acqs = self.train_acqs(s)
+
+        def items(split):
+            return [{k: self.resolve(r, sub, a) for k, r in s.train_reads.items()}
+                    for sub in self.split_subjects(split) for a in acqs]
+
+        out = {"train": items("train"), "val": items("val")}
+        out.update({k: self.resolve(r, None, None) for k, r in s.train_extra.items()})
+        return out
+
+    @functools.lru_cache(maxsize=None)
+    def score_manifest(self, stage_name: str, acq: str) -> dict:
+        """What scoring one stage at one acquisition reads: per subject, the declared references
+        and each method's outputs (``methods: {method: {output key: path}}``)."""
+        s = stage(stage_name)
+        m = {"stage": stage_name, "acq": acq, "contrast": self.contrast, "splits": dict(self.splits)}
+        if not s.per_subject:
+            m["methods"] = {meth: self.outputs(stage_name, None, acq, meth) for meth in self.methods(stage_name)}
+            return m
+        m["subjects"] = {
+            sub: {**{k: self.resolve(r, sub, acq) for k, r in s.score_reads.items()},
+                  **({"methods": {meth: self.outputs(stage_name, sub, acq, meth)
+                                  for meth in self.methods_run(stage_name, sub)}} if s.methods else {})}
+            for sub in self.scored_subjects(stage_name)
+        }
+        return m
+
+    def manifest(self, kind: str, name: str) -> dict:
+        """The manifest a file ``results/manifests/<kind>/<name>.json`` holds (rule ``manifest``)."""
+        match = _NAME_RE[kind].match(name) if kind in _NAME_RE else None
+        if match is None:
+            raise ValueError(f"no manifest {kind}/{name}; names: {MANIFEST_NAMES}")
+        w = match.groupdict()
+        if kind == "score":
+            return self.score_manifest(w["stage"], w["acq"])
+        if kind == "train":
+            return self.train_manifest(w["stage"], w["method"])
+        return self.job_manifest(w["stage"], w["method"], w["acq"])
+
+
+def write_manifest(manifest: dict, path, log_path=None) -> None:
+    """Write a manifest as JSON (sorted keys: stable bytes) and say so in the job's log."""
+    from mrichain.io import save_json
+
+    save_json(manifest, path)
+    if log_path is not None:
+        with open(log_path, "w") as fh:
+            fh.write(f"manifest {path}: {len(manifest_files(manifest))} files\n")

@@ -1,0 +1,300 @@
+"""The one declaration of mrichain's scored stages and their methods.
+
+Everything else derives from :data:`STAGES`: the Snakemake rules' input functions and wildcard
+constraints, the config schema's method enums (:func:`mrichain.config.load_schema`), each stage
+package's ``METHODS``/``TRAINERS`` registries, ``evaluate.SCORERS``, the kinds in
+``comparison.tsv``, the DVC plots (checked against ``dvc.yaml``) and the tests.
+
+What a job reads is declared here too, as *references* that :class:`mrichain.manifests.Plan`
+resolves to paths through :mod:`mrichain.layout` for one subject and acquisition:
+
+========================  =============================================================
+``kspace``                the subject's k-space file at that acceleration
+``noisefree``             the noise-free, fully sampled image (ground truth of an image)
+``gt.<key>``              a ground-truth file (keys: :data:`mrichain.layout.GROUNDTRUTH`)
+``template.<key>``        a template file (keys: :data:`mrichain.layout.TEMPLATE`)
+``feed.<stage>``          the primary output of ``<stage>``'s feed method (config ``<stage>.feed``)
+``age``                   the subject's true age in years (a value, not a file)
+========================  =============================================================
+
+Adding a classical method: its module, and one :class:`Method` line below. A learned method:
+the same, with ``trainer`` and ``val_metric``. A stage: its package, one :class:`Stage` below,
+its rule file (``workflow/rules/<stage>.smk``) and its scorer in :mod:`mrichain.evaluate`.
+
+Import-light on purpose (standard library only): the Snakefile reads it at parse time.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+FLOOR, CLASSICAL, LEARNED = "floor", "classical", "learned"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of a stage.
+
+    entry: ``"module:function"`` (or a module exposing ``fit``/``predict``) run at inference.
+    kind: ``floor`` (no-op or trivial method every other must beat), ``classical`` or ``learned``.
+    trainer: ``"module:function"`` of a learned method, ``(manifest, params, out_path, seed) ->
+        mrichain.train.FitResult``; its job writes ``models/<stage>-<method>.pt`` + card.
+    val_metric: the training-curve column (``models/<stage>-<method>_curve.tsv``) that selects the
+        epoch on the val split; higher is better.
+    reads: what a job of this method reads, if it differs from the stage's ``reads``.
+    """
+
+    name: str
+    kind: str
+    entry: str
+    trainer: str | None = None
+    val_metric: str | None = None
+    reads: Mapping[str, str] | None = None
+
+    @property
+    def learned(self) -> bool:
+        return self.kind == LEARNED
+
+
+@dataclass(frozen=True)
+class Output:
+    """One file a method's job writes: the BIDS suffix (``{contrast}`` = the acquired contrast)
+    and extension."""
+
+    suffix: str
+    ext: str = ".nii.gz"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A scored stage of the chain.
+
+    package: the subpackage holding the methods (``METHODS``/``TRAINERS`` derive from here).
+    scorer: ``"module:function"`` scoring one subject (per-subject stages:
+        ``(sub, entry, acq, figures_dir) -> {method: {metric: value}}``) or the whole cohort
+        (``per_subject=False``: ``(manifest, benchmarks_dir, figures_dir) -> rows``).
+    methods: the methods a config may list under ``<stage>.methods``.
+    has_feed: the config names a ``feed`` method whose output the next stages take.
+    per_subject: one job per (subject, acquisition, method); otherwise one per (acquisition,
+        method) over the cohort.
+    directory, method_entity, space, outputs: the products' names (:func:`mrichain.layout.bids`):
+        ``results/<directory>/<sub>/<sub>_acq-<acq>[_space-<space>]_<method_entity>-<method>_<suffix><ext>``.
+    reads: what a method's job reads, ``{key: reference}`` (module docstring).
+    scored_on: ``all`` subjects or only the ``test`` split (then its methods run only there).
+    score_reads: per subject, what the scorer reads besides the methods' outputs.
+    scored_floors: floors the scorer computes itself from what it reads (e.g. the undenoised input).
+    train_reads: per training item of a learned method, ``{key: reference}``.
+    train_acqs: which acquisitions give training items: ``all``, ``undersampled`` or
+        ``fully_sampled`` (each falls back to all when the config has none).
+    train_extra: cohort-level files every training manifest of the stage gets.
+    """
+
+    name: str
+    scorer: str
+    package: str | None = None
+    methods: tuple[Method, ...] = ()
+    has_feed: bool = False
+    per_subject: bool = True
+    directory: str = ""
+    method_entity: str = "desc"
+    space: str | None = None
+    outputs: Mapping[str, Output] = field(default_factory=dict)
+    reads: Mapping[str, str] = field(default_factory=dict)
+    scored_on: str = "all"
+    score_reads: Mapping[str, str] = field(default_factory=dict)
+    scored_floors: tuple[str, ...] = ()
+    train_reads: Mapping[str, str] = field(default_factory=dict)
+    train_acqs: str = "all"
+    train_extra: Mapping[str, str] = field(default_factory=dict)
+
+    def method(self, name: str) -> Method:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(f"stage {self.name!r} has no method {name!r}; known: {', '.join(self.method_names)}")
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.methods)
+
+    @property
+    def primary_output(self) -> str:
+        """The output key the next stage reads as this stage's feed."""
+        return next(iter(self.outputs))
+
+
+_IMAGE = {"image": Output("{contrast}")}
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="acquire",
+        scorer="mrichain.evaluate:score_acquire",
+        score_reads={"kspace": "kspace", "noisefree": "noisefree", "mask": "gt.brain_mask"},
+    ),
+    Stage(
+        name="reconstruct",
+        package="mrichain.recon",
+        scorer="mrichain.evaluate:score_reconstruct",
+        methods=(
+            Method("zerofilled", FLOOR, "mrichain.recon.zerofilled:zerofilled"),
+            Method("cs", CLASSICAL, "mrichain.recon.cs:cs"),
+            Method("varnet", LEARNED, "mrichain.recon.varnet:varnet", trainer="mrichain.recon.varnet:train",
+                   val_metric="val_ssim"),
+        ),
+        has_feed=True,
+        directory="recon",
+        method_entity="rec",
+        outputs=_IMAGE,
+        reads={"kspace": "kspace"},
+        score_reads={"reference": "kspace"},
+        train_reads={"kspace": "kspace"},
+        train_acqs="undersampled",
+    ),
+    Stage(
+        name="denoise",
+        package="mrichain.denoise",
+        scorer="mrichain.evaluate:score_denoise",
+        methods=(
+            Method("antsnlm", CLASSICAL, "mrichain.denoise.antsnlm:antsnlm"),
+            Method("dncnn", LEARNED, "mrichain.denoise.dncnn:dncnn", trainer="mrichain.denoise.dncnn:train",
+                   val_metric="val_psnr_brain"),
+        ),
+        has_feed=True,
+        directory="denoise",
+        outputs=_IMAGE,
+        reads={"image": "feed.reconstruct"},
+        score_reads={"reference": "noisefree", "input": "feed.reconstruct", "mask": "gt.brain_mask"},
+        scored_floors=("input",),
+        # Noise-only pairs (fully sampled): at R4 the zero-filled aliasing is ~3x the noise's L1
+        # error and, mixed in, kept a DnCNN with the default budget at its input's PSNR.
+        train_reads={"input": "feed.reconstruct", "target": "noisefree", "mask": "gt.brain_mask"},
+        train_acqs="fully_sampled",
+    ),
+    Stage(
+        name="register",
+        package="mrichain.register",
+        scorer="mrichain.evaluate:score_register",
+        methods=(
+            Method("antssyn", CLASSICAL, "mrichain.register.antssyn:antssyn"),
+            Method("voxelmorph", LEARNED, "mrichain.register.voxelmorph:voxelmorph",
+                   trainer="mrichain.register.voxelmorph:train", val_metric="val_dice"),
+        ),
+        directory="register",
+        space="MNI152NLin2009aSym",
+        outputs={"image": Output("{contrast}"), "labels": Output("dseg"), "jacobian": Output("jacobian"),
+                 "timing": Output("reg", ".json")},
+        reads={"moving": "feed.denoise", "fixed": "template.T1w", "labels": "gt.dseg"},
+        scored_on="test",
+        score_reads={"reference": "template.dseg", "fixed": "template.T1w", "unregistered": "gt.dseg"},
+        scored_floors=("identity",),
+        train_reads={"moving": "feed.denoise", "labels": "gt.dseg"},
+        train_extra={"fixed": "template.T1w", "fixed_labels": "template.dseg"},
+    ),
+    Stage(
+        name="segment",
+        package="mrichain.segment",
+        scorer="mrichain.evaluate:score_segment",
+        methods=(
+            Method("atropos", CLASSICAL, "mrichain.segment.atropos:atropos"),
+            Method("unet", LEARNED, "mrichain.segment.unet:unet", trainer="mrichain.segment.unet:train",
+                   val_metric="val_dice_mean"),
+        ),
+        has_feed=True,
+        directory="segment",
+        outputs={"labels": Output("dseg")},
+        reads={"image": "feed.denoise"},
+        score_reads={"reference": "gt.dseg", "input": "feed.denoise"},
+        train_reads={"input": "feed.denoise", "target": "gt.dseg"},
+    ),
+    Stage(
+        name="predict",
+        package="mrichain.predict",
+        scorer="mrichain.evaluate:score_predict",
+        methods=(
+            Method("linear", CLASSICAL, "mrichain.predict.linear", reads={"labels": "feed.segment"}),
+            Method("sfcn", LEARNED, "mrichain.predict.sfcn:predict_images", trainer="mrichain.predict.sfcn:train",
+                   val_metric="val_neg_mae_years", reads={"images": "feed.denoise"}),
+        ),
+        per_subject=False,
+        directory="predict",
+        outputs={"predictions": Output("predictions", ".tsv"), "model": Output("model", ".json")},
+        reads={"info": "gt.info"},
+        train_reads={"image": "feed.denoise", "age": "age"},
+    ),
+)
+
+BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+STAGE_NAMES: tuple[str, ...] = tuple(BY_NAME)
+METHOD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.methods)
+"""Stages a config configures (``<stage>: {methods, [feed], [params]}``)."""
+
+
+def stage(name: str) -> Stage:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known: {', '.join(STAGE_NAMES)}") from None
+
+
+def method(stage_name: str, method_name: str) -> Method:
+    return stage(stage_name).method(method_name)
+
+
+def is_learned(stage_name: str, method_name: str) -> bool:
+    return method(stage_name, method_name).learned
+
+
+def kind(stage_name: str, method_name: str) -> str:
+    """``floor``, ``classical`` or ``learned``; the floors a scorer computes itself are floors;
+    the acquisition stage's only "method" is the simulation."""
+    s = stage(stage_name)
+    if not s.methods:
+        return "simulation"
+    if method_name in s.scored_floors:
+        return FLOOR
+    return s.method(method_name).kind
+
+
+def learned_methods() -> list[tuple[str, Method]]:
+    """Every (stage name, learned method) declared, in stage order."""
+    return [(s.name, m) for s in STAGES for m in s.methods if m.learned]
+
+
+class Registry(Mapping):
+    """Objects by name, imported on first use from ``"module:attribute"`` (or ``"module"``).
+
+    A job that runs ANTs does not pay for importing torch and MONAI, and vice versa: with
+    ~120 short jobs per run that start-up time is a sizeable part of the wall time.
+    """
+
+    def __init__(self, entries: Mapping[str, str]):
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str):
+        module, _, attr = self._entries[name].partition(":")
+        obj = importlib.import_module(module)
+        return getattr(obj, attr) if attr else obj
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self._entries})"
+
+
+def method_registry(stage_name: str, where=None) -> Registry:
+    """``METHODS`` of a stage package: name -> inference entry point (``where`` filters methods)."""
+    return Registry({m.name: m.entry for m in stage(stage_name).methods if where is None or where(m)})
+
+
+def trainer_registry(stage_name: str) -> Registry:
+    """``TRAINERS`` of a stage package: name -> training function, for its learned methods."""
+    return Registry({m.name: m.trainer for m in stage(stage_name).methods if m.learned})
+
+
+SCORERS: Registry = Registry({s.name: s.scorer for s in STAGES})
+"""Stage name -> scoring function (:mod:`mrichain.evaluate`)."""

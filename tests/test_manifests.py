@@ -1,0 +1,100 @@
+"""The run's plan: which methods run where and what each job reads, as manifests (files)."""
+import copy
+import json
+
+import pytest
+import yaml
+
+from dag import TEST_CONFIG
+from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return yaml.safe_load(TEST_CONFIG.read_text())
+
+
+@pytest.fixture(scope="module")
+def plan(cfg):
+    return Plan(cfg)
+
+
+def test_cohort(plan, cfg):
+    assert plan.subjects == [f"sub-{i:03d}" for i in range(1, cfg["cohort"]["n_subjects"] + 1)]
+    assert set(plan.splits.values()) == {"train", "val", "test"}
+    assert list(plan.acqs) == ["R4", "R1"] and plan.acqs["R4"] == (4, 0.08)
+
+
+def test_methods_run_all_on_test_feed_elsewhere(plan, cfg):
+    test, train = plan.test_subjects[0], plan.split_subjects("train")[0]
+    assert plan.methods_run("denoise", test) == cfg["denoise"]["methods"]
+    assert plan.methods_run("denoise", train) == [cfg["denoise"]["feed"]]
+    assert plan.methods_run("register", test) == cfg["register"]["methods"]
+    assert plan.methods_run("register", train) == []  # scored on the test split only, run only there
+
+
+def test_method_inputs_follow_the_feed(cfg):
+    c = copy.deepcopy(cfg)
+    c["reconstruct"]["feed"] = "varnet"
+    plan = Plan(c)
+    inputs = plan.method_inputs("denoise", "dncnn", "sub-003", "R4")
+    assert inputs == {"image": "results/recon/sub-003/sub-003_acq-R4_rec-varnet_T1w.nii.gz",
+                      "model": "models/denoise-dncnn.pt"}
+    reg = plan.method_inputs("register", "antssyn", "sub-003", "R1")
+    assert reg["moving"] == "results/denoise/sub-003/sub-003_acq-R1_desc-antsnlm_T1w.nii.gz"
+    assert reg["fixed"].endswith("tpl-MNI152NLin2009aSym_T1w.nii.gz") and "model" not in reg
+
+
+def test_training_reads_what_the_stage_declares(plan):
+    dn = plan.train_manifest("denoise", "dncnn")  # noise-only pairs: fully sampled acquisitions
+    assert all("_acq-R1_" in item["input"] and "_acq-R1_" in item["target"] for item in dn["train"] + dn["val"])
+    assert len(dn["train"]) == len(plan.split_subjects("train")) and len(dn["val"]) == len(plan.split_subjects("val"))
+    vn = plan.train_manifest("reconstruct", "varnet")  # undersampled k-space
+    assert all("_acq-R4_" in item["kspace"] for item in vn["train"])
+    vxm = plan.train_manifest("register", "voxelmorph")  # every acquisition, plus the template
+    assert len(vxm["train"]) == 2 * len(plan.split_subjects("train")) and vxm["fixed"].endswith("_T1w.nii.gz")
+    sf = plan.train_manifest("predict", "sfcn")
+    assert all(isinstance(item["age"], float) for item in sf["train"])
+    test = set(plan.test_subjects)
+    assert not any(s in json.dumps(m) for m in (dn, vn, vxm, sf) for s in test)  # no test subject trains
+
+
+def test_score_manifest(plan):
+    seg = plan.score_manifest("segment", "R4")
+    assert set(seg["subjects"]) == set(plan.subjects)
+    test, train = plan.test_subjects[0], plan.split_subjects("train")[0]
+    assert set(seg["subjects"][test]["methods"]) == {"atropos", "unet"}
+    assert set(seg["subjects"][train]["methods"]) == {"atropos"}
+    assert seg["subjects"][test]["reference"] == f"results/groundtruth/{test}/{test}_dseg.nii.gz"
+    reg = plan.score_manifest("register", "R1")
+    assert set(reg["subjects"]) == set(plan.test_subjects)
+    pred = plan.score_manifest("predict", "R4")
+    assert pred["methods"]["linear"]["predictions"] == "results/predict/acq-R4_desc-linear_predictions.tsv"
+    files = manifest_files(seg)
+    assert all(f.startswith("results/") for f in files)
+    assert f"results/segment/{train}/{train}_acq-R4_desc-atropos_dseg.nii.gz" in files
+
+
+def test_job_manifest_of_a_cohort_level_stage(plan):
+    job = plan.job_manifest("predict", "linear", "R4")
+    assert job["subjects"] == plan.subjects and len(job["labels"]) == len(plan.subjects) == len(job["info"])
+    assert "images" not in job and job["labels"][0].startswith("results/segment/")
+    inputs = plan.method_inputs("predict", "sfcn", None, "R1")
+    assert inputs["manifest"] == "results/manifests/job/predict_acq-R1_sfcn.json"
+    assert inputs["model"] == "models/predict-sfcn.pt"
+    assert len(inputs["files"]) == 2 * len(plan.subjects)  # one image and one info file per subject
+    assert not any(s in inputs["files"] for s in plan.subjects)  # ids are not files
+
+
+@pytest.mark.parametrize("kind,names", [("score", dict(acq="R4", stage="denoise")),
+                                        ("train", dict(stage="segment", method="unet")),
+                                        ("job", dict(stage="predict", acq="R1", method="linear"))])
+def test_manifest_names_round_trip(plan, kind, names, tmp_path):
+    path = manifest_path(kind, **names)
+    assert path == f"results/manifests/{kind}/{MANIFEST_NAMES[kind].format(**names)}.json"
+    name = path.rsplit("/", 1)[1][: -len(".json")]
+    m = plan.manifest(kind, name)
+    write_manifest(m, tmp_path / "m.json", tmp_path / "m.log")
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(m))
+    with pytest.raises(ValueError, match="no manifest"):
+        plan.manifest(kind, "nonsense")

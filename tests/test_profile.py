@@ -1,0 +1,108 @@
+"""`mrichain profile install`: the repository's profiles where `snakemake --profile <name>` finds them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mrichain.cli import main
+from mrichain.profile import PROFILES_DIR, ProfileError, install_profile, user_profile_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def xdg(tmp_path, monkeypatch):
+    """An empty XDG_CONFIG_HOME (and XDG_CONFIG_DIRS, so no site profile interferes)."""
+    home = tmp_path / "xdg"
+    home.mkdir()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_DIRS", str(tmp_path / "xdg-site"))
+    return home
+
+
+def test_user_profile_dir_follows_xdg_config_home_like_snakemake(xdg, monkeypatch, tmp_path):
+    assert user_profile_dir("slurm") == xdg / "snakemake" / "slurm"
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_profile_dir("slurm") == tmp_path / "home" / ".config" / "snakemake" / "slurm"
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/dir")  # ignored by platformdirs, as by Snakemake
+    assert user_profile_dir("slurm") == tmp_path / "home" / ".config" / "snakemake" / "slurm"
+
+
+def test_install_copies_the_profile_and_reinstall_is_a_no_op(xdg, capsys):
+    assert main(["profile", "install", "slurm"]) == 0
+    dest = xdg / "snakemake" / "slurm"
+    assert (dest / "config.yaml").read_bytes() == (PROFILES_DIR / "slurm" / "config.yaml").read_bytes()
+    assert "installed" in capsys.readouterr().out
+    mtime = (dest / "config.yaml").stat().st_mtime_ns
+    assert main(["profile", "install", "slurm"]) == 0
+    assert "identical: nothing to do" in capsys.readouterr().out
+    assert (dest / "config.yaml").stat().st_mtime_ns == mtime
+
+
+def test_a_different_profile_is_refused_without_force_and_replaced_with_it(xdg, capsys):
+    dest = xdg / "snakemake" / "slurm"
+    dest.mkdir(parents=True)
+    (dest / "config.yaml").write_text("executor: slurm\njobs: 7\n")  # a lab's own profile
+    with pytest.raises(SystemExit) as exit_:
+        main(["profile", "install", "slurm"])
+    assert exit_.value.code not in (0, None)
+    err = str(exit_.value.code)
+    assert str(dest) in err and "--force" in err and "config.yaml" in err
+    assert (dest / "config.yaml").read_text() == "executor: slurm\njobs: 7\n"  # untouched
+
+    assert main(["profile", "install", "slurm", "--force"]) == 0
+    assert "replaced" in capsys.readouterr().out
+    assert (dest / "config.yaml").read_bytes() == (PROFILES_DIR / "slurm" / "config.yaml").read_bytes()
+
+
+def test_an_extra_file_counts_as_a_difference(xdg):
+    install_profile("slurm")
+    (user_profile_dir("slurm") / "notes.txt").write_text("ours")
+    with pytest.raises(ProfileError, match="notes.txt"):
+        install_profile("slurm")
+    assert install_profile("slurm", force=True).action == "replaced"
+    assert not (user_profile_dir("slurm") / "notes.txt").exists()
+
+
+def test_dest_and_unknown_names(xdg, tmp_path):
+    res = install_profile("slurm", dest=tmp_path / "site" / "slurm")
+    assert res.action == "installed" and (tmp_path / "site" / "slurm" / "config.yaml").is_file()
+    assert f"--profile {tmp_path / 'site' / 'slurm'}" in res.message  # not found by name there
+    with pytest.raises(ProfileError, match="available: .*slurm"):
+        install_profile("slrum")
+
+
+def test_cli_refusal_exits_non_zero_with_one_message_and_no_traceback(tmp_path):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "mrichain.cli", "profile", "install", "slrum"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    assert "mrichain profile install: error: no profile named 'slrum'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_snakemake_finds_the_installed_profile_by_name(tmp_path):
+    """`snakemake --profile slurm` from the repository root, before and after the install: the
+    profile's set-resources for `train` must show up in the dry run's resources."""
+    (tmp_path / "Snakefile").write_text('rule train:\n    output: "model.pt"\n    shell: "touch {output}"\n')
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_CONFIG_DIRS": str(tmp_path / "site")}
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--workflow-profile", "none",
+           "--snakefile", str(tmp_path / "Snakefile"), "--directory", str(tmp_path), "-n"]
+
+    before = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert before.returncode != 0
+    assert "no profile.yaml (or config.yaml) found" in before.stderr
+
+    install = subprocess.run([sys.executable, "-m", "mrichain.cli", "profile", "install", "slurm"],
+                             capture_output=True, text=True, env=env)
+    assert install.returncode == 0, install.stderr
+    after = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    out = after.stdout + after.stderr
+    assert after.returncode == 0, out
+    assert "Using profile slurm" in out
+    assert "slurm_partition=gpu" in out and "gpu=1" in out and "cpus_per_gpu=2" in out, out

@@ -1,0 +1,33 @@
+"""A 1,000-subject cohort plans without any shell command growing with the cohort (integration).
+
+The dry run prints every job's shell command (``-p``); Linux refuses a single argument over
+128 KiB, so a manifest passed on the command line would make every scoring job fail on a large
+cohort. Dry-run time and memory at 200 / 1,000 / 10,000 subjects are measured by
+``benchmarks/dag_scaling.py``, not asserted here.
+"""
+import re
+
+import pytest
+import yaml
+
+from dag import ROOT, planned_jobs, snakemake
+
+pytestmark = pytest.mark.integration
+LIMIT = 100 * 1024
+
+
+def test_thousand_subjects_no_command_over_100_kb(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["cohort"]["n_subjects"] = 1000
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "work", "-n", "-p", configfile=big)
+    out = proc.stdout + proc.stderr
+    jobs = planned_jobs(proc)
+    assert jobs["simulate_subject"] == 1000 and jobs["score"] == 6 * len(cfg["acquire"]["accelerations"])
+    commands = [c for c in re.findall(r"^Shell command: (.*)$", out, flags=re.M) if c != "None"]
+    assert len(commands) == sum(n for r, n in jobs.items() if r not in ("all", "manifest"))  # run: / no command
+    longest = max(commands, key=len)
+    assert len(longest.encode()) < LIMIT, longest[:300]
+    scoring = [c for c in commands if c.startswith("mrichain score ")]
+    assert scoring and all("--manifest results/manifests/score/" in c for c in scoring)
