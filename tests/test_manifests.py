@@ -98,3 +98,14 @@ def test_manifest_names_round_trip(plan, kind, names, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(m))
     with pytest.raises(ValueError, match="no manifest"):
         plan.manifest(kind, "nonsense")
+
+
+def test_which_jobs_wait_for_a_trained_model(cfg):
+    plan = Plan(cfg)  # feeds are classical: only the learned methods' own jobs wait
+    assert plan.reads_model("denoise", "dncnn") and not plan.reads_model("denoise", "antsnlm")
+    assert not plan.reads_model("segment", "atropos") and not plan.reads_model("acquire")
+    c = copy.deepcopy(cfg)
+    c["reconstruct"]["feed"] = "varnet"  # a learned feed: everything downstream waits for VarNet
+    plan = Plan(c)
+    assert plan.reads_model("denoise", "antsnlm") and plan.reads_model("register", "antssyn")
+    assert plan.reads_model("segment", "atropos") and not plan.reads_model("reconstruct", "zerofilled")

@@ -198,3 +198,17 @@ def test_killed_training_job_resumes_from_its_checkpoint(run, tmp_path):
     assert "resuming denoise-dncnn.pt from checkpoint after epoch" in log
     card = json.loads((work / target.replace(".pt", ".json")).read_text())
     assert card["training"]["epochs"] == 40
+
+
+def test_learned_feeds_plan(tmp_path):
+    """Every stage may feed its learned method downstream: the DAG still builds (a job reading a
+    model is not grouped, so no group waits on training that waits on it)."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    for stage in METHOD_STAGES:
+        if stage.has_feed:
+            cfg[stage.name]["feed"] = next(m.name for m in stage.methods if m.learned)
+    learned = tmp_path / "learned.yaml"
+    learned.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(tmp_path / "work", "-n", "--quiet", "rules", configfile=learned))
+    n_sub, n_acq = cfg["cohort"]["n_subjects"], len(cfg["acquire"]["accelerations"])
+    assert jobs["denoise"] >= n_sub * n_acq and jobs["train"] == len(learned_methods())

@@ -91,6 +91,19 @@ class Plan:
             return self.methods(stage_name)
         return [self.feed(stage_name)]
 
+    def reads_model(self, stage_name: str, method: str | None = None) -> bool:
+        """Whether a job of ``stage_name`` (running ``method``) waits for a trained model: its
+        method is learned, or a feed it reads, directly or further upstream, is a learned method."""
+        s = stage(stage_name)
+        if method is not None and s.method(method).learned:
+            return True
+        refs = {**s.reads, **((s.method(method).reads or {}) if method is not None else {})}
+        for ref in refs.values():
+            kind, _, fed = ref.partition(".")
+            if kind == "feed" and self.reads_model(fed, self.feed(fed)):
+                return True
+        return False
+
     def split_subjects(self, *splits: str) -> list[str]:
         return [s for s in self.subjects if self.splits[s] in splits]
 

@@ -17,7 +17,7 @@ rule acquire:
     benchmark:
         "results/benchmarks/acquire/{sub}_acq-{acq}.tsv"
     group:
-        subject_group
+        subject_group("acquire")
     threads: 1
     resources:
         mem_mb=3000,

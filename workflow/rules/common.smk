@@ -14,14 +14,24 @@ ACQS = PLAN.acqs
 C = PLAN.contrast
 
 
-def subject_group(wildcards):
-    """Cluster group of a per-subject job (profiles/slurm runs a group as one SLURM job).
+def subject_group(stage_name=None):
+    """Group function of a per-subject rule (profiles/slurm packs `group-components` subjects'
+    chains of one group into one SLURM job).
 
-    Subjects that training reads (train, val) and test subjects, whose learned-method inference
-    waits for the trained models, are kept in separate groups: a SLURM job holding both would
-    wait for training that waits for it.
+    Only jobs that wait for no trained model are grouped: each subject's chain up to its first
+    learned method, a component of bounded size. A job that reads a model (its method is learned,
+    or a learned feed upstream) stays ungrouped: Snakemake walks everything upstream of every job
+    of a group (dag._check_groups), and a model's upstream is the whole training cohort, which
+    made the DAG quadratic in the cohort. Subjects that training reads and test subjects are
+    separate groups: a SLURM job holding both could wait for training that waits for it.
     """
-    return "subjects_test" if PLAN.splits[wildcards.sub] == "test" else "subjects_fit"
+
+    def group(wildcards):
+        if stage_name is not None and PLAN.reads_model(stage_name, wildcards.get("method")):
+            return None
+        return "subjects_test" if PLAN.splits[wildcards.sub] == "test" else "subjects_fit"
+
+    return group
 
 
 def config_json(*keys):

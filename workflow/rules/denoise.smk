@@ -14,7 +14,7 @@ rule denoise:
     benchmark:
         job_benchmark("denoise")
     group:
-        subject_group
+        subject_group("denoise")
     threads: 1
     resources:
         mem_mb=3000,

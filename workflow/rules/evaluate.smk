@@ -36,8 +36,6 @@ rule score:
         "logs/score/acq-{acq}_stage-{stage}.log",
     benchmark:
         "results/benchmarks/score/acq-{acq}_stage-{stage}.tsv"
-    group:
-        "scores"  # on a cluster, all scoring jobs in one submission (profiles/slurm)
     threads: 1
     resources:
         mem_mb=3000,

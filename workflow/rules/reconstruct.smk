@@ -15,7 +15,7 @@ rule reconstruct:
     benchmark:
         job_benchmark("reconstruct")
     group:
-        subject_group
+        subject_group("reconstruct")
     threads: 1
     resources:
         mem_mb=3000,

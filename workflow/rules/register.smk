@@ -16,7 +16,7 @@ rule register:
     benchmark:
         job_benchmark("register")
     group:
-        subject_group
+        subject_group("register")
     threads: 1
     resources:
         mem_mb=4000,

@@ -15,7 +15,7 @@ rule segment:
     benchmark:
         job_benchmark("segment")
     group:
-        subject_group
+        subject_group("segment")
     threads: 1
     resources:
         mem_mb=3000,

@@ -35,7 +35,7 @@ rule simulate_subject:
     benchmark:
         "results/benchmarks/simulate/{sub}.tsv"
     group:
-        subject_group
+        subject_group()
     threads: 1
     resources:
         mem_mb=3000,
