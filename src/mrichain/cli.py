@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from mrichain import UserError
+
 log = logging.getLogger("mrichain")
 
 
@@ -276,15 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         args.func(args)
-    except Exception as exc:  # one line naming the file goes to the rule's log and stderr
-        from mrichain.io import InputImageError
-
-        engine = sys.modules.get("mrichain.train.engine")  # its error can only come if it was imported
-        if isinstance(exc, (InputImageError, *((engine.CudaUnavailableError,) if engine else ()))):
-            log.error("%s", exc)
-            print(f"mrichain {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except UserError as exc:  # one line (naming the file, or the fix) to the rule's log and stderr
+        log.error("%s", exc)
+        print(f"mrichain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     log.info("%s finished in %.1f s", args.command, time.perf_counter() - t0)
     return 0
 

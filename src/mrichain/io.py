@@ -24,8 +24,10 @@ import h5py
 import nibabel as nib
 import numpy as np
 
+from mrichain import UserError
 
-class InputImageError(ValueError):
+
+class InputImageError(UserError, ValueError):
     """An input file is unreadable, has the wrong shape or holds non-finite values."""
 
 

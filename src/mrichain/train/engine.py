@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mrichain import UserError
+
 
 @dataclass
 class TrainSettings:
@@ -70,7 +72,7 @@ NO_GPU_VALUES = ("", "-1", "NoDevFiles")
 CUDA_INSTALL_HINT = "pip install torch=={version} --index-url https://download.pytorch.org/whl/cu128"
 
 
-class CudaUnavailableError(RuntimeError):
+class CudaUnavailableError(UserError, RuntimeError):
     """This process was given a GPU, or asked for CUDA, but its torch cannot use CUDA.
 
     Raised instead of falling back to the CPU: on a GPU node with a CPU-only torch (the wheel the
