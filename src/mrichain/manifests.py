@@ -17,7 +17,7 @@ import re
 from mrichain import layout
 from mrichain.simulate.acquire import acq_label
 from mrichain.simulate.cohort import assign_splits, subject_age, subject_ids
-from mrichain.stages import STAGES, Stage, stage
+from mrichain.stages import Stage, learned_methods, stage
 
 MANIFEST_NAMES = {
     "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
@@ -74,8 +74,7 @@ class Plan:
 
     def learned_run(self) -> list[tuple[str, str]]:
         """(stage, method) of every learned method the config runs: the training jobs."""
-        return [(s.name, m.name) for s in STAGES for m in s.methods
-                if m.learned and m.name in self.methods(s.name)]
+        return [(s, m.name) for s, m in learned_methods() if m.name in self.methods(s)]
 
     def scored_subjects(self, stage_name: str) -> list[str]:
         return self.test_subjects if stage(stage_name).scored_on == "test" else self.subjects
@@ -91,14 +90,15 @@ class Plan:
             return self.methods(stage_name)
         return [self.feed(stage_name)]
 
+    @functools.lru_cache(maxsize=None)
     def reads_model(self, stage_name: str, method: str | None = None) -> bool:
         """Whether a job of ``stage_name`` (running ``method``) waits for a trained model: its
-        method is learned, or a feed it reads, directly or further upstream, is a learned method."""
+        method is learned, or a feed it reads, directly or further upstream, is a learned method.
+        (Asked once per job by the rules' group function: cached.)"""
         s = stage(stage_name)
         if method is not None and s.method(method).learned:
             return True
-        refs = {**s.reads, **((s.method(method).reads or {}) if method is not None else {})}
-        for ref in refs.values():
+        for ref in self._reads(s, method).values():
             kind, _, fed = ref.partition(".")
             if kind == "feed" and self.reads_model(fed, self.feed(fed)):
                 return True
@@ -137,9 +137,9 @@ class Plan:
             return subject_age(self.config, sub)
         raise ValueError(f"unknown reference {ref!r}")
 
-    def _reads(self, s: Stage, method: str) -> dict[str, str]:
-        m = s.method(method)
-        return {**s.reads, **(m.reads or {})}
+    def _reads(self, s: Stage, method: str | None) -> dict[str, str]:
+        """What a job of ``s`` reads: the stage's references, with ``method``'s own over them."""
+        return {**s.reads, **((s.method(method).reads or {}) if method is not None else {})}
 
     def method_inputs(self, stage_name: str, method: str, sub: str | None, acq: str) -> dict:
         """Input files of one method's job. Per-subject stages: {key: path}; cohort-level
