@@ -53,10 +53,7 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        "results/metrics.json",
-        "results/metrics_by_acq.json",
-        "results/metrics/summary.tsv",
-        "results/comparison.tsv",
+        rules.aggregate.output,
     default_target: True
 
 

@@ -30,7 +30,7 @@ from mrichain.manifests import manifest_path  # noqa: E402
 from mrichain.stages import learned_methods  # noqa: E402
 
 
-def prepare(cfg: dict, work: Path, batches: int, cores: str) -> None:
+def prepare(cfg: dict, work: Path, cores: str) -> None:
     """Snakemake builds every training input and manifest of ``cfg`` in ``work`` (not the models)."""
     for stage, m in learned_methods():
         if m.name not in cfg[stage]["methods"]:
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(Path(a.config).read_text())
     if not a.skip_prepare:
-        prepare(cfg, work, a.batches, a.cores)
+        prepare(cfg, work, a.cores)
     rows = []
     for device in a.devices.split(","):
         for stage, m in learned_methods():

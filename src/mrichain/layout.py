@@ -116,13 +116,15 @@ def job_name(stage, sub: str = SUB, acq: str = ACQ, method: str = METHOD) -> str
     return f"{sub}_acq-{acq}_{method}" if stage.per_subject else f"acq-{acq}_{method}"
 
 
-def log(rule: str, name: str) -> str:
-    return f"logs/{rule}/{name}.log"
+def log(rule: str, name: str | None = None) -> str:
+    """A job's log: ``logs/<rule>/<name>.log``, or ``logs/<rule>.log`` for a rule with one job."""
+    return f"logs/{rule}/{name}.log" if name else f"logs/{rule}.log"
 
 
 BENCHMARKS = f"{RESULTS}/benchmarks"
 
 
-def benchmark(rule: str, name: str, root: str = BENCHMARKS) -> str:
-    """Snakemake's benchmark file of a job (seconds, memory); scoring reads the methods' ones."""
-    return f"{root}/{rule}/{name}.tsv"
+def benchmark(rule: str, name: str | None = None, root: str = BENCHMARKS) -> str:
+    """Snakemake's benchmark file of a job (seconds, memory; scoring reads the methods' ones):
+    ``<root>/<rule>/<name>.tsv``, or ``<root>/<rule>.tsv`` for a rule with one job."""
+    return f"{root}/{rule}/{name}.tsv" if name else f"{root}/{rule}.tsv"

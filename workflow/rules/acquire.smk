@@ -13,9 +13,9 @@ rule acquire:
         center_fraction=lambda wc: ACQS[wc.acq][1],
         gt_dir=lambda wc, input: str(Path(input.dseg).parent),
     log:
-        "logs/acquire/{sub}_acq-{acq}.log",
+        layout.log("acquire", "{sub}_acq-{acq}"),
     benchmark:
-        "results/benchmarks/acquire/{sub}_acq-{acq}.tsv"
+        layout.benchmark("acquire", "{sub}_acq-{acq}")
     group:
         subject_group("acquire")
     threads: 1

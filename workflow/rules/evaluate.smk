@@ -11,7 +11,7 @@ rule manifest:
     params:
         manifest=lambda wc: PLAN.manifest(wc.kind, wc.name),
     log:
-        "logs/manifest/{kind}_{name}.log",
+        layout.log("manifest", "{kind}_{name}"),
     localrule: True
     run:
         write_manifest(params.manifest, output[0], log[0])
@@ -33,9 +33,9 @@ rule score:
     params:
         benchmarks=layout.BENCHMARKS,
     log:
-        "logs/score/acq-{acq}_stage-{stage}.log",
+        layout.log("score", "acq-{acq}_stage-{stage}"),
     benchmark:
-        "results/benchmarks/score/acq-{acq}_stage-{stage}.tsv"
+        layout.benchmark("score", "acq-{acq}_stage-{stage}")
     threads: 1
     resources:
         mem_mb=3000,
@@ -58,9 +58,9 @@ rule aggregate:
     params:
         primary=list(ACQS)[0],
     log:
-        "logs/aggregate.log",
+        layout.log("aggregate"),
     benchmark:
-        "results/benchmarks/aggregate.tsv"
+        layout.benchmark("aggregate")
     threads: 1
     resources:
         mem_mb=1000,

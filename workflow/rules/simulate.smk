@@ -8,9 +8,9 @@ rule template:
         resolution=config["cohort"]["resolution_mm"],
         outdir=lambda wc, output: str(Path(output.T1w).parent),
     log:
-        "logs/template.log",
+        layout.log("template"),
     benchmark:
-        "results/benchmarks/template.tsv"
+        layout.benchmark("template")
     threads: 1
     resources:
         mem_mb=3000,
@@ -31,9 +31,9 @@ rule simulate_subject:
         outdir=lambda wc, output: str(Path(output.dseg).parent),
         template=lambda wc, input: str(Path(input[0]).parent),
     log:
-        "logs/simulate/{sub}.log",
+        layout.log("simulate", "{sub}"),
     benchmark:
-        "results/benchmarks/simulate/{sub}.tsv"
+        layout.benchmark("simulate", "{sub}")
     group:
         subject_group()
     threads: 1

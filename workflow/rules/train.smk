@@ -20,9 +20,9 @@ rule train:
         method_params=lambda wc: train_params_json(wc.stage, wc.method),
         seed=config["seed"],
     log:
-        "logs/train/{stage}-{method}.log",
+        layout.log("train", "{stage}-{method}"),
     benchmark:
-        "results/benchmarks/train/{stage}-{method}.tsv"
+        layout.benchmark("train", "{stage}-{method}")
     threads: 1  # one thread per job, jobs in parallel: torch slows badly when oversubscribed
     resources:
         mem_mb=8000,
