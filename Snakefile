@@ -1,11 +1,13 @@
 # mrichain: the MRI chain as one Snakemake DAG.
 # simulate -> acquire -> reconstruct -> denoise -> {register, segment} -> predict, every stage scored.
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from mrichain.config import validate_config
+from mrichain.provenance import CONFIG_HASH_ENV, config_sha256
 
 from snakemake.utils import min_version
 
@@ -24,6 +26,9 @@ report: "workflow/report/workflow.rst"
 
 # Fails before any job, naming the key and the allowed values.
 validate_config(config)
+
+# Recorded in every model and tuning card (mrichain.provenance): jobs inherit the environment.
+os.environ[CONFIG_HASH_ENV] = config_sha256(config)
 
 
 include: "workflow/rules/common.smk"
@@ -48,6 +53,7 @@ for stage_name in STAGE_NAMES:
 
 
 include: "workflow/rules/train.smk"
+include: "workflow/rules/tune.smk"
 include: "workflow/rules/evaluate.smk"
 
 
@@ -59,14 +65,17 @@ rule all:
 
 # Named targets for the DVC stages (dvc.yaml): `snakemake cohort` builds the simulated cohort
 # (template, ground truth, k-space), `snakemake models` trains every learned method of the config.
+# The age subjects (cohort.n_age_train_subjects) are acquired only as the age models read them.
 rule cohort:
     input:
         rules.template.output,
-        [f for s in SUBJECTS for f in layout.groundtruth_files(s).values()],
+        [f for s in SUBJECTS + PLAN.age_subjects for f in layout.groundtruth_files(s).values()],
         expand(layout.kspace(C), sub=SUBJECTS, acq=list(ACQS)),
         expand(layout.noisefree(C), sub=SUBJECTS, acq=list(ACQS)),
+        expand(layout.kspace(C), sub=PLAN.age_subjects, acq=PLAN.train_acqs(stage("predict"))[:1]),
 
 
 rule models:
     input:
         [layout.model(s, m, suffix) for s, m in PLAN.learned_run() for suffix in (".pt", ".json")],
+        [layout.tuning(s, m) for s, m in PLAN.tuned_run()],

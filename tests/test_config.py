@@ -72,3 +72,23 @@ def test_cross_checks(default):
     assert "config key 'denoise.feed': 'dncnn' must be one of the methods run; allowed values: antsnlm" in msg
     assert "config key 'segment.params.magic': no such method in segment.methods" in msg
     assert "denoise.params.dncnn" in msg  # params of a method the config no longer runs
+
+
+def test_tuning_grids_are_checked(default):
+    cfg = copy.deepcopy(default)
+    cfg["reconstruct"]["tune"]["cs"] = {"lam": []}
+    cfg["segment"]["tune"]["atropos"] = {"mrf_weight": [0.1, -0.2]}
+    cfg["denoise"]["tune"]["antsnlm"] = {"patch_size": [1]}
+    cfg["register"]["tune"]["voxelmorph"] = {"epochs": [1, 2]}  # learned: trained, not tuned
+    msg = _err(cfg)
+    assert "config key 'reconstruct.tune.cs.lam': [] should be non-empty" in msg
+    assert "config key 'segment.tune.atropos.mrf_weight[1]': -0.2 is out of range; allowed values: >= 0" in msg
+    assert "denoise.tune.antsnlm" in msg and "patch_size" in msg and "allowed keys: noise_model, patch_radius" in msg
+    assert "register.tune" in msg and "voxelmorph" in msg and "allowed keys: antssyn" in msg
+    cfg = copy.deepcopy(default)
+    cfg["reconstruct"]["tune"]["cs"] = {"lam": [0.0]}
+    assert "config key 'reconstruct.tune.cs.lam[0]': 0.0 is out of range; allowed values: > 0" in _err(cfg)
+    cfg = copy.deepcopy(default)
+    cfg["reconstruct"]["methods"] = ["zerofilled", "varnet"]
+    cfg["reconstruct"]["params"].pop("cs")
+    assert "config key 'reconstruct.tune.cs': no such method in reconstruct.methods" in _err(cfg)

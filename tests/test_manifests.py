@@ -63,7 +63,7 @@ def test_score_manifest(plan):
     seg = plan.score_manifest("segment", "R4")
     assert set(seg["subjects"]) == set(plan.subjects)
     test, train = plan.test_subjects[0], plan.split_subjects("train")[0]
-    assert set(seg["subjects"][test]["methods"]) == {"atropos", "unet"}
+    assert set(seg["subjects"][test]["methods"]) == {"kmeans", "atropos", "unet"}
     assert set(seg["subjects"][train]["methods"]) == {"atropos"}
     assert seg["subjects"][test]["reference"] == f"results/groundtruth/{test}/{test}_dseg.nii.gz"
     reg = plan.score_manifest("register", "R1")
@@ -77,18 +77,20 @@ def test_score_manifest(plan):
 
 def test_job_manifest_of_a_cohort_level_stage(plan):
     job = plan.job_manifest("predict", "linear", "R4")
-    assert job["subjects"] == plan.subjects and len(job["labels"]) == len(plan.subjects) == len(job["info"])
+    cohort = plan.subjects + plan.age_subjects
+    assert job["subjects"] == cohort and len(job["labels"]) == len(cohort) == len(job["info"])
     assert "images" not in job and job["labels"][0].startswith("results/segment/")
     inputs = plan.method_inputs("predict", "sfcn", None, "R1")
     assert inputs["manifest"] == "results/manifests/job/predict_acq-R1_sfcn.json"
     assert inputs["model"] == "models/predict-sfcn.pt"
-    assert len(inputs["files"]) == 2 * len(plan.subjects)  # one image and one info file per subject
+    assert len(inputs["files"]) == 2 * len(cohort)  # one image and one info file per subject
     assert not any(s in inputs["files"] for s in plan.subjects)  # ids are not files
 
 
 @pytest.mark.parametrize("kind,names", [("score", dict(acq="R4", stage="denoise")),
                                         ("train", dict(stage="segment", method="unet")),
-                                        ("job", dict(stage="predict", acq="R1", method="linear"))])
+                                        ("job", dict(stage="predict", acq="R1", method="linear")),
+                                        ("tune", dict(stage="register", method="antssyn"))])
 def test_manifest_names_round_trip(plan, kind, names, tmp_path):
     path = manifest_path(kind, **names)
     assert path == f"results/manifests/{kind}/{MANIFEST_NAMES[kind].format(**names)}.json"
@@ -100,12 +102,62 @@ def test_manifest_names_round_trip(plan, kind, names, tmp_path):
         plan.manifest(kind, "nonsense")
 
 
+def untuned(cfg):
+    c = copy.deepcopy(cfg)
+    for section in c.values():
+        if isinstance(section, dict):
+            section.pop("tune", None)
+    return c
+
+
 def test_which_jobs_wait_for_a_trained_model(cfg):
-    plan = Plan(cfg)  # feeds are classical: only the learned methods' own jobs wait
+    plan = Plan(untuned(cfg))  # feeds are classical and untuned: only the learned methods' own jobs wait
     assert plan.reads_model("denoise", "dncnn") and not plan.reads_model("denoise", "antsnlm")
     assert not plan.reads_model("segment", "atropos") and not plan.reads_model("acquire")
-    c = copy.deepcopy(cfg)
+    c = untuned(cfg)
     c["reconstruct"]["feed"] = "varnet"  # a learned feed: everything downstream waits for VarNet
     plan = Plan(c)
     assert plan.reads_model("denoise", "antsnlm") and plan.reads_model("register", "antssyn")
     assert plan.reads_model("segment", "atropos") and not plan.reads_model("reconstruct", "zerofilled")
+
+
+def test_tuned_methods_read_their_card_and_wait_for_it(cfg):
+    plan = Plan(cfg)  # test.yaml tunes the denoise feed (antsnlm): its jobs and everything after wait
+    assert ("denoise", "antsnlm") in plan.tuned_run() and ("reconstruct", "zerofilled") not in plan.tuned_run()
+    assert plan.reads_model("denoise", "antsnlm") and plan.reads_model("segment", "kmeans")
+    assert not plan.reads_model("reconstruct", "zerofilled")
+    sub = plan.test_subjects[0]
+    assert plan.method_inputs("denoise", "antsnlm", sub, "R1")["tuning"] == "results/tuning/denoise-antsnlm.json"
+    assert "tuning" not in plan.method_inputs("segment", "kmeans", sub, "R1")
+
+
+def test_tune_manifest_reads_the_val_split_at_the_training_acquisition(plan):
+    cs = plan.tune_manifest("reconstruct", "cs")
+    assert cs["acq"] == "R4"  # reconstruction trains (and tunes) on undersampled data
+    assert set(cs["subjects"]) == set(plan.split_subjects("val"))
+    sub = next(iter(cs["subjects"]))
+    assert cs["subjects"][sub]["inputs"] == {"kspace": f"results/kspace/{sub}/{sub}_acq-R4_T1w.h5"}
+    assert set(cs["subjects"][sub]["score"]) == {"reference", "truth", "mask"}
+    assert plan.tune_manifest("denoise", "antsnlm")["acq"] == "R1"  # the denoiser trains on fully sampled pairs
+    lin = plan.tune_manifest("predict", "linear")["job"]
+    assert set(lin["splits"].values()) == {"train", "val"} and len(lin["labels"]) == len(lin["subjects"])
+
+
+def test_age_subjects_train_only_the_age_models(plan, cfg):
+    extra = plan.age_subjects
+    assert extra == [f"sub-{i:03d}" for i in range(len(plan.subjects) + 1, len(plan.subjects) + 1 + len(extra))]
+    assert extra and all(plan.splits[s] == "train" for s in extra)
+    assert not set(extra) & set(plan.split_subjects("train", "val", "test"))
+    job = plan.job_manifest("predict", "linear", "R4")
+    assert job["subjects"][-len(extra):] == extra
+    by_sub = dict(zip(job["subjects"], job["labels"]))
+    test, train = plan.test_subjects[0], plan.split_subjects("train")[0]
+    assert "acq-R4" in by_sub[test] and "acq-R1" in by_sub[train] and "acq-R1" in by_sub[extra[0]]
+    sfcn = plan.train_manifest("predict", "sfcn")
+    assert {i["image"].split("/")[2] for i in sfcn["train"]} == set(plan.split_subjects("train")) | set(extra)
+    for s, m in (("segment", "unet"), ("denoise", "dncnn")):  # image stages never see them
+        assert not any(e in json.dumps(plan.train_manifest(s, m)) for e in extra)
+    for s in ("reconstruct", "segment", "register"):
+        assert not set(extra) & set(plan.score_manifest(s, "R4").get("subjects", {}))
+    assert not any(e in json.dumps(plan.tune_manifest("segment", "atropos")) for e in extra)
+    assert set(extra) <= set(plan.tune_manifest("predict", "linear")["job"]["subjects"])

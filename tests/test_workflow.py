@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from dag import ROOT, TEST_CONFIG, planned_jobs, snakemake
-from mrichain.stages import METHOD_STAGES, STAGE_NAMES, learned_methods
+from mrichain.stages import METHOD_STAGES, STAGE_NAMES, kind, learned_methods, stage
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +88,34 @@ def test_outputs_have_logs_montages_and_tables(run):
         assert f["reconstruction_rss"].ndim == 3 and f["mask"].ndim == 1
 
 
+def test_tuning_cards_floors_and_intervals(run):
+    """Every tuned method has its card (chosen values from its grid, val scores, provenance); every
+    method stage has a floor in metrics.json; the comparison carries intervals and gains over floors."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    tuned = [(s.name, m) for s in METHOD_STAGES for m in cfg[s.name].get("tune", {})]
+    assert len(tuned) == 5
+    for stage_name, method in tuned:
+        card = json.loads((run / "results" / "tuning" / f"{stage_name}-{method}.json").read_text())
+        grid = cfg[stage_name]["tune"][method]
+        assert card["grid"] == grid and len(card["results"]) == int(np.prod([len(v) for v in grid.values()]))
+        assert all(card["chosen"][k] in grid[k] for k in grid)
+        assert card["metric"] == stage(stage_name).primary_metric and np.isfinite(card["chosen_score"])
+        prov = card["provenance"]
+        assert prov["config_sha256"] and len(prov["config_sha256"]) == 64 and prov["packages"]["sigpy"]
+        assert "tuned" in (run / "logs" / "tune" / f"{stage_name}-{method}.log").read_text()
+    assert json.loads((run / "models" / "segment-unet.json").read_text())["provenance"]["packages"]["monai"]
+    metrics = json.loads((run / "results" / "metrics.json").read_text())
+    for s in METHOD_STAGES:
+        floors = [m for m in metrics[s.name] if kind(s.name, m) == "floor"]
+        assert floors, s.name
+    comparison = pd.read_csv(run / "results" / "comparison.tsv", sep="\t")
+    assert {"ci_low", "ci_high", "floor", "gain", "gain_ci_low", "gain_ci_high"} <= set(comparison.columns)
+    ssim = comparison[(comparison.metric == "ssim_truth") & (comparison.method == "cs")].iloc[0]
+    assert ssim.floor == "zerofilled" and ssim.ci_low <= ssim.value <= ssim.ci_high
+    diffs = pd.read_csv(run / "results" / "differences.tsv", sep="\t")
+    assert ((diffs.method_a == "varnet") & (diffs.method_b == "cs") & (diffs.metric == "ssim_truth")).any()
+
+
 def test_second_run_does_nothing(run):
     proc = snakemake(run, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -95,15 +123,18 @@ def test_second_run_does_nothing(run):
 
 def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    cfg["denoise"]["params"]["antsnlm"]["search_radius"] = 2
+    cfg["denoise"]["params"]["antsnlm"]["patch_radius"] = 2  # a fixed (untuned) parameter of the feed
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(run, "-n", "--quiet", "rules", configfile=changed))
     n_sub = cfg["cohort"]["n_subjects"]
     n_acq = len(cfg["acquire"]["accelerations"])
-    assert jobs.get("denoise") == n_sub * n_acq  # antsnlm everywhere; dncnn's input did not change
-    assert set(jobs) == {"denoise", "train", "register", "segment", "predict", "score", "aggregate", "all"}
+    # antsnlm everywhere, the age subjects at their one (fully sampled) acquisition; dncnn's input did not change
+    assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"]
+    assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "all"}
     assert jobs["train"] == 3  # the models that learn from denoised images: voxelmorph, unet, sfcn
+    # NLM retuned with its new fixed parameter; Atropos and the linear age model tuned on its outputs
+    assert jobs["tune"] == 3
     assert jobs["score"] == 4 * n_acq  # denoise, register, segment, predict; not acquire or reconstruct
 
 

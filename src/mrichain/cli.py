@@ -55,54 +55,39 @@ def cmd_acquire(a):
     log.info("k-space %s written, shape %s", a.out_kspace, kfile.kspace.shape)
 
 
+def _params(a) -> dict:
+    """A job's keyword arguments: ``--params`` JSON, with the values its tuning card chose
+    (``--tuning``, rule ``tune``) over them."""
+    from mrichain.tune import tuned_params
+
+    params = json.loads(a.params)
+    return tuned_params(params, a.tuning) if getattr(a, "tuning", None) else params
+
+
 def cmd_reconstruct(a):
+    from mrichain.jobs import run_job
+
     _threads(a.threads)
-    from mrichain.io import save_image
-    from mrichain.recon import reconstruct_file
-
-    img = reconstruct_file(a.input, a.method, {**json.loads(a.params), **_model_kw(a)})
-    save_image(img.get_fdata(dtype="float32"), img.affine, a.output)
-
-
-def _model_kw(a) -> dict:
-    """``model=<path>`` for a learned method (its trained weights), nothing for a classical one."""
-    return {"model": a.model} if getattr(a, "model", None) else {}
+    run_job("reconstruct", a.method, {"kspace": a.input}, {"image": a.output}, _params(a), model=a.model)
 
 
 def cmd_image_stage(a):
-    """Image in, image out, for any declared stage whose job reads one image (denoise, segment):
-    ``METHODS[method](image, threads=, [contrast=], [model=], **params)``."""
-    import importlib
-    import inspect
-
-    import numpy as np
-
-    from mrichain.io import load_image, save_image
+    """Image in, image out, for any declared stage whose job reads one image (denoise, segment)."""
+    from mrichain.jobs import run_job
     from mrichain.stages import stage
 
     _threads(a.threads)
-    method = importlib.import_module(stage(a.command).package).METHODS[a.method]
-    extra = {"contrast": a.contrast} if "contrast" in inspect.signature(method).parameters else {}
-    out = method(load_image(a.input), threads=a.threads, **extra, **_model_kw(a), **json.loads(a.params))
-    save_image(np.asarray(out.dataobj), out.affine, a.output, dtype=out.get_data_dtype())
+    run_job(a.command, a.method, {"image": a.input}, {stage(a.command).primary_output: a.output}, _params(a),
+            model=a.model, threads=a.threads, contrast=a.contrast)
 
 
 def cmd_register(a):
-    import numpy as np
-
-    from mrichain.io import load_image, save_image, save_json
-    from mrichain.register import METHODS
+    from mrichain.jobs import run_job
 
     _threads(a.threads)
-    moving, fixed = load_image(a.moving), load_image(a.fixed)
-    labels = load_image(a.labels) if a.labels else None
-    res = METHODS[a.method](moving, fixed, labels=labels, seed=a.seed, threads=a.threads, **_model_kw(a),
-                            **json.loads(a.params))
-    save_image(res.warped.get_fdata(dtype="float32"), res.warped.affine, a.out_image)
-    if res.warped_labels is not None and a.out_labels:
-        save_image(np.asarray(res.warped_labels.dataobj), res.warped_labels.affine, a.out_labels, dtype=np.uint8)
-    save_image(res.jacobian.get_fdata(dtype="float32"), res.jacobian.affine, a.out_jacobian)
-    save_json({"method": a.method, "seconds_per_pair": res.seconds, "moving": a.moving, "fixed": a.fixed}, a.out_timing)
+    run_job("register", a.method, {"moving": a.moving, "fixed": a.fixed, "labels": a.labels},
+            {"image": a.out_image, "labels": a.out_labels, "jacobian": a.out_jacobian, "timing": a.out_timing},
+            _params(a), model=a.model, threads=a.threads, seed=a.seed)
 
 
 def _manifest(path) -> dict:
@@ -116,21 +101,20 @@ def _manifest(path) -> dict:
 
 
 def cmd_predict(a):
-    from mrichain.predict.pipeline import run_prediction
+    from mrichain.jobs import run_job
 
-    m = _manifest(a.manifest)
-    run_prediction(
-        method=a.method,
-        params=json.loads(a.params),
-        subjects=m["subjects"],
-        splits=m["splits"],
-        label_paths=m.get("labels"),
-        image_paths=m.get("images"),
-        model=a.model,
-        info_paths=m["info"],
-        out_predictions=a.out_predictions,
-        out_model=a.out_model,
-    )
+    run_job("predict", a.method, {"manifest": _manifest(a.manifest)},
+            {"predictions": a.out_predictions, "model": a.out_model}, _params(a), model=a.model)
+
+
+def cmd_tune(a):
+    from mrichain.tune import tune
+
+    _threads(a.threads)
+    card = tune(_manifest(a.manifest), json.loads(a.grid), json.loads(a.params), a.out, seed=a.seed,
+                threads=a.threads)
+    log.info("tuned %s-%s on %d val subjects: %s = %.4g with %s", card["stage"], card["method"],
+             len(card["subjects"]), card["metric"], card["chosen_score"], card["chosen"])
 
 
 def cmd_train(a):
@@ -155,7 +139,8 @@ def cmd_score(a):
 def cmd_aggregate(a):
     from mrichain.aggregate import aggregate
 
-    aggregate(a.scores, a.primary_acq, a.out_metrics, a.out_by_acq, a.out_summary, a.out_comparison)
+    aggregate(a.scores, a.primary_acq, a.out_metrics, a.out_by_acq, a.out_summary, a.out_comparison,
+              out_differences=a.out_differences, seed=a.seed)
 
 
 def cmd_profile(a):
@@ -206,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--input", required=True)
         s.add_argument("--output", required=True)
         s.add_argument("--model", help=f"trained weights of a learned method (models/{st.name}-<method>.pt)")
+        s.add_argument("--tuning", help=f"tuning card of a classical method (results/tuning/{st.name}-<method>.json)")
         s.add_argument("--threads", type=int, default=1)
         s.add_argument("--contrast", default="T1w", choices=["T1w", "T2w"], help="for methods that use it")
         s.set_defaults(func=cmd_reconstruct if "kspace" in st.reads else cmd_image_stage)
@@ -219,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fixed", required=True)
     s.add_argument("--labels")
     s.add_argument("--model", help="trained weights of a learned method")
+    s.add_argument("--tuning", help="tuning card of a classical method (results/tuning/register-<method>.json)")
     s.add_argument("--out-image", required=True)
     s.add_argument("--out-labels")
     s.add_argument("--out-jacobian", required=True)
@@ -232,9 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON file {subjects: [...], splits: {subject: split}, info: [...], labels | images: [...]}, "
                         "one path per subject (results/manifests/job/...)")
     s.add_argument("--model", help="trained weights of an image model")
+    s.add_argument("--tuning", help="tuning card of a classical method (results/tuning/predict-<method>.json)")
     s.add_argument("--out-predictions", required=True)
     s.add_argument("--out-model", required=True)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("tune", help="tune a classical method's parameters on the val split (grid search)")
+    s.add_argument("--manifest", required=True, help="JSON file: the val subjects' inputs (results/manifests/tune/...)")
+    s.add_argument("--grid", required=True, help="JSON {parameter: [values]} (config <stage>.tune.<method>)")
+    s.add_argument("--params", default="{}", help="JSON of the method's fixed parameters")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True, help="the tuning card, results/tuning/<stage>-<method>.json")
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("train", help="train a learned method on the train split, select on val")
     s.add_argument("--stage", required=True)
@@ -260,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-by-acq", required=True)
     s.add_argument("--out-summary", required=True)
     s.add_argument("--out-comparison", help="side-by-side table at the primary acquisition")
+    s.add_argument("--out-differences", help="paired differences (learned - classical, method - floor) with intervals")
+    s.add_argument("--seed", type=int, default=0, help="seeds the bootstrap intervals")
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("profile", help="Snakemake profiles shipped in profiles/")

@@ -32,6 +32,17 @@ def stage_schema(stage) -> dict:
                     "description": f"{stage.name} methods run side by side on the same input"},
         "params": {"$ref": "#/$defs/method_params"},
     }
+    tunable = {m.name: m.tunable for m in stage.methods if m.tunable}
+    if tunable:
+        props["tune"] = {
+            "type": "object", "additionalProperties": False,
+            "description": "per classical method, {parameter: [values]}: the grid searched on the val split",
+            "properties": {
+                name: {"type": "object", "additionalProperties": False, "minProperties": 1,
+                       "properties": {p: {"type": "array", "minItems": 1, "items": item} for p, item in params.items()}}
+                for name, params in tunable.items()
+            },
+        }
     required = ["methods"]
     if stage.has_feed:
         props["feed"] = {"enum": names, "description": "the method whose output the next stages take"}
@@ -123,12 +134,13 @@ def _cross_checks(cfg: dict) -> list[str]:
                 f"config key '{stage}.feed': {feed!r} must be one of the methods run; allowed values: {', '.join(methods)}"
             )
     for stage in (s.name for s in METHOD_STAGES):
-        for name in cfg[stage].get("params", {}):
-            if name not in cfg[stage]["methods"]:
-                msgs.append(
-                    f"config key '{stage}.params.{name}': no such method in {stage}.methods; "
-                    f"allowed values: {', '.join(cfg[stage]['methods'])}"
-                )
+        for section in ("params", "tune"):
+            for name in cfg[stage].get(section, {}):
+                if name not in cfg[stage]["methods"]:
+                    msgs.append(
+                        f"config key '{stage}.{section}.{name}': no such method in {stage}.methods; "
+                        f"allowed values: {', '.join(cfg[stage]['methods'])}"
+                    )
     return msgs
 
 

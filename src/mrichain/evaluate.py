@@ -4,7 +4,10 @@
 columns ``stage, acq, subject, split, method, metric, value``. Definitions (DESIGN.md):
 
 - acquire: measured SNR and measured acceleration of each simulated k-space file;
-- reconstruct: fastMRI NMSE, PSNR (dB), SSIM of [slices, H, W] against ``reconstruction_rss``;
+- reconstruct: fastMRI NMSE, PSNR (dB), SSIM of [slices, H, W] against ``reconstruction_rss`` (the
+  noisy fully sampled RSS: fastMRI's convention), and ``nmse_truth``, ``psnr_truth``,
+  ``ssim_truth`` against the noise-free image inside the ground-truth brain mask (the primary
+  scores: a method that removes noise is not penalised for it);
 - denoise: PSNR (dB), SSIM against the noise-free image inside the ground-truth brain mask
   (axial slices; the mask keeps the noise floor of the coil-combined background, which no
   denoiser is asked to remove, from dominating the score); the undenoised input is scored too,
@@ -88,6 +91,8 @@ def score_reconstruct(sub, e, acq, figures):
     ref = read_reconstruction_rss(e["reference"])
     if ref is None:
         raise ValueError(f"{e['reference']}: no reconstruction_rss to score against")
+    truth = _axial_first(_vol(e["truth"]))
+    brain = _axial_first(_labels(e["mask"]))
     out, panels = {}, [("reference RSS", np.moveaxis(ref, 0, -1), "image")]
     for method, files in e["methods"].items():
         pred = _axial_first(_vol(files["image"]))
@@ -95,6 +100,9 @@ def score_reconstruct(sub, e, acq, figures):
             "nmse": metrics.nmse(ref, pred),
             "psnr": metrics.psnr(ref, pred),
             "ssim": metrics.ssim(ref, pred),
+            "nmse_truth": metrics.nmse(truth, pred, mask=brain),
+            "psnr_truth": metrics.psnr(truth, pred, mask=brain),
+            "ssim_truth": metrics.ssim(truth, pred, mask=brain),
         }
         panels += [(method, np.moveaxis(pred, 0, -1), "image"),
                    (f"|{method} - ref|", np.abs(np.moveaxis(pred - ref, 0, -1)), "error")]

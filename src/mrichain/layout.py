@@ -95,6 +95,11 @@ def model(stage: str = "{stage}", method: str = METHOD, suffix: str = ".pt") -> 
     return f"{MODELS}/{stage}-{method}{suffix}"
 
 
+def tuning(stage: str = "{stage}", method: str = METHOD) -> str:
+    """The tuning card of a classical method (rule ``tune``): ``results/tuning/<stage>-<method>.json``."""
+    return f"{RESULTS}/tuning/{stage}-{method}.json"
+
+
 def scores(stage: str = "{stage}", acq: str = ACQ) -> str:
     """Per-subject scores of one stage at one acquisition (TSV)."""
     return f"{RESULTS}/metrics/acq-{acq}_stage-{stage}.tsv"
@@ -106,7 +111,7 @@ def figures(stage: str = "{stage}", acq: str = ACQ) -> str:
 
 
 def manifest(kind: str = "{kind}", name: str = "{name}") -> str:
-    """A job's manifest (JSON): ``kind`` is ``score``, ``train`` or ``predict``."""
+    """A job's manifest (JSON): ``kind`` is one of :data:`mrichain.manifests.MANIFEST_NAMES`."""
     return f"{RESULTS}/manifests/{kind}/{name}.json"
 
 

@@ -16,13 +16,14 @@ import re
 
 from mrichain import layout
 from mrichain.simulate.acquire import acq_label
-from mrichain.simulate.cohort import assign_splits, subject_age, subject_ids
-from mrichain.stages import Stage, learned_methods, stage
+from mrichain.simulate.cohort import age_train_ids, assign_splits, subject_age, subject_ids
+from mrichain.stages import METHOD_STAGES, Stage, learned_methods, stage
 
 MANIFEST_NAMES = {
     "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
     "train": "{stage}-{method}",  # training one learned method
     "job": "{stage}_acq-{acq}_{method}",  # a cohort-level method's job (brain-age prediction)
+    "tune": "{stage}-{method}",  # tuning one classical method on the val split
 }
 """Manifest file names by kind (``layout.manifest(kind, name)``); :meth:`Plan.manifest` parses them."""
 
@@ -51,15 +52,18 @@ def manifest_files(obj) -> list[str]:
 class Plan:
     """The run a config describes.
 
-    subjects: ``sub-001`` ... in order; splits: {subject: train|val|test}; acqs: {label: (acceleration,
-    centre fraction)} in config order (the first is the primary acquisition).
+    subjects: ``sub-001`` ... in order (the image cohort); age_subjects: the extra subjects that
+    only train the cohort-level (brain-age) stage; splits: {subject: train|val|test}, the age
+    subjects in ``train``; acqs: {label: (acceleration, centre fraction)} in config order (the
+    first is the primary acquisition).
     """
 
     def __init__(self, config: dict):
         self.config = config
         self.contrast = config["acquire"]["contrast"]
         self.subjects = subject_ids(config)
-        self.splits = assign_splits(config)
+        self.age_subjects = age_train_ids(config)
+        self.splits = {**assign_splits(config), **{s: "train" for s in self.age_subjects}}
         self.test_subjects = [s for s in self.subjects if self.splits[s] == "test"]
         self._test = set(self.test_subjects)
         acq = config["acquire"]
@@ -90,13 +94,26 @@ class Plan:
             return self.methods(stage_name)
         return [self.feed(stage_name)]
 
+    def tune_grid(self, stage_name: str, method: str) -> dict | None:
+        """The config's grid ``<stage>.tune.<method>`` ({parameter: [values]}), None if untuned."""
+        return self.config[stage_name].get("tune", {}).get(method) if stage(stage_name).methods else None
+
+    def tuned_run(self) -> list[tuple[str, str]]:
+        """(stage, method) of every method the config runs with a tuning grid: the tuning jobs."""
+        return [(s.name, m) for s in METHOD_STAGES for m in self.methods(s.name) if self.tune_grid(s.name, m)]
+
+    def tune_acq(self, s: Stage) -> str:
+        """The acquisition a stage's methods are tuned at: the first one its learned methods train on."""
+        return self.train_acqs(s)[0]
+
     @functools.lru_cache(maxsize=None)
     def reads_model(self, stage_name: str, method: str | None = None) -> bool:
-        """Whether a job of ``stage_name`` (running ``method``) waits for a trained model: its
-        method is learned, or a feed it reads, directly or further upstream, is a learned method.
-        (Asked once per job by the rules' group function: cached.)"""
+        """Whether a job of ``stage_name`` (running ``method``) waits for something fitted on the
+        cohort: its method is learned (a trained model) or tuned (a tuning card), or a feed it
+        reads, directly or further upstream, is. (Asked once per job by the rules' group
+        function: cached.)"""
         s = stage(stage_name)
-        if method is not None and s.method(method).learned:
+        if method is not None and (s.method(method).learned or self.tune_grid(stage_name, method)):
             return True
         for ref in self._reads(s, method).values():
             kind, _, fed = ref.partition(".")
@@ -105,7 +122,13 @@ class Plan:
         return False
 
     def split_subjects(self, *splits: str) -> list[str]:
+        """Subjects of the image cohort in ``splits`` (the age subjects are not among them)."""
         return [s for s in self.subjects if self.splits[s] in splits]
+
+    def fit_subjects(self, s: Stage) -> list[str]:
+        """The train subjects a stage's fit reads: the train split, plus the age subjects for a
+        cohort-level stage."""
+        return self.split_subjects("train") + (self.age_subjects if not s.per_subject else [])
 
     def train_acqs(self, s: Stage) -> list[str]:
         if s.train_acqs == "all":
@@ -153,17 +176,45 @@ class Plan:
                       "files": manifest_files(job)}
         if s.method(method).learned:
             inputs["model"] = layout.model(stage_name, method)
+        if self.tune_grid(stage_name, method):
+            inputs["tuning"] = layout.tuning(stage_name, method)
         return inputs
 
     # --- manifests ---------------------------------------------------------------------------
     @functools.lru_cache(maxsize=None)
-    def job_manifest(self, stage_name: str, method: str, acq: str) -> dict:
-        """A cohort-level job: every subject, its split, and one path per subject and read key."""
+    def job_manifest(self, stage_name: str, method: str, acq: str, splits: tuple[str, ...] = ("train", "val", "test")
+                     ) -> dict:
+        """A cohort-level job at ``acq``: the subjects of ``splits`` (the age subjects with
+        train), each's split, and one path per subject and read key. The train subjects, which
+        the method fits on, are read at the stage's training acquisition (:meth:`train_acqs`:
+        brain-age models learn from fully sampled data); the others at ``acq``."""
         s = stage(stage_name)
-        out = {"stage": stage_name, "method": method, "acq": acq, "subjects": list(self.subjects),
-               "splits": dict(self.splits)}
+        subjects = [sub for sub in self.subjects if self.splits[sub] in splits]
+        if "train" in splits:
+            subjects += self.age_subjects
+        fit_acq = self.train_acqs(s)[0]
+        out = {"stage": stage_name, "method": method, "acq": acq, "subjects": subjects,
+               "splits": {sub: self.splits[sub] for sub in subjects}}
         for key, ref in self._reads(s, method).items():
-            out[key] = [self.resolve(ref, sub, acq) for sub in self.subjects]
+            out[key] = [self.resolve(ref, sub, fit_acq if self.splits[sub] == "train" else acq) for sub in subjects]
+        return out
+
+    @functools.lru_cache(maxsize=None)
+    def tune_manifest(self, stage_name: str, method: str) -> dict:
+        """What tuning a classical method reads (rule ``tune``), at :meth:`tune_acq`: per val
+        subject its job's ``inputs`` and what scoring it reads (``score``); a cohort-level stage
+        gets its ``job`` manifest over the train and val splits (fit on train, scored on val)."""
+        s = stage(stage_name)
+        acq = self.tune_acq(s)
+        out = {"stage": stage_name, "method": method, "acq": acq, "contrast": self.contrast}
+        if not s.per_subject:
+            out["job"] = self.job_manifest(stage_name, method, acq, ("train", "val"))
+            return out
+        out["subjects"] = {
+            sub: {"inputs": {k: self.resolve(r, sub, acq) for k, r in self._reads(s, method).items()},
+                  "score": {k: self.resolve(r, sub, acq) for k, r in s.score_reads.items()}}
+            for sub in self.split_subjects("val")
+        }
         return out
 
     @functools.lru_cache(maxsize=None)
@@ -172,11 +223,10 @@ class Plan:
         s = stage(stage_name)
         acqs = self.train_acqs(s)
 
-        def items(split):
-            return [{k: self.resolve(r, sub, a) for k, r in s.train_reads.items()}
-                    for sub in self.split_subjects(split) for a in acqs]
+        def items(subjects):
+            return [{k: self.resolve(r, sub, a) for k, r in s.train_reads.items()} for sub in subjects for a in acqs]
 
-        out = {"train": items("train"), "val": items("val")}
+        out = {"train": items(self.fit_subjects(s)), "val": items(self.split_subjects("val"))}
         out.update({k: self.resolve(r, None, None) for k, r in s.train_extra.items()})
         return out
 
@@ -207,6 +257,8 @@ class Plan:
             return self.score_manifest(w["stage"], w["acq"])
         if kind == "train":
             return self.train_manifest(w["stage"], w["method"])
+        if kind == "tune":
+            return self.tune_manifest(w["stage"], w["method"])
         return self.job_manifest(w["stage"], w["method"], w["acq"])
 
 

@@ -7,16 +7,21 @@ Volumes are [S, H, W] (reconstruction, slices along axis 0) or [X, Y, Z] (images
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
-def nmse(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Normalised mean squared error ||gt - pred||^2 / ||gt||^2 (unitless), as fastMRI."""
+def nmse(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Normalised mean squared error ||gt - pred||^2 / ||gt||^2 (unitless), as fastMRI; with
+    ``mask`` (same shape, nonzero = inside) both norms are taken over the masked voxels only."""
     gt = np.asarray(gt, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
+    if mask is not None:
+        inside = np.asarray(mask) > 0
+        gt, pred = gt[inside], pred[inside]
     return float(np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2)
 
 
@@ -143,3 +148,17 @@ def interval_coverage(y, lo, hi) -> float:
     """Fraction (0-1) of ``y`` inside the closed predictive interval [lo, hi]."""
     y = np.asarray(y, dtype=np.float64)
     return float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))
+
+
+_HIGHER = re.compile(r"^(psnr|ssim|dice)(_|$)")
+_LOWER = re.compile(r"^(nmse|hd95|folding_percent|abs_error_years|mae_years|seconds|interval_width)(_|$)")
+
+
+def higher_is_better(metric: str) -> bool | None:
+    """True / False by the metric's definition; None where neither direction is better (e.g. the
+    measured SNR of the simulation, or interval coverage, whose target is the nominal level)."""
+    if _HIGHER.match(metric):
+        return True
+    if _LOWER.match(metric):
+        return False
+    return None

@@ -43,6 +43,9 @@ class Method:
     val_metric: the training-curve column (``models/<stage>-<method>_curve.tsv``) that selects the
         epoch on the val split; higher is better.
     reads: what a job of this method reads, if it differs from the stage's ``reads``.
+    tunable: parameters of a classical method that a config may tune on the val split
+        (``<stage>.tune.<method>.<param>: [grid values]``, rule ``tune``), each with the JSON
+        schema of one grid value; the config schema is generated from it.
     """
 
     name: str
@@ -51,6 +54,7 @@ class Method:
     trainer: str | None = None
     val_metric: str | None = None
     reads: Mapping[str, str] | None = None
+    tunable: Mapping[str, dict] = field(default_factory=dict)
 
     @property
     def learned(self) -> bool:
@@ -88,6 +92,8 @@ class Stage:
     train_acqs: which acquisitions give training items: ``all``, ``undersampled`` or
         ``fully_sampled`` (each falls back to all when the config has none).
     train_extra: cohort-level files every training manifest of the stage gets.
+    primary_metric: the score (a metric of the scorer) that tunes classical methods on the val
+        split and that the targets use (its direction: :func:`mrichain.metrics.higher_is_better`).
     """
 
     name: str
@@ -107,6 +113,7 @@ class Stage:
     train_reads: Mapping[str, str] = field(default_factory=dict)
     train_acqs: str = "all"
     train_extra: Mapping[str, str] = field(default_factory=dict)
+    primary_metric: str = ""
 
     def method(self, name: str) -> Method:
         for m in self.methods:
@@ -126,6 +133,13 @@ class Stage:
 
 _IMAGE = {"image": Output("{contrast}")}
 
+# JSON schema of one grid value of a tunable parameter (see Method.tunable).
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+_NONNEGATIVE = {"type": "number", "minimum": 0}
+_COUNT = {"type": "integer", "minimum": 1}
+_RADIUS = {"type": "integer", "minimum": 1, "maximum": 5}
+VOLUME_FEATURES = ("csf", "gm", "wm")
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="acquire",
@@ -138,7 +152,7 @@ STAGES: tuple[Stage, ...] = (
         scorer="mrichain.evaluate:score_reconstruct",
         methods=(
             Method("zerofilled", FLOOR, "mrichain.recon.zerofilled:zerofilled"),
-            Method("cs", CLASSICAL, "mrichain.recon.cs:cs"),
+            Method("cs", CLASSICAL, "mrichain.recon.cs:cs", tunable={"lam": _POSITIVE, "iterations": _COUNT}),
             Method("varnet", LEARNED, "mrichain.recon.varnet:varnet", trainer="mrichain.recon.varnet:train",
                    val_metric="val_ssim"),
         ),
@@ -147,16 +161,20 @@ STAGES: tuple[Stage, ...] = (
         method_entity="rec",
         outputs=_IMAGE,
         reads={"kspace": "kspace"},
-        score_reads={"reference": "kspace"},
+        # fastMRI's scores against the noisy fully sampled RSS, and ours against the noise-free truth
+        score_reads={"reference": "kspace", "truth": "noisefree", "mask": "gt.brain_mask"},
         train_reads={"kspace": "kspace"},
         train_acqs="undersampled",
+        primary_metric="ssim_truth",
     ),
     Stage(
         name="denoise",
         package="mrichain.denoise",
         scorer="mrichain.evaluate:score_denoise",
         methods=(
-            Method("antsnlm", CLASSICAL, "mrichain.denoise.antsnlm:antsnlm"),
+            Method("antsnlm", CLASSICAL, "mrichain.denoise.antsnlm:antsnlm",
+                   tunable={"noise_model": {"enum": ["Rician", "Gaussian"]}, "patch_radius": _RADIUS,
+                            "search_radius": _RADIUS}),
             Method("dncnn", LEARNED, "mrichain.denoise.dncnn:dncnn", trainer="mrichain.denoise.dncnn:train",
                    val_metric="val_psnr_brain"),
         ),
@@ -170,13 +188,17 @@ STAGES: tuple[Stage, ...] = (
         # error and, mixed in, kept a DnCNN with the default budget at its input's PSNR.
         train_reads={"input": "feed.reconstruct", "target": "noisefree", "mask": "gt.brain_mask"},
         train_acqs="fully_sampled",
+        primary_metric="psnr",
     ),
     Stage(
         name="register",
         package="mrichain.register",
         scorer="mrichain.evaluate:score_register",
         methods=(
-            Method("antssyn", CLASSICAL, "mrichain.register.antssyn:antssyn"),
+            Method("affine", FLOOR, "mrichain.register.antssyn:affine"),
+            Method("antssyn", CLASSICAL, "mrichain.register.antssyn:antssyn",
+                   tunable={"reg_iterations": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                            "grad_step": _POSITIVE}),
             Method("voxelmorph", LEARNED, "mrichain.register.voxelmorph:voxelmorph",
                    trainer="mrichain.register.voxelmorph:train", val_metric="val_dice"),
         ),
@@ -190,13 +212,16 @@ STAGES: tuple[Stage, ...] = (
         scored_floors=("identity",),
         train_reads={"moving": "feed.denoise", "labels": "gt.dseg"},
         train_extra={"fixed": "template.T1w", "fixed_labels": "template.dseg"},
+        primary_metric="dice_mean",
     ),
     Stage(
         name="segment",
         package="mrichain.segment",
         scorer="mrichain.evaluate:score_segment",
         methods=(
-            Method("atropos", CLASSICAL, "mrichain.segment.atropos:atropos"),
+            Method("kmeans", FLOOR, "mrichain.segment.kmeans:kmeans"),
+            Method("atropos", CLASSICAL, "mrichain.segment.atropos:atropos",
+                   tunable={"mrf_weight": _NONNEGATIVE, "iterations": _COUNT}),
             Method("unet", LEARNED, "mrichain.segment.unet:unet", trainer="mrichain.segment.unet:train",
                    val_metric="val_dice_mean"),
         ),
@@ -206,13 +231,18 @@ STAGES: tuple[Stage, ...] = (
         reads={"image": "feed.denoise"},
         score_reads={"reference": "gt.dseg", "input": "feed.denoise"},
         train_reads={"input": "feed.denoise", "target": "gt.dseg"},
+        primary_metric="dice_mean",
     ),
     Stage(
         name="predict",
         package="mrichain.predict",
         scorer="mrichain.evaluate:score_predict",
         methods=(
-            Method("linear", CLASSICAL, "mrichain.predict.linear", reads={"labels": "feed.segment"}),
+            Method("mean", FLOOR, "mrichain.predict.mean"),
+            Method("linear", CLASSICAL, "mrichain.predict.linear", reads={"labels": "feed.segment"},
+                   tunable={"alpha": _POSITIVE,
+                            "features": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                         "items": {"enum": list(VOLUME_FEATURES)}}}),
             Method("sfcn", LEARNED, "mrichain.predict.sfcn:predict_images", trainer="mrichain.predict.sfcn:train",
                    val_metric="val_neg_mae_years", reads={"images": "feed.denoise"}),
         ),
@@ -221,6 +251,8 @@ STAGES: tuple[Stage, ...] = (
         outputs={"predictions": Output("predictions", ".tsv"), "model": Output("model", ".json")},
         reads={"info": "gt.info"},
         train_reads={"image": "feed.denoise", "age": "age"},
+        train_acqs="fully_sampled",  # age models learn from fully sampled data, applied at every acquisition
+        primary_metric="abs_error_years",
     ),
 )
 

@@ -62,9 +62,17 @@ def method_outputs(stage_name):
     return PLAN.outputs(stage_name)
 
 
-def model_arg(stage_name):
-    """Shell argument naming the trained model of a learned method."""
-    return lambda wc: f"--model {layout.model(stage_name, wc.method)}" if is_learned(stage_name, wc.method) else ""
+def fitted_args(stage_name):
+    """Shell arguments naming what a method's job uses that was fitted on the cohort: a learned
+    method's trained model, a tuned method's tuning card (rule tune)."""
+
+    def args(wc):
+        out = [f"--model {layout.model(stage_name, wc.method)}"] if is_learned(stage_name, wc.method) else []
+        if PLAN.tune_grid(stage_name, wc.method):
+            out.append(f"--tuning {layout.tuning(stage_name, wc.method)}")
+        return " ".join(out)
+
+    return args
 
 
 def job_log(stage_name):

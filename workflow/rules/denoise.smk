@@ -8,7 +8,7 @@ rule denoise:
         **method_outputs("denoise"),
     params:
         method_params=lambda wc: params_json("denoise", wc.method),
-        model=model_arg("denoise"),
+        fitted=fitted_args("denoise"),
     log:
         job_log("denoise"),
     benchmark:
@@ -22,5 +22,5 @@ rule denoise:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain denoise --method {wildcards.method} --params {params.method_params:q} {params.model} --threads {threads} "
+        "mrichain denoise --method {wildcards.method} --params {params.method_params:q} {params.fitted} --threads {threads} "
         "--input {input.image} --output {output.image} > {log} 2>&1"

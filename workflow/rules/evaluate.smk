@@ -55,8 +55,10 @@ rule aggregate:
         by_acq="results/metrics_by_acq.json",
         summary=report("results/metrics/summary.tsv", caption="../report/metrics.rst", category="Metrics"),
         comparison=report("results/comparison.tsv", caption="../report/comparison.rst", category="Metrics"),
+        differences=report("results/differences.tsv", caption="../report/comparison.rst", category="Metrics"),
     params:
         primary=list(ACQS)[0],
+        seed=config["seed"],
     log:
         layout.log("aggregate"),
     benchmark:
@@ -69,4 +71,5 @@ rule aggregate:
         "../../envs/evaluate.yaml"
     shell:
         "mrichain aggregate --primary-acq {params.primary} --scores {input} "
-        "--out-metrics {output.metrics} --out-by-acq {output.by_acq} --out-summary {output.summary} --out-comparison {output.comparison} > {log} 2>&1"
+        "--out-metrics {output.metrics} --out-by-acq {output.by_acq} --out-summary {output.summary} --out-comparison {output.comparison} "
+        "--out-differences {output.differences} --seed {params.seed} > {log} 2>&1"

@@ -11,7 +11,7 @@ rule predict:
         **method_outputs("predict"),
     params:
         method_params=lambda wc: params_json("predict", wc.method),
-        model=model_arg("predict"),
+        fitted=fitted_args("predict"),
     log:
         job_log("predict"),
     benchmark:
@@ -23,5 +23,5 @@ rule predict:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain predict --method {wildcards.method} --params {params.method_params:q} {params.model} "
+        "mrichain predict --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
         "--manifest {input.manifest} --out-predictions {output.predictions} --out-model {output.model} > {log} 2>&1"

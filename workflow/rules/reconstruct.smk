@@ -9,7 +9,7 @@ rule reconstruct:
         **method_outputs("reconstruct"),
     params:
         method_params=lambda wc: params_json("reconstruct", wc.method),
-        model=model_arg("reconstruct"),
+        fitted=fitted_args("reconstruct"),
     log:
         job_log("reconstruct"),
     benchmark:
@@ -23,5 +23,5 @@ rule reconstruct:
     conda:
         "../../envs/simulate.yaml"
     shell:
-        "mrichain reconstruct --method {wildcards.method} --params {params.method_params:q} {params.model} "
+        "mrichain reconstruct --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
         "--input {input.kspace} --output {output.image} > {log} 2>&1"

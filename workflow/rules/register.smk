@@ -9,7 +9,7 @@ rule register:
         **method_outputs("register"),
     params:
         method_params=lambda wc: params_json("register", wc.method),
-        model=model_arg("register"),
+        fitted=fitted_args("register"),
         seed=config["seed"],
     log:
         job_log("register"),
@@ -24,7 +24,7 @@ rule register:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain register --method {wildcards.method} --params {params.method_params:q} {params.model} --threads {threads} "
+        "mrichain register --method {wildcards.method} --params {params.method_params:q} {params.fitted} --threads {threads} "
         "--seed {params.seed} --moving {input.moving} --fixed {input.fixed} --labels {input.labels} "
         "--out-image {output.image} --out-labels {output.labels} --out-jacobian {output.jacobian} "
         "--out-timing {output.timing} > {log} 2>&1"

@@ -8,7 +8,7 @@ rule segment:
         **method_outputs("segment"),
     params:
         method_params=lambda wc: params_json("segment", wc.method),
-        model=model_arg("segment"),
+        fitted=fitted_args("segment"),
         contrast=C,
     log:
         job_log("segment"),
@@ -23,5 +23,5 @@ rule segment:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain segment --method {wildcards.method} --params {params.method_params:q} {params.model} --threads {threads} "
+        "mrichain segment --method {wildcards.method} --params {params.method_params:q} {params.fitted} --threads {threads} "
         "--contrast {params.contrast} --input {input.image} --output {output.labels} > {log} 2>&1"

@@ -44,9 +44,12 @@ def run_prediction(
         save_json({"method": method, "params": params, "weights": str(model),
                    "card": load_json(Path(model).with_suffix(".json"))}, out_model)
         return table
-    if label_paths is None or len(label_paths) != len(subjects):
-        raise ValueError(f"{method} needs one segmentation per subject")
-    volumes = [tissue_volumes(load_image(p)) for p in label_paths]
+    if label_paths is None:  # a method reading no features (the mean floor)
+        volumes = [{} for _ in subjects]
+    elif len(label_paths) != len(subjects):
+        raise ValueError(f"{method} needs one segmentation per subject, got {len(label_paths)} for {len(subjects)}")
+    else:
+        volumes = [tissue_volumes(load_image(p)) for p in label_paths]
     train = [i for i, s in enumerate(subjects) if splits[s] == "train"]
     model_impl = METHODS[method]
     model = model_impl.fit([volumes[i] for i in train], [ages[i] for i in train], **params)
@@ -59,7 +62,7 @@ def run_prediction(
             "predicted_age": [float(x) for x in predicted],
         }
     )
-    for key in ("csf_ml", "gm_ml", "wm_ml", "icv_ml"):
+    for key in sorted(volumes[0]) if volumes else []:
         table[key] = [v[key] for v in volumes]
     Path(out_predictions).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_predictions, sep="\t", index=False, float_format="%.6g")

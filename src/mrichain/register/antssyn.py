@@ -16,6 +16,7 @@ def antssyn(
     labels: nib.Nifti1Image | None = None,
     type_of_transform: str = "SyN",
     reg_iterations=(40, 20, 0),
+    grad_step: float = 0.2,
     seed: int = 0,
     threads: int = 1,
 ):
@@ -24,7 +25,7 @@ def antssyn(
     moving, fixed: float [X, Y, Z] nibabel images (any grids, RAS mm affines). labels: integer
     label map on the moving grid, or None. ``type_of_transform``: any ``ants.registration`` type
     ('SyN' = affine + deformable, 'Affine', 'SyNOnly', ...); ``reg_iterations``: SyN iterations
-    per level, coarse to fine. ``seed`` (>= 0) fixes ANTs' metric sampling (``--random-seed
+    per level, coarse to fine; ``grad_step``: SyN's gradient step (ANTs' default 0.2). ``seed`` (>= 0) fixes ANTs' metric sampling (``--random-seed
     seed+1``, since ANTs reads 0 as unseeded). Bit-identical reruns need ``threads=1``: ITK's
     multi-threaded metric sums in a thread-dependent order (measured: max |diff| ~0.04 with 2).
     Returns :class:`mrichain.register.RegistrationResult` on the fixed grid; ANTs' transform files
@@ -41,7 +42,7 @@ def antssyn(
         t0 = time.perf_counter()
         reg = ants.registration(
             fixed=fixed_a, moving=moving_a, type_of_transform=type_of_transform,
-            reg_iterations=tuple(int(i) for i in reg_iterations),
+            reg_iterations=tuple(int(i) for i in reg_iterations), grad_step=float(grad_step),
             outprefix=f"{scratch}/reg_", verbose=False,
         )
         seconds = time.perf_counter() - t0
@@ -64,3 +65,11 @@ def antssyn(
                 det *= float(np.linalg.det(np.asarray(ants.read_transform(t).parameters[:9]).reshape(3, 3)))
             jacobian = from_ants(fixed_a.new_image_like(np.full(fixed_a.shape, det, np.float32)), fixed.affine)
     return RegistrationResult(warped=warped, warped_labels=warped_labels, jacobian=jacobian, seconds=seconds)
+
+
+def affine(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, *, labels: nib.Nifti1Image | None = None,
+           seed: int = 0, threads: int = 1):
+    """Affine-only registration (ANTs ``Affine``: rigid then 12-parameter affine, mutual
+    information): the floor a deformable method has to beat. Same inputs and result as
+    :func:`antssyn`; the Jacobian determinant is the affine's constant."""
+    return antssyn(moving, fixed, labels=labels, type_of_transform="Affine", seed=seed, threads=threads)

@@ -39,6 +39,16 @@ def subject_ids(cfg: dict) -> list[str]:
     return [f"sub-{i:03d}" for i in range(1, n + 1)]
 
 
+def age_train_ids(cfg: dict) -> list[str]:
+    """Subjects simulated only to train the brain-age models (``cohort.n_age_train_subjects``),
+    numbered after the image cohort: ['sub-(N+1)', ...]. They are train-split subjects of the
+    cohort-level stage only: acquired fully sampled, taken through the feed methods, never scored
+    and never used to train or tune an image stage."""
+    n = int(cfg["cohort"]["n_subjects"])
+    m = int(cfg["cohort"].get("n_age_train_subjects", 0))
+    return [f"sub-{i:03d}" for i in range(n + 1, n + m + 1)]
+
+
 def assign_splits(cfg: dict) -> dict[str, str]:
     """{sub_id: 'train'|'val'|'test'}, a seeded permutation; val and test get >= 1 subject each
     (sizes round(fraction * n)), train the rest (>= 1). Needs n_subjects >= 3."""
@@ -109,6 +119,9 @@ def simulate_subject(
     idx = subject_index(sub_id)
     age = subject_age(cfg, sub_id) if age is None else float(age)
     split = assign_splits(cfg).get(sub_id, "none") if int(c["n_subjects"]) >= 3 else "none"
+    age_train_only = sub_id in age_train_ids(cfg)
+    if age_train_only:
+        split = "train"
     aff = np.asarray(template.affine, dtype=np.float64)
     shape = template.shape
 
@@ -136,6 +149,7 @@ def simulate_subject(
         "participant_id": sub_id,
         "age": age,
         "split": split,
+        "age_train_only": age_train_only,
         "seed": seed,
         "subject_index": idx,
         "resolution_mm": float(abs(aff[0, 0])),

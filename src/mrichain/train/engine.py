@@ -302,7 +302,11 @@ def fit(
 
 
 def write_card(out_path: Path, card: dict, settings: TrainSettings, result: FitResult, score_name: str) -> Path:
-    """The model card ``models/<stage>-<method>.json`` beside the state dict."""
+    """The model card ``models/<stage>-<method>.json`` beside the state dict (with the
+    provenance of :func:`mrichain.provenance.provenance`)."""
+    from mrichain.io import save_json
+    from mrichain.provenance import provenance
+
     full = {
         **card,
         "state_dict": out_path.name,
@@ -313,10 +317,9 @@ def write_card(out_path: Path, card: dict, settings: TrainSettings, result: FitR
         "wall_seconds": round(result.wall_seconds, 2),
         "device": result.device,
         "torch": torch.__version__,
+        "provenance": provenance(),
         "curve": out_path.with_name(out_path.stem + "_curve.tsv").name,
     }
-    from mrichain.io import save_json
-
     return save_json(full, out_path.with_suffix(".json"))
 
 

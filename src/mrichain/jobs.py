@@ -1,0 +1,85 @@
+"""One method's job on files: what a rule's command runs, and what the tuner runs on the val split.
+
+``run_job(stage, method, inputs, outputs, params)`` reads the files a job of that stage reads
+(``inputs``: the keys its declaration in :mod:`mrichain.stages` names), runs the method and
+writes ``outputs`` (the stage's output keys -> paths). Per stage:
+
+- reconstruct: ``kspace`` (fastMRI-layout HDF5) -> ``image`` (float32 NIfTI [H, W, S]);
+- one image in, one out (denoise, segment): ``image`` -> the stage's one output;
+- register: ``moving``, ``fixed``, [``labels``] -> ``image``, ``labels``, ``jacobian``, ``timing`` (JSON);
+- predict (cohort-level): ``manifest`` (the job manifest dict: subjects, splits, info, labels |
+  images) -> ``predictions`` (TSV), ``model`` (JSON).
+
+``model`` is a learned method's trained weights (``models/<stage>-<method>.pt``), None otherwise.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+
+def run_reconstruct(method: str, inputs: dict, outputs: dict, params: dict, *, model=None, **_) -> None:
+    from mrichain.io import save_image
+    from mrichain.recon import reconstruct_file
+
+    img = reconstruct_file(inputs["kspace"], method, {**params, **_model_kw(model)})
+    save_image(img.get_fdata(dtype="float32"), img.affine, outputs["image"])
+
+
+def run_image(stage_name: str, method: str, inputs: dict, outputs: dict, params: dict, *, model=None,
+              threads: int = 1, contrast: str = "T1w", **_) -> None:
+    """``METHODS[method](image, threads=, [contrast=], [model=], **params)`` of an image-to-image stage."""
+    import numpy as np
+
+    from mrichain.io import load_image, save_image
+    from mrichain.stages import stage
+
+    s = stage(stage_name)
+    fn = importlib.import_module(s.package).METHODS[method]
+    extra = {"contrast": contrast} if "contrast" in inspect.signature(fn).parameters else {}
+    out = fn(load_image(inputs["image"]), threads=threads, **extra, **_model_kw(model), **params)
+    save_image(np.asarray(out.dataobj), out.affine, outputs[s.primary_output], dtype=out.get_data_dtype())
+
+
+def run_register(method: str, inputs: dict, outputs: dict, params: dict, *, model=None, threads: int = 1,
+                 seed: int = 0, **_) -> None:
+    import numpy as np
+
+    from mrichain.io import load_image, save_image, save_json
+    from mrichain.register import METHODS
+
+    moving, fixed = load_image(inputs["moving"]), load_image(inputs["fixed"])
+    labels = load_image(inputs["labels"]) if inputs.get("labels") else None
+    res = METHODS[method](moving, fixed, labels=labels, seed=seed, threads=threads, **_model_kw(model), **params)
+    save_image(res.warped.get_fdata(dtype="float32"), res.warped.affine, outputs["image"])
+    if res.warped_labels is not None and outputs.get("labels"):
+        save_image(np.asarray(res.warped_labels.dataobj), res.warped_labels.affine, outputs["labels"], dtype=np.uint8)
+    save_image(res.jacobian.get_fdata(dtype="float32"), res.jacobian.affine, outputs["jacobian"])
+    save_json({"method": method, "seconds_per_pair": res.seconds, "moving": str(inputs["moving"]),
+               "fixed": str(inputs["fixed"])}, outputs["timing"])
+
+
+def run_predict(method: str, inputs: dict, outputs: dict, params: dict, *, model=None, **_) -> None:
+    from mrichain.predict.pipeline import run_prediction
+
+    m = inputs["manifest"]
+    run_prediction(method=method, params=params, subjects=m["subjects"], splits=m["splits"],
+                   label_paths=m.get("labels"), image_paths=m.get("images"), model=model, info_paths=m["info"],
+                   out_predictions=outputs["predictions"], out_model=outputs["model"])
+
+
+_RUNNERS = {"reconstruct": run_reconstruct, "register": run_register, "predict": run_predict}
+
+
+def run_job(stage_name: str, method: str, inputs: dict, outputs: dict, params: dict, **kw) -> None:
+    """Run ``method`` of ``stage_name`` on ``inputs``, writing ``outputs`` (module docstring);
+    ``kw``: ``model``, ``threads``, ``seed``, ``contrast`` (each stage takes what it uses)."""
+    runner = _RUNNERS.get(stage_name)
+    if runner is None:
+        return run_image(stage_name, method, inputs, outputs, params, **kw)
+    return runner(method, inputs, outputs, params, **kw)
+
+
+def _model_kw(model) -> dict:
+    """``model=<path>`` for a learned method (its trained weights), nothing for a classical one."""
+    return {"model": model} if model else {}
