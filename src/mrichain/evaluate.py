@@ -15,9 +15,10 @@ columns ``stage, acq, subject, split, method, metric, value``. Definitions (DESI
 - register: Dice per tissue of the warped ground-truth labels against the template labels,
   % voxels with Jacobian determinant <= 0 inside the template brain, seconds per pair; when the
   subject and template grids match (as in the simulation), the unregistered labels are scored
-  too, as method ``identity``: the floor a registration has to beat;
+  too, as method ``identity``: with the ``affine`` method, the floors a registration has to beat;
 - segment: Dice and 95th-percentile Hausdorff distance (mm) per tissue in native space;
-- predict: absolute error of the predicted age (years); the aggregate over the test split is MAE.
+- predict: absolute error of the predicted age (years); the aggregate over the test split is MAE
+  (the ``mean`` method, the train split's mean age for everyone, is the floor).
   Methods with a predictive interval also get ``in_interval`` (0/1; its test mean is the
   interval coverage) and the interval width in years.
 

@@ -58,6 +58,18 @@ def load_image(path: str | os.PathLike, *, ndim: int = 3) -> nib.Nifti1Image:
     return out
 
 
+def nifti_image(data: np.ndarray, affine: np.ndarray, *, dtype=np.float32) -> nib.Nifti1Image:
+    """``data`` ([X, Y, Z], ...) as an in-memory NIfTI of ``dtype`` with ``affine`` (RAS+ mm) as its
+    qform and sform, units mm: the header every image of the pipeline carries."""
+    affine = np.asarray(affine, dtype=np.float64)
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype, copy=False), affine)
+    img.set_data_dtype(dtype)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    return img
+
+
 def save_image(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, *, dtype=np.float32) -> Path:
     """Write ``data`` ([X, Y, Z], or [X, Y, Z, ...]) as NIfTI with ``affine`` (RAS+ mm).
 
@@ -65,12 +77,7 @@ def save_image(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, *,
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.asarray(data).astype(dtype, copy=False)
-    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
-    img.set_data_dtype(dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(np.asarray(affine), code=1)
-    img.set_sform(np.asarray(affine), code=1)
+    img = nifti_image(data, affine, dtype=dtype)
     # gzip embeds a modification time; write through a fixed-mtime stream for byte identity.
     if str(path).endswith(".gz"):
         import gzip

@@ -9,7 +9,7 @@ import os
 import nibabel as nib
 import numpy as np
 
-from mrichain.io import read_kspace
+from mrichain.io import nifti_image, read_kspace
 from mrichain.stages import Registry, method_registry, trainer_registry
 
 METHODS: Registry = method_registry("reconstruct")  # declared in mrichain.stages; learned ones take model=<.pt>
@@ -22,13 +22,7 @@ TRAINERS: Registry = trainer_registry("reconstruct")
 def volume_image(slices: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     """[S, H, W] slices -> NIfTI volume [H, W, S] float32 with ``affine`` (RAS mm), units mm."""
     vol = np.ascontiguousarray(np.transpose(np.asarray(slices, dtype=np.float32), (1, 2, 0)))
-    affine = np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(vol, affine)
-    img.set_data_dtype(np.float32)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
+    return nifti_image(vol, affine)
 
 
 def reconstruct_file(h5_path: str | os.PathLike, method: str = "zerofilled", params: dict | None = None) -> nib.Nifti1Image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
+from mrichain.io import nifti_image
 from mrichain.segment.brainmask import brain_mask
 
 _ORDER = {"T1w": "ascending", "T2w": "descending"}
@@ -38,10 +39,4 @@ def kmeans(image: nib.Nifti1Image, *, contrast: str = "T1w", threads: int = 1) -
         tissue_of_cluster = np.empty(3, np.uint8)
         tissue_of_cluster[order] = [1, 2, 3]
         out[inside] = tissue_of_cluster[km.labels_]
-    affine = np.asarray(image.affine, dtype=np.float64)
-    img = nib.Nifti1Image(out, affine)
-    img.set_data_dtype(np.uint8)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
+    return nifti_image(out, image.affine, dtype=np.uint8)
