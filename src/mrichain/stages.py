@@ -138,7 +138,7 @@ _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _NONNEGATIVE = {"type": "number", "minimum": 0}
 _COUNT = {"type": "integer", "minimum": 1}
 _RADIUS = {"type": "integer", "minimum": 1, "maximum": 5}
-VOLUME_FEATURES = ("csf", "gm", "wm")
+VOLUME_FEATURES = ("csf", "gm", "wm", "ventricle")  # keys of mrichain.predict.volumes.tissue_volumes
 
 STAGES: tuple[Stage, ...] = (
     Stage(

@@ -5,6 +5,18 @@ sum to 1, so with an intercept they are exactly collinear and ordinary least squ
 unique solution. A small ridge penalty on standardised features picks the unique minimum-norm-like
 solution, is stable across folds, and with alpha = 1e-3 (vs. n samples of unit-variance
 features) shrinks predictions negligibly.
+
+Features are ``{name}_ml / icv_ml`` for any volume :func:`mrichain.predict.volumes.tissue_volumes`
+returns: ``csf``, ``gm``, ``wm`` and ``ventricle`` (the deep CSF). On segmentations the GM/WM split
+is the noisiest part (it hinges on a subject's GM/WM contrast) while the CSF and ventricle fractions
+carry the age signal (atrophy turns GM into CSF and widens the ventricles), so ``csf`` and
+``ventricle`` make the better feature set for small training sets (``csf, gm, wm`` spends two of
+its three coefficients on noise).
+
+The model also records how it does in leave-one-out on its own training subjects next to the
+training mean's leave-one-out error (``loo_mae_years``, ``mean_loo_mae_years``,
+``beats_mean_loo``) and each feature's correlation with age, so a model that has learned nothing
+says so in its JSON.
 """
 from __future__ import annotations
 
@@ -19,8 +31,38 @@ def _features(volumes: list[dict], features) -> np.ndarray:
         icv = float(v["icv_ml"])
         if icv <= 0:
             raise ValueError(f"icv_ml must be positive, got {icv}")
+        missing = [f for f in features if f"{f}_ml" not in v]
+        if missing:
+            raise KeyError(f"volumes lack {', '.join(f + '_ml' for f in missing)} (features {list(features)}); "
+                           f"they have {sorted(v)}: compute them with mrichain.predict.volumes.tissue_volumes")
         rows.append([float(v[f"{f}_ml"]) / icv for f in features])
     return np.asarray(rows, dtype=np.float64).reshape(len(volumes), len(features))
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Ridge on standardised columns; returns (coef per raw column, intercept)."""
+    from sklearn.linear_model import Ridge
+
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0)
+    sd[sd == 0] = 1.0
+    reg = Ridge(alpha=float(alpha)).fit((x - mu) / sd, y)
+    coef = reg.coef_ / sd
+    return coef, float(reg.intercept_ - np.dot(coef, mu))
+
+
+def _loo_mae(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Leave-one-out MAE (years) of the model and of the training mean; NaN below 3 subjects."""
+    n = len(y)
+    if n < 3:
+        return float("nan"), float("nan")
+    err, err_mean = np.empty(n), np.empty(n)
+    for i in range(n):
+        keep = np.arange(n) != i
+        coef, b = _ridge(x[keep], y[keep], alpha)
+        err[i] = abs(float(x[i] @ coef + b) - y[i])
+        err_mean[i] = abs(float(y[keep].mean()) - y[i])
+    return float(err.mean()), float(err_mean.mean())
 
 
 def fit(volumes: list[dict], ages: list[float], *, features=("csf", "gm", "wm"), alpha: float = ALPHA) -> dict:
@@ -31,21 +73,20 @@ def fit(volumes: list[dict], ages: list[float], *, features=("csf", "gm", "wm"),
     standardised for the fit; the returned coefficients act on raw fractions.
     Returns a JSON-serialisable model: ``{'method': 'linear', 'estimator': 'sklearn.Ridge',
     'alpha', 'features', 'feature_definition', 'coef' (per feature, years per unit fraction),
-    'intercept' (years), 'n_train', 'train_mae_years'}``.
+    'intercept' (years), 'n_train', 'train_mae_years', 'loo_mae_years', 'mean_loo_mae_years',
+    'beats_mean_loo', 'feature_age_correlation' (per feature)}``: the leave-one-out errors are over the
+    training subjects (NaN, and ``beats_mean_loo`` False, below 3 of them).
     """
-    from sklearn.linear_model import Ridge
-
     features = list(features)
     X = _features(volumes, features)
     y = np.asarray(ages, dtype=np.float64)
     if len(y) != X.shape[0] or len(y) < 2:
         raise ValueError(f"need >= 2 subjects with one age each, got {X.shape[0]} volumes and {len(y)} ages")
-    mu = X.mean(axis=0)
-    sd = X.std(axis=0)
-    sd[sd == 0] = 1.0
-    reg = Ridge(alpha=float(alpha)).fit((X - mu) / sd, y)
-    coef = reg.coef_ / sd
-    intercept = float(reg.intercept_ - np.dot(coef, mu))
+    coef, intercept = _ridge(X, y, alpha)
+    loo, loo_mean = _loo_mae(X, y, alpha)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = [float(np.corrcoef(X[:, j], y)[0, 1]) if np.std(X[:, j]) > 0 and np.std(y) > 0 else float("nan")
+                for j in range(X.shape[1])]
     model = {
         "method": "linear",
         "estimator": "sklearn.linear_model.Ridge (standardised features)",
@@ -55,6 +96,10 @@ def fit(volumes: list[dict], ages: list[float], *, features=("csf", "gm", "wm"),
         "coef": [float(c) for c in coef],
         "intercept": intercept,
         "n_train": int(len(y)),
+        "loo_mae_years": loo,
+        "mean_loo_mae_years": loo_mean,
+        "beats_mean_loo": bool(loo < loo_mean),
+        "feature_age_correlation": dict(zip(features, corr)),
     }
     model["train_mae_years"] = float(np.mean(np.abs(predict(model, volumes) - y)))
     return model
