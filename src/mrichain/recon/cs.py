@@ -272,7 +272,11 @@ def coil_maps(
     y = (kspace * mask / (float(np.percentile(zf, 99.5)) or 1.0)).astype(np.complex64)
     cw = int(min(max(calib_width, int(acs.sum())), W))
     rows = slice(max(H // 2 - cw, 0), min(H // 2 + cw, H))
-    cols = slice(W // 2 - cw // 2, W // 2 - cw // 2 + cw)
+    if acs.sum() >= calib_width:  # an ACS block as wide as the region is the region: nothing to fill
+        idx = np.flatnonzero(acs)
+        cols = slice(int(idx[0]), int(idx[-1]) + 1)
+    else:
+        cols = slice(W // 2 - cw // 2, W // 2 - cw // 2 + cw)
     known = mask[cols] > 0
     kernel = (kernel_width, kernel_width)
     maps = np.empty((S, C, H, W), np.complex64)
