@@ -7,6 +7,7 @@ import yaml
 
 from dag import TEST_CONFIG
 from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
+from mrichain.stages import stage
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,9 @@ def test_which_jobs_wait_for_a_trained_model(cfg):
 
 
 def test_tuned_methods_read_their_card_and_wait_for_it(cfg):
-    plan = Plan(cfg)  # test.yaml tunes the denoise feed (antsnlm): its jobs and everything after wait
+    c = copy.deepcopy(cfg)
+    c["denoise"]["tune"] = {"antsnlm": {"search_radius": [1, 2]}}
+    plan = Plan(c)  # a tuned denoise feed (antsnlm): its jobs and everything after wait for its card
     assert ("denoise", "antsnlm") in plan.tuned_run() and ("reconstruct", "zerofilled") not in plan.tuned_run()
     assert plan.reads_model("denoise", "antsnlm") and plan.reads_model("segment", "kmeans")
     assert not plan.reads_model("reconstruct", "zerofilled")
@@ -138,7 +141,7 @@ def test_tune_manifest_reads_the_val_split_at_the_training_acquisition(plan):
     sub = next(iter(cs["subjects"]))
     assert cs["subjects"][sub]["inputs"] == {"kspace": f"results/kspace/{sub}/{sub}_acq-R4_T1w.h5"}
     assert set(cs["subjects"][sub]["score"]) == {"reference", "truth", "mask"}
-    assert plan.tune_manifest("denoise", "antsnlm")["acq"] == "R1"  # the denoiser trains on fully sampled pairs
+    assert plan.tune_acq(stage("denoise")) == "R1"  # the denoiser trains (and tunes) on fully sampled pairs
     lin = plan.tune_manifest("predict", "linear")["job"]
     assert set(lin["splits"].values()) == {"train", "val"} and len(lin["labels"]) == len(lin["subjects"])
 

@@ -24,7 +24,7 @@ def test_thousand_subjects_no_command_over_100_kb(tmp_path):
     proc = snakemake(tmp_path / "work", "-n", "-p", configfile=big)
     out = proc.stdout + proc.stderr
     jobs = planned_jobs(proc)
-    assert jobs["simulate_subject"] == 1000 and jobs["score"] == 6 * len(cfg["acquire"]["accelerations"])
+    assert jobs["simulate_subject"] == 1000 + cfg["cohort"]["n_age_train_subjects"] and jobs["score"] == 6 * len(cfg["acquire"]["accelerations"])
     commands = [c for c in re.findall(r"^Shell command: (.*)$", out, flags=re.M) if c != "None"]
     assert len(commands) == sum(n for r, n in jobs.items() if r not in ("all", "manifest"))  # run: / no command
     longest = max(commands, key=len)
