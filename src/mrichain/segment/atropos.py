@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from mrichain.antsbridge import ants_env, to_ants
+from mrichain.io import nifti_image
 from mrichain.segment.brainmask import brain_mask
 
 _ORDER = {"T1w": "ascending", "T2w": "descending"}
@@ -240,10 +241,4 @@ def atropos(
     if partial_volume:
         zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
         out = refine_labels(data, out, mask_arr, contrast=contrast, voxel_mm=zooms)
-    affine = np.asarray(image.affine, dtype=np.float64)
-    img = nib.Nifti1Image(out, affine)
-    img.set_data_dtype(np.uint8)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
+    return nifti_image(out, image.affine, dtype=np.uint8)
