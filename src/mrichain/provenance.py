@@ -1,6 +1,6 @@
 """Provenance of a model or tuning card: what made the number, so a table traces back to it.
 
-``provenance()`` -> ``{mrichain, git_commit, git_dirty, packages: {torch, monai, antspyx, sigpy},
+``hash_files(paths)``: the data hash of a card. ``provenance()`` -> ``{mrichain, git_commit, git_dirty, packages: {torch, monai, antspyx, sigpy},
 config_sha256}``. Package versions come from the installed distributions' metadata (no import).
 The config hash is set by the Snakefile (``MRICHAIN_CONFIG_SHA256``: SHA-256 of the whole run
 config as sorted JSON) in the environment of every job it starts; it is recorded, not a rerun
@@ -42,6 +42,17 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+def hash_files(paths) -> str:
+    """SHA-256 over the names and bytes of ``paths`` (sorted): the data hash of a model or tuning card."""
+    h = hashlib.sha256()
+    for p in sorted(str(p) for p in paths):
+        h.update(Path(p).name.encode())
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def provenance() -> dict:

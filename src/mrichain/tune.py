@@ -80,9 +80,8 @@ def tune(manifest: dict, grid: dict, fixed: dict, out_card, *, seed: int = 0, th
     from mrichain.io import save_json
     from mrichain.manifests import manifest_files
     from mrichain.metrics import higher_is_better
-    from mrichain.provenance import provenance
+    from mrichain.provenance import hash_files, provenance
     from mrichain.stages import stage
-    from mrichain.train.engine import hash_files
 
     s = stage(manifest["stage"])
     if not grid or any(len(v) == 0 for v in grid.values()):

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mrichain import UserError
+from mrichain.provenance import hash_files  # noqa: F401  (re-exported: mrichain.train.hash_files)
 
 
 @dataclass
@@ -155,17 +156,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def hash_files(paths) -> str:
-    """SHA-256 over the bytes of ``paths`` (sorted): the training-data hash of a model card."""
-    h = hashlib.sha256()
-    for p in sorted(str(p) for p in paths):
-        h.update(Path(p).name.encode())
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_path(out_path: str | Path) -> Path:
