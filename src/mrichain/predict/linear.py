@@ -39,30 +39,26 @@ def _features(volumes: list[dict], features) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(len(volumes), len(features))
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Ridge on standardised columns; returns (coef per raw column, intercept)."""
+def _model(alpha: float):
+    """Ridge on standardised columns (scikit-learn pipeline; a constant column keeps scale 1)."""
     from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0)
-    sd[sd == 0] = 1.0
-    reg = Ridge(alpha=float(alpha)).fit((x - mu) / sd, y)
-    coef = reg.coef_ / sd
-    return coef, float(reg.intercept_ - np.dot(coef, mu))
+    return make_pipeline(StandardScaler(), Ridge(alpha=float(alpha)))
 
 
 def _loo_mae(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float]:
     """Leave-one-out MAE (years) of the model and of the training mean; NaN below 3 subjects."""
-    n = len(y)
-    if n < 3:
+    from sklearn.dummy import DummyRegressor
+    from sklearn.model_selection import LeaveOneOut, cross_val_predict
+
+    if len(y) < 3:
         return float("nan"), float("nan")
-    err, err_mean = np.empty(n), np.empty(n)
-    for i in range(n):
-        keep = np.arange(n) != i
-        coef, b = _ridge(x[keep], y[keep], alpha)
-        err[i] = abs(float(x[i] @ coef + b) - y[i])
-        err_mean[i] = abs(float(y[keep].mean()) - y[i])
-    return float(err.mean()), float(err_mean.mean())
+    loo = LeaveOneOut()
+    pred = cross_val_predict(_model(alpha), x, y, cv=loo)
+    pred_mean = cross_val_predict(DummyRegressor(strategy="mean"), x, y, cv=loo)
+    return float(np.mean(np.abs(pred - y))), float(np.mean(np.abs(pred_mean - y)))
 
 
 def fit(volumes: list[dict], ages: list[float], *, features=("csf", "gm", "wm"), alpha: float = ALPHA) -> dict:
@@ -82,7 +78,10 @@ def fit(volumes: list[dict], ages: list[float], *, features=("csf", "gm", "wm"),
     y = np.asarray(ages, dtype=np.float64)
     if len(y) != X.shape[0] or len(y) < 2:
         raise ValueError(f"need >= 2 subjects with one age each, got {X.shape[0]} volumes and {len(y)} ages")
-    coef, intercept = _ridge(X, y, alpha)
+    pipe = _model(alpha).fit(X, y)
+    scaler, reg = pipe[0], pipe[-1]
+    coef = reg.coef_ / scaler.scale_  # on raw fractions
+    intercept = float(reg.intercept_ - np.dot(coef, scaler.mean_))
     loo, loo_mean = _loo_mae(X, y, alpha)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = [float(np.corrcoef(X[:, j], y)[0, 1]) if np.std(X[:, j]) > 0 and np.std(y) > 0 else float("nan")

@@ -49,6 +49,6 @@ def tissue_volumes(labels: nib.Nifti1Image) -> dict[str, float]:
         for name, value in (("csf", 1), ("gm", 2), ("wm", 3))
     }
     out["icv_ml"] = out["csf_ml"] + out["gm_ml"] + out["wm_ml"]
-    voxel_mm = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    voxel_mm = tuple(float(z) for z in nib.affines.voxel_sizes(affine))
     out["ventricle_ml"] = float(np.count_nonzero(ventricle_mask(lab, voxel_mm)) * voxel_ml)
     return out
