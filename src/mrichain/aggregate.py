@@ -109,7 +109,7 @@ def summarise(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         .agg(value="mean", n_test="count")
         .reset_index()
     )
-    values = {k: g["value"].to_numpy() for k, g in _test_scores(scores).groupby(KEYS, sort=False)}
+    values = {k: g["value"].to_numpy() for k, g in test[test["split"] == "test"].groupby(KEYS, sort=False)}
     cohort = {k for k, _ in test[test["split"] == "all"].groupby(KEYS, sort=False)}
     ci = [mean_interval(values[k], seed, k) if k in values and k not in cohort else (np.nan, np.nan)
           for k in summary[KEYS].itertuples(index=False, name=None)]

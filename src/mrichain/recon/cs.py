@@ -47,18 +47,15 @@ from mrichain.fft import fft2c, ifft2c, rss
 
 @contextmanager
 def _one_blas_thread():
-    """Run BLAS/LAPACK single-threaded inside the block (threadpoolctl, scikit-learn's dependency).
+    """Run BLAS/LAPACK single-threaded inside the block (threadpoolctl).
 
     The calibration's linear algebra is on small matrices ([288, 288] Gram matrices): threaded
     OpenBLAS only adds synchronisation, and on a busy 2-core machine it is catastrophic (one
     ``eigh`` measured 0.3-3 s with 2 threads against 18 ms with 1). The rule runs with
     ``threads: 1`` anyway; this holds when numpy was imported before the environment was set.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn brings it
-        yield
-        return
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
