@@ -70,24 +70,22 @@ class Reconstruct(SimpleInterface):
     output_spec = ImageOutputSpec
 
     def _run_interface(self, runtime):
-        from mrichain.recon import reconstruct_file
+        from mrichain.jobs import run_job
 
-        img = reconstruct_file(self.inputs.in_file, self.inputs.method, _params(self.inputs))
         out = _out_path(self.inputs.in_file, self.inputs.out_file, f"rec-{self.inputs.method}")
-        save_image(np.asarray(img.dataobj), img.affine, out, dtype=np.float32)
+        run_job("reconstruct", self.inputs.method, {"kspace": self.inputs.in_file}, {"image": out}, _params(self.inputs))
         self._results["out_file"] = out
         return runtime
 
 
-def _run_image_stage(inputs, package: str, suffix: str, dtype) -> str:
-    """Image in, image out: run ``package.METHODS[inputs.method]`` on ``inputs.in_file``."""
-    import importlib
+def _run_image_stage(inputs, stage_name: str, suffix: str) -> str:
+    """Image in, image out: the stage's job (:func:`mrichain.jobs.run_job`) on ``inputs.in_file``."""
+    from mrichain.jobs import run_job
+    from mrichain.stages import stage
 
-    method = importlib.import_module(package).METHODS[inputs.method]
-    img = load_image(inputs.in_file)
-    res = method(img, threads=inputs.threads, **_params(inputs))
     out = _out_path(inputs.in_file, inputs.out_file, suffix)
-    save_image(np.asarray(res.dataobj), res.affine, out, dtype=dtype)
+    run_job(stage_name, inputs.method, {"image": inputs.in_file}, {stage(stage_name).primary_output: out},
+            _params(inputs), threads=inputs.threads)
     return out
 
 
@@ -104,7 +102,7 @@ class Denoise(SimpleInterface):
     output_spec = ImageOutputSpec
 
     def _run_interface(self, runtime):
-        self._results["out_file"] = _run_image_stage(self.inputs, "mrichain.denoise", "desc-denoised", np.float32)
+        self._results["out_file"] = _run_image_stage(self.inputs, "denoise", "desc-denoised")
         return runtime
 
 
@@ -121,7 +119,7 @@ class Segment(SimpleInterface):
     output_spec = ImageOutputSpec
 
     def _run_interface(self, runtime):
-        self._results["out_file"] = _run_image_stage(self.inputs, "mrichain.segment", "dseg", np.uint8)
+        self._results["out_file"] = _run_image_stage(self.inputs, "segment", "dseg")
         return runtime
 
 
