@@ -71,6 +71,10 @@ def bias_field(data: np.ndarray, wm: np.ndarray, mask: np.ndarray, *, bright_wm:
     (``bright_wm``; T2w: the darkest), i.e. WM free of partial volume, with residuals trimmed
     asymmetrically (towards GM beyond 1 robust SD, away beyond 3). Returns ones when fewer than 50
     voxels qualify.
+
+    Written here rather than antspyx's N4 (``ants.n4_bias_field_correction``) because N4 was
+    measured worse on the simulated cohort: its field correlated 0.3-0.4 with the true one, the
+    refined labels' mean Dice fell to 0.67, and it took ~25 s per 2 mm volume (this fit: < 0.5 s).
     """
     data = np.asarray(data, dtype=np.float64)
     mask = np.asarray(mask, bool)
