@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from mrichain.conditions import WILDCARD as CONDITION
 from mrichain.config import validate_config
 from mrichain.provenance import CONFIG_HASH_ENV, config_sha256
 
@@ -36,7 +37,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     sub=r"sub-\d+",
-    acq=r"R[0-9p]+",
+    acq=CONDITION,
     method=r"[a-z0-9]+",
     stage="|".join(STAGE_NAMES),
     kind="|".join(MANIFEST_NAMES),
@@ -60,6 +61,7 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         rules.aggregate.output,
+        rules.budget.output,
     default_target: True
 
 

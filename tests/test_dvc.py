@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from dag import ROOT, TEST_CONFIG, planned_jobs, rules_run
+from mrichain.manifests import Plan
 
 pytestmark = [pytest.mark.integration, pytest.mark.dvc]
 BIN = Path(sys.executable).parent  # dvc and snakemake of this environment
@@ -115,13 +116,14 @@ def test_lab_b_changes_one_stage_and_only_it_reruns(labs):
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     plan = planned_jobs(sh("snakemake", "-n", "--quiet", "rules", "--cores", "1", cwd=lab_b))
     # SyN is retuned with its new fixed parameter (test.yaml tunes its gradient step), then reruns
-    assert set(plan) == {"tune", "register", "score", "aggregate", "all"}, plan
+    assert set(plan) == {"tune", "register", "score", "aggregate", "budget", "all"}, plan
     assert plan["tune"] == 1
     n_test = sum(1 for _ in (lab_b / "results" / "register").glob("sub-*"))
-    assert plan["register"] == n_test * len(cfg["acquire"]["accelerations"])  # antssyn only, every test subject
+    # antssyn only, every test subject at every condition registration runs at (acquisitions, sweep, oracle)
+    assert plan["register"] == n_test * len(Plan(cfg).stage_conditions("register"))
     repro = sh("dvc", "repro", cwd=lab_b)
     ran = set(rules_run(repro.stdout + repro.stderr))
-    assert ran <= {"tune", "register", "score", "aggregate", "all", "models", "cohort"} and "register" in ran, ran
+    assert ran <= {"tune", "register", "score", "aggregate", "budget", "all", "models", "cohort"} and "register" in ran, ran
     assert "up to date" in sh("dvc", "status", cwd=lab_b).stdout.lower()
     diff = sh("dvc", "metrics", "diff", cwd=lab_b).stdout
     assert "register" in diff and "reconstruct" not in diff, diff

@@ -164,3 +164,44 @@ def test_age_subjects_train_only_the_age_models(plan, cfg):
         assert not set(extra) & set(plan.score_manifest(s, "R4").get("subjects", {}))
     assert not any(e in json.dumps(plan.tune_manifest("segment", "atropos")) for e in extra)
     assert set(extra) <= set(plan.tune_manifest("predict", "linear")["job"]["subjects"])
+
+
+def test_conditions_of_each_stage(plan):
+    """Acquisitions everywhere; the sweep after reconstruction; the oracle where every feed read
+    has an ideal (denoising reads the reconstruction, whose ideal is denoising's own target)."""
+    sweep = ["R4cs", "R4varnet", "R1cs", "R1varnet"]
+    assert plan.stage_conditions("acquire") == plan.stage_conditions("reconstruct") == ["R4", "R1"]
+    assert plan.stage_conditions("denoise") == ["R4", "R1"] + sweep
+    for s in ("segment", "register", "predict"):
+        assert plan.stage_conditions(s) == ["R4", "R1"] + sweep + ["oracle"], s
+
+
+def test_sweep_and_oracle_run_feed_methods_on_the_test_split(plan, cfg):
+    test, train = plan.test_subjects[0], plan.split_subjects("train")[0]
+    assert plan.methods_run("denoise", test, "R4cs") == [cfg["denoise"]["feed"]]
+    assert plan.methods_run("segment", test, "R4varnet") == [cfg["segment"]["feed"]]
+    assert plan.methods_run("register", test, "R4cs") == cfg["register"]["methods"]  # no feed: all
+    assert plan.methods_run("segment", test, "oracle") == cfg["segment"]["methods"]
+    assert plan.methods_run("denoise", train, "R4cs") == [] and plan.methods_run("segment", train, "oracle") == []
+    m = plan.score_manifest("segment", "R4cs")
+    assert set(m["subjects"]) == set(plan.test_subjects)
+
+
+def test_sweep_and_oracle_inputs(plan):
+    sub = plan.test_subjects[0]
+    # R4cs: denoising reads CS's reconstruction at R4; later stages read their feed at R4cs
+    assert plan.method_inputs("denoise", "antsnlm", sub, "R4cs")["image"].endswith(f"{sub}_acq-R4_rec-cs_T1w.nii.gz")
+    assert plan.method_inputs("segment", "atropos", sub, "R4cs")["image"].endswith(f"{sub}_acq-R4cs_desc-antsnlm_T1w.nii.gz")
+    assert plan.score_manifest("denoise", "R4cs")["subjects"][sub]["input"].endswith("_acq-R4_rec-cs_T1w.nii.gz")
+    # oracle: the noise-free fully sampled image for segmentation, the true labels for the volume age model
+    assert plan.method_inputs("segment", "unet", sub, "oracle")["image"] == plan.resolve("noisefree", sub, "R1")
+    job = plan.job_manifest("predict", "linear", "oracle")
+    assert all(p.endswith("_dseg.nii.gz") and "groundtruth" in p for p in job["labels"])  # fit and applied on truth
+    assert set(job["splits"].values()) == {"train", "test"}
+    with pytest.raises(ValueError, match="no ideal"):
+        plan.resolve("feed.reconstruct", sub, "oracle")
+    # a sweep condition: the model fits at its training acquisition, the test split is read at R4cs
+    job = plan.job_manifest("predict", "linear", "R4cs")
+    for s, path in zip(job["subjects"], job["labels"]):
+        assert ("_acq-R1_" in path) if job["splits"][s] == "train" else ("_acq-R4cs_" in path)
+    assert "val" not in set(job["splits"].values())

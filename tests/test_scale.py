@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from dag import ROOT, planned_jobs, snakemake
+from mrichain.manifests import Plan
+from mrichain.stages import STAGE_NAMES
 
 pytestmark = pytest.mark.integration
 LIMIT = 100 * 1024
@@ -24,7 +26,9 @@ def test_thousand_subjects_no_command_over_100_kb(tmp_path):
     proc = snakemake(tmp_path / "work", "-n", "-p", configfile=big)
     out = proc.stdout + proc.stderr
     jobs = planned_jobs(proc)
-    assert jobs["simulate_subject"] == 1000 + cfg["cohort"]["n_age_train_subjects"] and jobs["score"] == 6 * len(cfg["acquire"]["accelerations"])
+    plan = Plan(cfg)  # one scoring job per stage and condition it runs at, whatever the cohort size
+    assert jobs["simulate_subject"] == 1000 + cfg["cohort"]["n_age_train_subjects"]
+    assert jobs["score"] == sum(len(plan.stage_conditions(s)) for s in STAGE_NAMES)
     commands = [c for c in re.findall(r"^Shell command: (.*)$", out, flags=re.M) if c != "None"]
     assert len(commands) == sum(n for r, n in jobs.items() if r not in ("all", "manifest"))  # run: / no command
     longest = max(commands, key=len)

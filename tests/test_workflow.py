@@ -4,6 +4,7 @@ One run of the pipeline is shared by the tests of this module: results, a second
 nothing, the staleness of one stage's parameter, the report, lint, and bad input with --keep-going.
 """
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from dag import ROOT, TEST_CONFIG, planned_jobs, snakemake
+from mrichain.manifests import Plan
 from mrichain.stages import METHOD_STAGES, STAGE_NAMES, kind, learned_methods, stage
 
 pytestmark = pytest.mark.integration
@@ -37,7 +39,8 @@ def test_metrics_cover_all_stages(run):
     rec = metrics["reconstruct"]["zerofilled"]
     assert 0 < rec["ssim"] < 1 and rec["psnr"] > 15 and rec["nmse"] < 0.2
     by_acq = json.loads((run / "results" / "metrics_by_acq.json").read_text())
-    assert set(by_acq) == {"R4", "R1"}
+    assert set(by_acq) == set(Plan(cfg).conditions)  # R4, R1, the sweep's R4cs ... and the oracle
+    assert set(by_acq["R4cs"]) == {"denoise", "register", "segment", "predict"}
     den = by_acq["R1"]["denoise"]  # fully sampled: noise is what is left to remove
     assert den["antsnlm"]["psnr"] > den["input"]["psnr"] and den["antsnlm"]["ssim"] > den["input"]["ssim"]
     assert by_acq["R1"]["reconstruct"]["zerofilled"]["nmse"] < 1e-6  # RSS of full k-space is the reference
@@ -129,13 +132,90 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     jobs = planned_jobs(snakemake(run, "-n", "--quiet", "rules", configfile=changed))
     n_sub = cfg["cohort"]["n_subjects"]
     n_acq = len(cfg["acquire"]["accelerations"])
-    # antsnlm everywhere, the age subjects at their one (fully sampled) acquisition; dncnn's input did not change
-    assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"]
-    assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "all"}
+    plan = Plan(cfg)
+    n_sweep = len(plan.stage_conditions("denoise")) - n_acq  # R4cs, R4varnet, R1cs, R1varnet: test split only
+    # antsnlm everywhere, the age subjects at their one (fully sampled) acquisition, the test
+    # subjects at the sweep's conditions; dncnn's input did not change
+    assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"] + len(plan.test_subjects) * n_sweep
+    assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "budget", "all"}
     assert jobs["train"] == 3  # the models that learn from denoised images: voxelmorph, unet, sfcn
     # SyN and the linear age model are tuned on what the changed feed feeds them (val split)
     assert jobs["tune"] == 2
-    assert jobs["score"] == 4 * n_acq  # denoise, register, segment, predict; not acquire or reconstruct
+    # denoise, register, segment, predict at each of their conditions; not acquire or reconstruct
+    assert jobs["score"] == sum(len(plan.stage_conditions(s)) for s in ("denoise", "register", "segment", "predict"))
+
+
+def test_error_budget_sweep_and_limits(run):
+    """The error budget, the sweep and the acceleration limits exist, cover what the plan says,
+    and their numbers are the per-subject scores': the oracle's segmentation is scored on the
+    noise-free image and beats the R4 chain."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    plan = Plan(cfg)
+    res = run / "results"
+    budget = pd.read_csv(res / "error_budget.tsv", sep="\t", keep_default_na=False, na_values=[""])
+    assert list(budget.columns[:4]) == ["stage", "metric", "method", "condition"]
+    assert set(budget.stage) == {"segment", "register", "predict"}
+    seg = budget[(budget.stage == "segment") & (budget.method == cfg["segment"]["feed"])].set_index("condition")
+    assert list(seg.index) == ["oracle", "R1", "R1cs", "R1varnet", "R4", "R4cs", "R4varnet"]
+    assert seg.loc["R1", "vs"] == "oracle" and seg.loc["R4cs", "vs"] == "R1"
+    assert seg.loc["oracle", "value"] > seg.loc["R4", "value"]  # undersampled and noisy input costs Dice
+    scores = pd.read_csv(res / "metrics" / "acq-oracle_stage-segment.tsv", sep="\t")
+    oracle = scores[(scores.method == cfg["segment"]["feed"]) & (scores.metric == "dice_mean") & (scores.split == "test")]
+    assert seg.loc["oracle", "value"] == pytest.approx(oracle.value.mean(), rel=1e-5)
+    sweep = pd.read_csv(res / "sweep.tsv", sep="\t")
+    assert list(sweep.columns[:6]) == ["acceleration", "recon_method", "stage", "method", "metric", "value"]
+    got = set(zip(sweep.acceleration, sweep.recon_method))
+    assert got == {(a, m) for a in (1.0, 4.0) for m in cfg["reconstruct"]["methods"]}
+    limits = pd.read_csv(res / "acceleration_limits.tsv", sep="\t")
+    assert set(limits.recon_method) == set(cfg["reconstruct"]["methods"]) and set(limits.stage) == {"segment", "predict"}
+    assert limits.max_acceleration.dropna().isin([1.0, 4.0]).all()  # a limit is an acceleration of the sweep
+    assert (limits.max_acceleration_ci.fillna(0) <= limits.max_acceleration.fillna(0)).all()
+    for png in ("error_budget.png", "sweep.png"):
+        assert (res / "figures" / png).stat().st_size > 5_000
+    # the oracle's segmentation ran on the test subjects' noise-free images, the sweep's on CS's output
+    for sub in plan.test_subjects:
+        assert (res / "segment" / sub / f"{sub}_acq-oracle_desc-atropos_dseg.nii.gz").exists()
+        assert (res / "denoise" / sub / f"{sub}_acq-R4cs_desc-antsnlm_T1w.nii.gz").exists()
+    assert not list(res.glob(f"segment/{plan.split_subjects('train')[0]}/*acq-oracle*"))  # test split only
+
+
+def _planned(proc) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job of a dry run."""
+    jobs = []
+    # grouped jobs are printed indented under their group's header
+    for block in re.split(r"\n(?=\s*(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if m:
+            w = re.search(r"^\s*wildcards: (.*)$", block, flags=re.M)
+            jobs.append((m.group(1), dict(kv.split("=", 1) for kv in w.group(1).split(", ")) if w else {}))
+    return jobs
+
+
+def test_adding_an_acceleration_reruns_only_it_and_what_depends_on_it(run, tmp_path):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["acquire"]["accelerations"].insert(1, 2)
+    cfg["acquire"]["center_fractions"].insert(1, cfg["acquire"]["center_fractions"][0])
+    changed = tmp_path / "r2.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    plan = Plan(cfg)
+    jobs = _planned(snakemake(run, "-n", configfile=changed))
+    rules = {r for r, _ in jobs}
+    assert "simulate_subject" not in rules and "template" not in rules
+    # every acquisition job is a new R2 one, of every image subject (not the age subjects: fully sampled only)
+    acquired = [w for r, w in jobs if r == "acquire"]
+    assert {w["acq"] for w in acquired} == {"R2"} and len(acquired) == cfg["cohort"]["n_subjects"]
+    # retrained: exactly the learned methods that train on R2 (VarNet on every undersampled
+    # acquisition, VoxelMorph and U-Net on all); not DnCNN or SFCN (fully sampled only)
+    retrained = {(w["stage"], w["method"]) for r, w in jobs if r == "train"}
+    assert retrained == {(s, m) for s, m in plan.learned_run() if "R2" in plan.train_acqs(stage(s))}
+    assert "tune" not in rules  # every method is tuned at an acquisition that did not change
+    # the chain of the old acquisitions through methods that did not change does not rerun
+    changed_methods = {m for _, m in retrained}
+    for r, w in jobs:
+        if r in ("reconstruct", "denoise", "segment", "register") and w.get("acq") in ("R4", "R1", "R4cs", "R1cs", "oracle"):
+            assert w["method"] in changed_methods, (r, w)
+
+
 
 
 def test_lint_is_clean(run):

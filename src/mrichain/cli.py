@@ -143,6 +143,15 @@ def cmd_aggregate(a):
               out_differences=a.out_differences, seed=a.seed)
 
 
+def cmd_budget(a):
+    from mrichain.budget import write_budget
+    from mrichain.conditions import Condition
+
+    conds = {k: Condition(**v) for k, v in json.loads(a.conditions).items()}
+    write_budget(a.scores, conds, a.feed, a.out_budget, a.out_sweep, a.out_limits, a.out_budget_png,
+                 a.out_sweep_png, seed=a.seed)
+
+
 def cmd_profile(a):
     from mrichain.profile import ProfileError, install_profile
 
@@ -260,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-differences", help="paired differences (learned - classical, method - floor) with intervals")
     s.add_argument("--seed", type=int, default=0, help="seeds the bootstrap intervals")
     s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("budget", help="error budget, acceleration sweep and acceleration limits from the scores")
+    s.add_argument("--conditions", required=True, help="JSON {label: Condition fields} (mrichain.conditions)")
+    s.add_argument("--feed", required=True, help="the reconstruction feed method (the plain acquisitions' recon)")
+    s.add_argument("--scores", nargs="+", required=True)
+    s.add_argument("--out-budget", required=True)
+    s.add_argument("--out-sweep", required=True)
+    s.add_argument("--out-limits", required=True)
+    s.add_argument("--out-budget-png", required=True)
+    s.add_argument("--out-sweep-png", required=True)
+    s.add_argument("--seed", type=int, default=0, help="seeds the bootstrap intervals")
+    s.set_defaults(func=cmd_budget)
 
     s = sub.add_parser("profile", help="Snakemake profiles shipped in profiles/")
     s.add_argument("action", choices=["install"], help="install: copy profiles/NAME to where "

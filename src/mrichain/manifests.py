@@ -15,6 +15,7 @@ import functools
 import re
 
 from mrichain import layout
+from mrichain.conditions import ORACLE, SWEPT_STAGE, Condition, conditions
 from mrichain.simulate.acquire import acq_label
 from mrichain.simulate.cohort import age_train_ids, assign_splits, subject_age, subject_ids
 from mrichain.stages import METHOD_STAGES, Stage, learned_methods, stage
@@ -55,7 +56,9 @@ class Plan:
     subjects: ``sub-001`` ... in order (the image cohort); age_subjects: the extra subjects that
     only train the cohort-level (brain-age) stage; splits: {subject: train|val|test}, the age
     subjects in ``train``; acqs: {label: (acceleration, centre fraction)} in config order (the
-    first is the primary acquisition).
+    first is the primary acquisition); conditions: {label: :class:`mrichain.conditions.Condition`},
+    the acquisitions first, then the acceleration sweep's and the oracle (test split only). The
+    ``acq`` argument of the methods below is a condition label.
     """
 
     def __init__(self, config: dict):
@@ -68,6 +71,8 @@ class Plan:
         self._test = set(self.test_subjects)
         acq = config["acquire"]
         self.acqs = {acq_label(a): (a, cf) for a, cf in zip(acq["accelerations"], acq["center_fractions"])}
+        rec = config[SWEPT_STAGE]
+        self.conditions: dict[str, Condition] = conditions(self.acqs, list(rec["methods"]), rec["feed"])
 
     # --- what runs -------------------------------------------------------------------------
     def methods(self, stage_name: str) -> list[str]:
@@ -80,14 +85,49 @@ class Plan:
         """(stage, method) of every learned method the config runs: the training jobs."""
         return [(s, m.name) for s, m in learned_methods() if m.name in self.methods(s)]
 
-    def scored_subjects(self, stage_name: str) -> list[str]:
-        return self.test_subjects if stage(stage_name).scored_on == "test" else self.subjects
+    def _derived(self, acq: str | None) -> Condition | None:
+        cond = self.conditions.get(acq) if acq is not None else None
+        return cond if cond is not None and cond.derived else None
 
-    def methods_run(self, stage_name: str, sub: str) -> list[str]:
-        """Methods of a stage run on ``sub``: all on the test split (scored side by side), only the
-        feed elsewhere (its output is what later stages train on); none where the stage is not
-        scored on ``sub``'s split."""
+    def scored_subjects(self, stage_name: str, acq: str | None = None) -> list[str]:
+        if stage(stage_name).scored_on == "test" or self._derived(acq):
+            return self.test_subjects
+        return self.subjects
+
+    def _feeds_read(self, s: Stage) -> set[str]:
+        """The stages whose feed output ``s`` (any of its methods) reads."""
+        refs = [*s.reads.values(), *(r for m in s.methods for r in (m.reads or {}).values())]
+        return {ref.partition(".")[2] for ref in refs if ref.startswith("feed.")}
+
+    def _downstream_of(self, s: Stage, upstream: str) -> bool:
+        fed = self._feeds_read(s)
+        return upstream in fed or any(self._downstream_of(stage(f), upstream) for f in fed)
+
+    def stage_conditions(self, stage_name: str) -> list[str]:
+        """The conditions a stage runs and is scored at: every acquisition; the sweep's where it is
+        downstream of reconstruction; the oracle where every feed it reads has an ideal
+        (:attr:`mrichain.stages.Stage.ideal`)."""
         s = stage(stage_name)
+        out = list(self.acqs)
+        if self._downstream_of(s, SWEPT_STAGE):
+            out += [c.label for c in self.conditions.values() if c.derived and not c.oracle]
+        fed = self._feeds_read(s)
+        if fed and all(stage(f).ideal for f in fed):
+            out.append(ORACLE)
+        return out
+
+    def methods_run(self, stage_name: str, sub: str, acq: str | None = None) -> list[str]:
+        """Methods of a stage run on ``sub`` at an acquisition: all on the test split (scored side
+        by side), only the feed elsewhere (its output is what later stages train on); none where
+        the stage is not scored on ``sub``'s split. At a sweep condition (test split only) a stage
+        with a feed runs its feed, one without (registration, brain age) all its methods; at the
+        oracle every method runs."""
+        s = stage(stage_name)
+        cond = self._derived(acq)
+        if cond is not None:
+            if sub not in self._test:
+                return []
+            return self.methods(stage_name) if cond.oracle or not s.has_feed else [self.feed(stage_name)]
         if s.scored_on == "test" and sub not in self._test:
             return []
         if sub in self._test or not s.has_feed:
@@ -143,18 +183,29 @@ class Plan:
         return layout.stage_outputs(stage(stage_name), self.contrast, sub, acq, method)
 
     def resolve(self, ref: str, sub: str, acq: str):
-        """A declared reference (:mod:`mrichain.stages`) -> the path (or value) for one subject."""
+        """A declared reference (:mod:`mrichain.stages`) -> the path (or value) for one subject at
+        a condition (:mod:`mrichain.conditions`): k-space and noise-free image of its acquisition;
+        a feed output at that condition, except the reconstruction a sweep condition names, and at
+        the oracle each feed's ideal (its ground truth)."""
         kind, _, key = ref.partition(".")
+        cond = self.conditions.get(acq) if acq is not None else None
+        base = cond.acq if cond is not None else acq
         if kind == "kspace":
-            return layout.kspace(self.contrast, sub, acq)
+            return layout.kspace(self.contrast, sub, base)
         if kind == "noisefree":
-            return layout.noisefree(self.contrast, sub, acq)
+            return layout.noisefree(self.contrast, sub, base)
         if kind == "gt":
             return layout.groundtruth(key, sub)
         if kind == "template":
             return layout.template(key)
         if kind == "feed":
             s = stage(key)
+            if cond is not None and cond.oracle:
+                if s.ideal is None:
+                    raise ValueError(f"{key} declares no ideal output: no stage reading its feed runs at the oracle")
+                return self.resolve(s.ideal, sub, acq)
+            if cond is not None and key == SWEPT_STAGE:
+                return self.outputs(key, sub, base, cond.recon)[s.primary_output]
             return self.outputs(key, sub, acq, self.feed(key))[s.primary_output]
         if kind == "age":
             return subject_age(self.config, sub)
@@ -187,12 +238,17 @@ class Plan:
         """A cohort-level job at ``acq``: the subjects of ``splits`` (the age subjects with
         train), each's split, and one path per subject and read key. The train subjects, which
         the method fits on, are read at the stage's training acquisition (:meth:`train_acqs`:
-        brain-age models learn from fully sampled data); the others at ``acq``."""
+        brain-age models learn from fully sampled data); the others at ``acq``. At a sweep
+        condition the val split is left out (it does not run there); at the oracle the fit reads
+        the oracle too (the ceiling: the model fitted and applied on ideal inputs)."""
         s = stage(stage_name)
+        cond = self._derived(acq)
+        if cond is not None:
+            splits = tuple(x for x in splits if x != "val")
         subjects = [sub for sub in self.subjects if self.splits[sub] in splits]
         if "train" in splits:
             subjects += self.age_subjects
-        fit_acq = self.train_acqs(s)[0]
+        fit_acq = acq if cond is not None and cond.oracle else self.train_acqs(s)[0]
         out = {"stage": stage_name, "method": method, "acq": acq, "subjects": subjects,
                "splits": {sub: self.splits[sub] for sub in subjects}}
         for key, ref in self._reads(s, method).items():
@@ -242,8 +298,8 @@ class Plan:
         m["subjects"] = {
             sub: {**{k: self.resolve(r, sub, acq) for k, r in s.score_reads.items()},
                   **({"methods": {meth: self.outputs(stage_name, sub, acq, meth)
-                                  for meth in self.methods_run(stage_name, sub)}} if s.methods else {})}
-            for sub in self.scored_subjects(stage_name)
+                                  for meth in self.methods_run(stage_name, sub, acq)}} if s.methods else {})}
+            for sub in self.scored_subjects(stage_name, acq)
         }
         return m
 

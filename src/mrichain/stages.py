@@ -94,6 +94,10 @@ class Stage:
     train_extra: cohort-level files every training manifest of the stage gets.
     primary_metric: the score (a metric of the scorer) that tunes classical methods on the val
         split and that the targets use (its direction: :func:`mrichain.metrics.higher_is_better`).
+    ideal: the reference that stands for this stage's feed output in the oracle condition
+        (:mod:`mrichain.conditions`): its ground truth. A stage runs at the oracle when every feed
+        it reads has one; None where the ideal output would be the next stage's target (a
+        reconstruction's ideal is the noise-free image, which denoising is scored against).
     """
 
     name: str
@@ -114,6 +118,7 @@ class Stage:
     train_acqs: str = "all"
     train_extra: Mapping[str, str] = field(default_factory=dict)
     primary_metric: str = ""
+    ideal: str | None = None
 
     def method(self, name: str) -> Method:
         for m in self.methods:
@@ -189,6 +194,7 @@ STAGES: tuple[Stage, ...] = (
         train_reads={"input": "feed.reconstruct", "target": "noisefree", "mask": "gt.brain_mask"},
         train_acqs="fully_sampled",
         primary_metric="psnr",
+        ideal="noisefree",
     ),
     Stage(
         name="register",
@@ -232,6 +238,7 @@ STAGES: tuple[Stage, ...] = (
         score_reads={"reference": "gt.dseg", "input": "feed.denoise"},
         train_reads={"input": "feed.denoise", "target": "gt.dseg"},
         primary_metric="dice_mean",
+        ideal="gt.dseg",
     ),
     Stage(
         name="predict",

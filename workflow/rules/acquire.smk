@@ -8,7 +8,7 @@ rule acquire:
         kspace=layout.kspace(C),
         noisefree=layout.noisefree(C),
     params:
-        cfg=config_json("seed", "acquire"),
+        cfg=config_json("seed", "acquire", drop=("acquire.accelerations", "acquire.center_fractions")),
         acceleration=lambda wc: ACQS[wc.acq][0],
         center_fraction=lambda wc: ACQS[wc.acq][1],
         gt_dir=lambda wc, input: str(Path(input.dseg).parent),

@@ -1,6 +1,7 @@
 # Thin glue from the rules to the package: the run's plan (subjects, splits, acquisitions, which
 # methods run where, what each job reads) is mrichain.manifests.Plan, the stages and methods are
 # declared once in mrichain.stages, and every path comes from mrichain.layout.
+import dataclasses
 import json
 
 from mrichain import layout
@@ -23,20 +24,30 @@ def subject_group(stage_name=None):
     or a learned feed upstream) stays ungrouped: Snakemake walks everything upstream of every job
     of a group (dag._check_groups), and a model's upstream is the whole training cohort, which
     made the DAG quadratic in the cohort. Subjects that training reads and test subjects are
-    separate groups: a SLURM job holding both could wait for training that waits for it.
+    separate groups: a SLURM job holding both could wait for training that waits for it. Jobs at
+    a sweep condition or the oracle (mrichain.conditions) stay ungrouped too: their input comes
+    from a tuned or learned reconstruction, or from the ground truth, not from the subject's chain.
     """
 
     def group(wildcards):
         if stage_name is not None and PLAN.reads_model(stage_name, wildcards.get("method")):
+            return None
+        if wildcards.get("acq") in PLAN.conditions and PLAN.conditions[wildcards.acq].derived:
             return None
         return "subjects_test" if PLAN.splits[wildcards.sub] == "test" else "subjects_fit"
 
     return group
 
 
-def config_json(*keys):
-    """JSON of the config sections a job depends on (a param; other sections do not rerun it)."""
-    return json.dumps({k: config[k] for k in keys}, sort_keys=True)
+def config_json(*keys, drop=()):
+    """JSON of the config sections a job depends on (a param; other sections do not rerun it).
+    ``drop``: "section.key" entries left out (an acquisition job does not depend on which other
+    accelerations the config lists: adding one must not rerun the others)."""
+    cfg = {k: dict(config[k]) if isinstance(config[k], dict) else config[k] for k in keys}
+    for entry in drop:
+        section, _, key = entry.partition(".")
+        cfg[section].pop(key, None)
+    return json.dumps(cfg, sort_keys=True)
 
 
 def params_json(stage_name, method):

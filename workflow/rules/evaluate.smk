@@ -47,9 +47,15 @@ rule score:
         "--out-tsv {output.tsv} --out-figures {output.figures} > {log} 2>&1"
 
 
+# Every stage at every condition it runs at (mrichain.conditions): the acquisitions, and for the
+# stages after reconstruction the acceleration sweep (each reconstruction method's output sent
+# downstream) and the oracle (ideal inputs), on the test split.
+SCORE_FILES = [layout.scores(s, c) for s in STAGE_NAMES for c in PLAN.stage_conditions(s)]
+
+
 rule aggregate:
     input:
-        expand(layout.scores(), acq=list(ACQS), stage=STAGE_NAMES),
+        SCORE_FILES,
     output:
         metrics="results/metrics.json",
         by_acq="results/metrics_by_acq.json",
@@ -73,3 +79,35 @@ rule aggregate:
         "mrichain aggregate --primary-acq {params.primary} --scores {input} "
         "--out-metrics {output.metrics} --out-by-acq {output.by_acq} --out-summary {output.summary} --out-comparison {output.comparison} "
         "--out-differences {output.differences} --seed {params.seed} > {log} 2>&1"
+
+
+# What each upstream choice costs downstream: the error budget (oracle -> fully sampled chain ->
+# each acceleration and reconstruction method), the acceleration sweep and the largest
+# acceleration each reconstruction method tolerates (mrichain.budget).
+rule budget:
+    input:
+        SCORE_FILES,
+    output:
+        budget=report("results/error_budget.tsv", caption="../report/budget.rst", category="Error budget"),
+        sweep=report("results/sweep.tsv", caption="../report/sweep.rst", category="Acceleration sweep"),
+        limits=report("results/acceleration_limits.tsv", caption="../report/limits.rst", category="Acceleration sweep"),
+        budget_png=report("results/figures/error_budget.png", caption="../report/budget.rst", category="Error budget"),
+        sweep_png=report("results/figures/sweep.png", caption="../report/sweep.rst", category="Acceleration sweep"),
+    params:
+        conditions=json.dumps({k: dataclasses.asdict(c) for k, c in PLAN.conditions.items()}, sort_keys=True),
+        feed=PLAN.feed("reconstruct"),
+        seed=config["seed"],
+    log:
+        layout.log("budget"),
+    benchmark:
+        layout.benchmark("budget")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "mrichain budget --conditions {params.conditions:q} --feed {params.feed} --seed {params.seed} --scores {input} "
+        "--out-budget {output.budget} --out-sweep {output.sweep} --out-limits {output.limits} "
+        "--out-budget-png {output.budget_png} --out-sweep-png {output.sweep_png} > {log} 2>&1"

@@ -1,0 +1,94 @@
+"""Conditions: what the input of a downstream stage was made from.
+
+A stage after reconstruction runs, per subject, on the output of the chain upstream of it. The
+*condition* names that upstream; it is the ``acq-<label>`` entity of every downstream file and the
+``acq`` column of the score tables:
+
+=============  ==================================================================================
+``R4``         an acquisition (:func:`mrichain.simulate.acquire.acq_label`) through the feed
+               methods of every stage: the chain as configured
+``R4cs``       the same acquisition, reconstructed by a reconstruction method other than the
+               feed (here ``cs``), then the feed methods of the later stages: the acceleration
+               sweep (test split only)
+``oracle``     the ideal input: each stage's feed output replaced by its ground truth (the
+               noise-free fully sampled image for denoising, the true labels for segmentation;
+               :attr:`mrichain.stages.Stage.ideal`); the ceiling of the stages that read them
+               (test split only)
+=============  ==================================================================================
+
+Comparing a downstream score across conditions is the error budget (oracle -> fully sampled
+chain -> each acceleration and reconstruction method) and the acceleration sweep
+(:mod:`mrichain.budget`). Import-light (standard library only): the Snakefile reads it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ORACLE = "oracle"
+SWEPT_STAGE = "reconstruct"
+"""The stage whose methods the sweep conditions vary (``R4cs``: ``cs`` is a method of it)."""
+
+_LABEL = re.compile(r"^(?P<acq>R\d+(?:p\d+)?)(?P<recon>[a-z][a-z0-9]*)?$")
+
+WILDCARD = r"R\d+(?:p\d+)?(?:[a-z][a-z0-9]*)?|" + ORACLE
+"""Regular expression of a condition label (the rules' ``acq`` wildcard)."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition.
+
+    label: ``R4``, ``R4cs`` or ``oracle``.
+    acq: the acquisition label whose k-space (and noise-free image) it reads; for the oracle the
+        fully sampled acquisition (or the first one where none is fully sampled: every
+        acquisition of a subject has the same noise-free image).
+    acceleration: of ``acq`` (1 for the oracle).
+    recon: the reconstruction method whose output goes downstream (the feed for a plain
+        acquisition); None for the oracle.
+    """
+
+    label: str
+    acq: str
+    acceleration: float
+    recon: str | None
+
+    @property
+    def oracle(self) -> bool:
+        return self.label == ORACLE
+
+    @property
+    def derived(self) -> bool:
+        """Run on the test split only (a sweep condition or the oracle), not an acquisition."""
+        return self.label != self.acq
+
+
+def label(acq: str, recon: str | None = None, feed: str | None = None) -> str:
+    """The label of ``acq`` reconstructed by ``recon``: the plain acquisition label for the feed."""
+    return acq if recon is None or recon == feed else f"{acq}{recon}"
+
+
+def parse(label_: str) -> tuple[str | None, str | None]:
+    """``'R4cs'`` -> ``('R4', 'cs')``, ``'R4'`` -> ``('R4', None)``, ``'oracle'`` -> ``(None, None)``."""
+    if label_ == ORACLE:
+        return None, None
+    m = _LABEL.match(label_)
+    if m is None:
+        raise ValueError(f"not a condition label: {label_!r} (expected e.g. R4, R4cs or {ORACLE})")
+    return m["acq"], m["recon"]
+
+
+def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], feed: str) -> dict[str, Condition]:
+    """Every condition of a run, by label: the acquisitions (config order), then each acquisition
+    with each non-feed reconstruction method, then the oracle.
+
+    acqs: {acq label: (acceleration, centre fraction)} (:attr:`mrichain.manifests.Plan.acqs`).
+    """
+    out = {a: Condition(a, a, float(r), feed) for a, (r, _) in acqs.items()}
+    for a, (r, _) in acqs.items():
+        for m in recon_methods:
+            if m != feed:
+                out[label(a, m, feed)] = Condition(label(a, m, feed), a, float(r), m)
+    full = next((a for a, (r, _) in acqs.items() if float(r) == 1.0), next(iter(acqs)))
+    out[ORACLE] = Condition(ORACLE, full, 1.0, None)
+    return out
