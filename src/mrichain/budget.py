@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrichain.aggregate import RENAME, mean_interval
+from mrichain.aggregate import RENAME, _test_scores, mean_interval
 from mrichain.conditions import ORACLE, Condition
 from mrichain.metrics import higher_is_better
 
@@ -57,8 +57,7 @@ def primary_metric(stage_name: str) -> str:
 
 def _per_subject(scores: pd.DataFrame) -> dict[tuple[str, str, str, str], pd.Series]:
     """(stage, condition, method, metric) -> value by test subject."""
-    test = scores[scores["split"] == "test"].copy()
-    test["metric"] = test["metric"].replace(RENAME)
+    test = _test_scores(scores)
     return {k: g.groupby("subject")["value"].mean() for k, g in test.groupby(["stage", "acq", "method", "metric"])}
 
 
