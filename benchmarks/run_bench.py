@@ -7,15 +7,21 @@ Runs the whole DAG on the benchmark config in its own working directory, then wr
 ``results/bench/targets.tsv`` (each target of issue 9 with the measured value, the reference,
 the paired test-subject difference with its 95 % bootstrap interval, and whether it is met:
 "beats" means the interval lies above zero), and prints the targets table. Brain age also gets
-its ceiling: the oracle (the tuned linear model on ground-truth volumes) and the simulation's
-irreducible error. Wall time of the run is recorded
-in ``results/bench/run_seconds.txt``. Use ``--no-run`` to only re-evaluate a finished run.
+its ceiling: the DAG's oracle condition (the tuned linear model on ground-truth volumes) and the
+simulation's irreducible error. The run's error budget, sweep and acceleration limits (issue 10)
+are copied beside them. Wall time of the run is recorded in ``run_seconds.txt``. Use
+``--no-run`` to only re-evaluate a finished run.
+
+    python benchmarks/run_bench.py --config config/bench_sweep.yaml --workdir results/bench/sweep/run
+
+runs the long acceleration sweep instead (results/bench/sweep/).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -100,21 +106,25 @@ def targets(by_acq: dict, diffs: pd.DataFrame, oracle: dict | None = None, gap_s
     return pd.DataFrame(rows)
 
 
-def oracle_brain_age(work: Path, acq: str = "R1") -> dict:
-    """The ceiling of the volume model: the tuned linear model fitted and applied on ground-truth
-    labels (same subjects, splits and parameters as the chain's linear job at ``acq``)."""
-    from mrichain.io import load_json
-    from mrichain.predict.pipeline import run_prediction
+# The methods the issue-9 targets compare; a config without one of them (config/bench_sweep.yaml
+# runs no SyN) gets no targets table, rather than rows that read "not met" for a method never run.
+TARGET_METHODS = {"reconstruct": {"zerofilled", "cs", "varnet"}, "denoise": {"antsnlm", "dncnn"},
+                  "register": {"affine", "antssyn", "voxelmorph"}, "segment": {"atropos", "unet"},
+                  "predict": {"mean", "linear", "sfcn"}}
+# What the error-budget rule writes (results/...), copied beside the tables of the bench.
+BUDGET_OUTPUTS = ["error_budget.tsv", "sweep.tsv", "acceleration_limits.tsv", "figures/error_budget.png",
+                  "figures/sweep.png"]
 
-    job = load_json(work / "results" / "manifests" / "job" / f"predict_acq-{acq}_linear.json")
-    card = work / "results" / "tuning" / "predict-linear.json"
-    params = load_json(card)["chosen"] if card.exists() else {}
-    labels = [str(work / "results" / "groundtruth" / s / f"{s}_dseg.nii.gz") for s in job["subjects"]]
-    out = work.parent / "oracle"
-    table = run_prediction("linear", params, job["subjects"], job["splits"], [str(work / p) for p in job["info"]],
-                           out / "predictions.tsv", out / "model.json", label_paths=labels)
-    test = table[table.split == "test"]
-    return {"mae_years": float((test.predicted_age - test.age).abs().mean()), "n_test": len(test)}
+
+def runs_target_methods(cfg: dict) -> bool:
+    return all(want <= set(cfg[stage]["methods"]) for stage, want in TARGET_METHODS.items())
+
+
+def oracle_brain_age(by_acq: dict) -> dict | None:
+    """The ceiling of the volume model: the DAG's oracle condition (the tuned linear model fitted
+    and applied on ground-truth labels, :mod:`mrichain.conditions`)."""
+    mae = _get(by_acq, "oracle", "predict", "linear", "mae_years")
+    return None if mae != mae else {"mae_years": mae}
 
 
 def main(argv=None) -> int:
@@ -140,10 +150,17 @@ def main(argv=None) -> int:
         for method, metrics in methods.items() for metric, value in metrics.items()
     ]
     pd.DataFrame(rows).to_csv(out / "comparison.tsv", sep="\t", index=False, float_format="%.6g")
-    diffs = pd.read_csv(work / "results" / "differences.tsv", sep="\t")
+    for name in BUDGET_OUTPUTS:
+        src = work / "results" / name
+        if src.exists():
+            shutil.copyfile(src, out / Path(name).name)
     cfg = yaml.safe_load(Path(a.config).read_text())
-    oracle = oracle_brain_age(work)
-    table = targets(by_acq, diffs, oracle, cfg["cohort"]["atrophy"]["brain_age_gap_sd_years"])
+    if not runs_target_methods(cfg):
+        print(f"{a.config} does not run every method the issue-9 targets compare: no targets.tsv")
+        print((work / "results" / "acceleration_limits.tsv").read_text())
+        return 0
+    diffs = pd.read_csv(work / "results" / "differences.tsv", sep="\t")
+    table = targets(by_acq, diffs, oracle_brain_age(by_acq), cfg["cohort"]["atrophy"]["brain_age_gap_sd_years"])
     table.to_csv(out / "targets.tsv", sep="\t", index=False, float_format="%.4g")
     print(table.to_string(index=False))
     return 0

@@ -92,3 +92,15 @@ def test_tuning_grids_are_checked(default):
     cfg["reconstruct"]["methods"] = ["zerofilled", "varnet"]
     cfg["reconstruct"]["params"].pop("cs")
     assert "config key 'reconstruct.tune.cs': no such method in reconstruct.methods" in _err(cfg)
+
+
+def test_centre_larger_than_the_acceleration_allows(default):
+    """R8 with 16 % of the lines in the centre cannot be sampled (fastMRI's mask functions would
+    need a negative number of outer lines): a config error naming the key, not MONAI's ValueError
+    from inside the acquire job."""
+    cfg = copy.deepcopy(default)
+    cfg["acquire"]["accelerations"] = [8, 4, 1]
+    cfg["acquire"]["center_fractions"] = [0.16, 0.16, 0.16]
+    msg = _err(cfg)
+    assert "config key 'acquire.center_fractions': 0.16 at acceleration 8" in msg
+    assert "acceleration 4" not in msg  # 16 % centre lines at R4 is valid (the default)

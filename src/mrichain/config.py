@@ -121,6 +121,15 @@ def _cross_checks(cfg: dict) -> list[str]:
             "config key 'acquire.center_fractions': needs one value per acceleration "
             f"({len(acq['accelerations'])}), got {len(acq['center_fractions'])}"
         )
+    else:
+        for r, cf in zip(acq["accelerations"], acq["center_fractions"]):
+            # fastMRI's mask functions sample round(W * cf) centre lines and spread the rest of the
+            # W / R lines equispaced or at random: the centre alone must stay below W / R lines
+            if r > 1 and cf * r >= 1:
+                msgs.append(
+                    f"config key 'acquire.center_fractions': {cf:g} at acceleration {r} samples at least "
+                    f"1/{r} of k-space in the centre alone; use a fraction below {1 / r:.3g}"
+                )
     lo, hi = cfg["cohort"]["age_range"]
     if not lo < hi:
         msgs.append(f"config key 'cohort.age_range': lower bound {lo} must be below upper bound {hi}")

@@ -1,0 +1,5 @@
+"""Real scans into the chain (issue 11): fastMRI-layout k-space files and BIDS structural images.
+
+``fastmri``: the ISMRMRD header, fastMRI's crop and evaluation, retrospective undersampling.
+``structural``: reorientation, resampling, bias correction and skull stripping of a lab's T1w.
+"""
