@@ -205,3 +205,13 @@ def test_sweep_and_oracle_inputs(plan):
     for s, path in zip(job["subjects"], job["labels"]):
         assert ("_acq-R1_" in path) if job["splits"][s] == "train" else ("_acq-R4cs_" in path)
     assert "val" not in set(job["splits"].values())
+
+
+@pytest.mark.parametrize("sweep, oracle", [(False, True), (True, False), (False, False)])
+def test_error_budget_switches(cfg, sweep, oracle):
+    """error_budget.sweep / .oracle off: no derived condition of that kind is planned, anywhere."""
+    cfg = {**cfg, "error_budget": {"sweep": sweep, "oracle": oracle}}
+    plan = Plan(cfg)
+    sweep_labels = ["R4cs", "R4varnet", "R1cs", "R1varnet"] if sweep else []
+    assert plan.stage_conditions("segment") == ["R4", "R1"] + sweep_labels + (["oracle"] if oracle else [])
+    assert plan.stage_conditions("denoise") == ["R4", "R1"] + sweep_labels

@@ -61,6 +61,10 @@ def slurm_config(tmp_path_factory):
                 section.setdefault("params", {}).setdefault(method, {})["device"] = "cpu"
                 learned += 1
     assert learned, "no learned method in config/test.yaml"
+    # No error-budget conditions on SLURM: their jobs (after a learned or tuned reconstruction)
+    # are submitted one per job, like the learned inference jobs this run already submits, and
+    # they tripled this test's time (41 min on the 2-core CI machine); test_workflow runs them.
+    cfg["error_budget"] = {"sweep": False, "oracle": False}
     path = tmp_path_factory.mktemp("slurm-config") / "test-slurm.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -160,7 +164,8 @@ def test_training_got_a_gpu_from_slurm(slurm_run, cluster):
 
 
 def test_outputs_match_a_local_run(slurm_run, local_run):
-    assert differing_outputs(local_run, slurm_run["workdir"]) == []
+    # the local run (config/test.yaml) also runs the error-budget conditions: compare what both ran
+    assert differing_outputs(local_run, slurm_run["workdir"], b_runs_less=True) == []
 
 
 def test_failed_job_names_rule_and_log_and_rerun_resumes(slurm_run, tmp_path):

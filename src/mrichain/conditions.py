@@ -78,17 +78,20 @@ def parse(label_: str) -> tuple[str | None, str | None]:
     return m["acq"], m["recon"]
 
 
-def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], feed: str) -> dict[str, Condition]:
+def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], feed: str, *,
+               sweep: bool = True, oracle: bool = True) -> dict[str, Condition]:
     """Every condition of a run, by label: the acquisitions (config order), then each acquisition
-    with each non-feed reconstruction method, then the oracle.
+    with each non-feed reconstruction method (if ``sweep``), then the oracle (if ``oracle``).
 
-    acqs: {acq label: (acceleration, centre fraction)} (:attr:`mrichain.manifests.Plan.acqs`).
+    acqs: {acq label: (acceleration, centre fraction)} (:attr:`mrichain.manifests.Plan.acqs`);
+    sweep, oracle: the config's ``error_budget`` switches.
     """
     out = {a: Condition(a, a, float(r), feed) for a, (r, _) in acqs.items()}
     for a, (r, _) in acqs.items():
-        for m in recon_methods:
+        for m in recon_methods if sweep else ():
             if m != feed:
                 out[label(a, m, feed)] = Condition(label(a, m, feed), a, float(r), m)
-    full = next((a for a, (r, _) in acqs.items() if float(r) == 1.0), next(iter(acqs)))
-    out[ORACLE] = Condition(ORACLE, full, 1.0, None)
+    if oracle:
+        full = next((a for a, (r, _) in acqs.items() if float(r) == 1.0), next(iter(acqs)))
+        out[ORACLE] = Condition(ORACLE, full, 1.0, None)
     return out

@@ -72,7 +72,8 @@ class Plan:
         acq = config["acquire"]
         self.acqs = {acq_label(a): (a, cf) for a, cf in zip(acq["accelerations"], acq["center_fractions"])}
         rec = config[SWEPT_STAGE]
-        self.conditions: dict[str, Condition] = conditions(self.acqs, list(rec["methods"]), rec["feed"])
+        self.conditions: dict[str, Condition] = conditions(self.acqs, list(rec["methods"]), rec["feed"],
+                                                           **config["error_budget"])
 
     # --- what runs -------------------------------------------------------------------------
     def methods(self, stage_name: str) -> list[str]:
@@ -112,7 +113,7 @@ class Plan:
         if self._downstream_of(s, SWEPT_STAGE):
             out += [c.label for c in self.conditions.values() if c.derived and not c.oracle]
         fed = self._feeds_read(s)
-        if fed and all(stage(f).ideal for f in fed):
+        if ORACLE in self.conditions and fed and all(stage(f).ideal for f in fed):
             out.append(ORACLE)
         return out
 
