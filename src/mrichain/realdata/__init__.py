@@ -1,5 +1,6 @@
 """Real scans into the chain (issue 11): fastMRI-layout k-space files and BIDS structural images.
 
-``fastmri``: the ISMRMRD header, fastMRI's crop and evaluation, retrospective undersampling.
+``fastmri``: the ISMRMRD header, slice-batched reconstruction, fastMRI's crop and evaluation,
+retrospective undersampling.
 ``structural``: reorientation, resampling, bias correction and skull stripping of a lab's T1w.
 """

@@ -319,6 +319,7 @@ def cs(
     calib_width: int = 16,
     sake_iterations: int = 30,
     maps: np.ndarray | None = None,
+    scale: float | None = None,
     **params,
 ) -> np.ndarray:
     """L1-wavelet SENSE reconstruction of every slice.
@@ -328,6 +329,9 @@ def cs(
     99.5th percentile of the zero-filled RSS); iterations: proximal-gradient iterations per slice.
     calib_width, sake_iterations: the coil-map calibration (:func:`coil_maps`); maps: complex
     [S, C, H, W] sensitivities to use instead (e.g. the simulator's true maps: the ceiling).
+    scale: the intensity normalisation (default: the 99.5th percentile of the zero-filled RSS of
+    the slices given); a caller that reconstructs a volume in slice batches passes the whole
+    volume's, so that ``lam`` means the same for every batch.
     Returns float32 [S, H, W] magnitude in the input's units (the scale of ``reconstruction_rss``).
     Other ``params`` are accepted and ignored (one call shape for all recon methods).
     """
@@ -342,8 +346,9 @@ def cs(
         raise ValueError(f"mask length {mask.shape[0]} != kspace width {W}")
     kspace = kspace * mask[None, None, None, :]
 
-    zf = rss(ifft2c(kspace), coil_axis=1)
-    scale = float(np.percentile(zf, 99.5)) or 1.0
+    if scale is None:
+        scale = float(np.percentile(rss(ifft2c(kspace), coil_axis=1), 99.5)) or 1.0
+    scale = float(scale)
     y = (kspace / scale).astype(np.complex64)
     if maps is None:
         maps = coil_maps(y, mask, num_low_frequency=num_low_frequency, calib_width=calib_width,

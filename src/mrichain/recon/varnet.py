@@ -187,10 +187,13 @@ def make_loss_fn(kind: str = "ssim"):
 
 
 def predict(model: nn.Module, kspace: np.ndarray, mask: np.ndarray, *, batch_size: int = 8,
-            device: torch.device | str = "cpu") -> np.ndarray:
-    """Run ``model`` over the slices of one volume: complex [S,C,H,W], [W] -> float32 [S,H,W]."""
+            device: torch.device | str = "cpu", scale: float | None = None) -> np.ndarray:
+    """Run ``model`` over the slices of one volume: complex [S,C,H,W], [W] -> float32 [S,H,W].
+
+    ``scale``: the volume's intensity normalisation, default :func:`volume_scale` of the slices
+    given (pass the whole volume's when calling it on a batch of a volume's slices)."""
     kspace = kspace * np.asarray(mask, np.float32)[None, None, None, :]
-    scale = volume_scale(kspace)
+    scale = volume_scale(kspace) if scale is None else float(scale)
     k, m = to_tensors(kspace / scale, mask)
     m5 = _mask5(m.to(device))
     out = []
@@ -286,13 +289,14 @@ def load_model(model: str, device: torch.device | str = "cpu") -> nn.Module:
 
 
 def varnet(kspace: np.ndarray, mask: np.ndarray | None = None, *, model: str, batch_size: int = 8,
-           device: str = "auto", **params) -> np.ndarray:
+           device: str = "auto", scale: float | None = None, **params) -> np.ndarray:
     """Reconstruct every slice with a trained VarNet.
 
     kspace: complex64 [S, C, H, W] (phase encode along W); mask: float32 [W] or None (fully
     sampled); model: path of the state dict ``.pt`` with its card ``.json`` beside it.
     Returns float32 [S, H, W] magnitude in the input's units (scale of ``reconstruction_rss``).
-    Runs on CUDA when available (``device="auto"``), else CPU. Other ``params`` are ignored.
+    Runs on CUDA when available (``device="auto"``), else CPU. ``scale``: the volume's intensity
+    normalisation (:func:`predict`; default from the slices given). Other ``params`` are ignored.
     """
     from mrichain.train import select_device
 
@@ -305,4 +309,4 @@ def varnet(kspace: np.ndarray, mask: np.ndarray | None = None, *, model: str, ba
         raise ValueError(f"mask length {mask.shape[0]} != kspace width {W}")
     dev = select_device(device)
     net = load_model(model, dev)
-    return predict(net, kspace, mask, batch_size=batch_size, device=dev)
+    return predict(net, kspace, mask, batch_size=batch_size, device=dev, scale=scale)
