@@ -266,3 +266,11 @@ def test_stored_orientation_does_not_change_the_labels(method, prepared_copies, 
         assert agree >= 0.999
     d = dice(truth, ref, labels=(1, 2, 3))
     print(f"{method}: tissue Dice vs truth on the original grid {d}")
+    if method == "unet":
+        # the control: without reorientation the 2-D U-Net sees other slices, and its labels move
+        prep = prepared_copies["RAS"][1]
+        direct = _arr(METHODS[method](prep, **params))
+        flipped = _arr(st.to_ras(METHODS[method](_reoriented(prep, "LPS"), **params)))
+        control = float(np.mean(flipped == direct))
+        print(f"unet on an LPS-stored prepared image, not reoriented: agreement {control:.4f}")
+        assert control < 0.999
