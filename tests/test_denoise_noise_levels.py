@@ -203,3 +203,24 @@ def test_noise_blind_model_beats_its_input_at_an_unseen_snr(manifest, tmp_path):
     noisy = nl.coil_magnitude(clean, clean[mask].mean() / 6.0, 8, np.random.default_rng(7))
     out = np.asarray(dn.dncnn(image_like(noisy, AFFINE), model=str(tmp_path / "m.pt")).dataobj)
     assert psnr(clean, out, mask=mask) > psnr(clean, noisy, mask=mask) + 0.25  # 0.66 dB when written
+
+
+def test_workflow_passes_the_acquisitions_coils_only_when_on(tmp_path):
+    """Dry run of the DnCNN's training job: with a range, its params carry acquire.n_coils (the
+    synthetic noise is the RSS of the acquisition's coils); without, its params are as before."""
+    from dag import TEST_CONFIG, snakemake
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    commands = {}
+    for name, extra in (("off", {}), ("on", {"noise_snr_range": [10, 60]})):
+        c = copy.deepcopy(cfg)
+        c["denoise"]["params"]["dncnn"].update(extra)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(c))
+        proc = snakemake(tmp_path / name, "-n", "-p", "models/denoise-dncnn.pt", configfile=path)
+        commands[name] = next(line for line in (proc.stdout + proc.stderr).splitlines()
+                              if "mrichain train --stage denoise --method dncnn" in line)
+    params = {k: json.loads(v.split("--params ")[1].split(" --seed")[0].strip("'")) for k, v in commands.items()}
+    assert params["off"] == cfg["denoise"]["params"]["dncnn"]
+    assert params["on"] == {**cfg["denoise"]["params"]["dncnn"], "noise_snr_range": [10, 60],
+                            "noise_coils": cfg["acquire"]["n_coils"]}
