@@ -32,6 +32,12 @@ def stage_schema(stage) -> dict:
                     "description": f"{stage.name} methods run side by side on the same input"},
         "params": {"$ref": "#/$defs/method_params"},
     }
+    checked = {m.name: m.params_schema for m in stage.methods if m.params_schema}
+    if checked:
+        props["params"] = {
+            "$ref": "#/$defs/method_params",
+            "properties": {name: {"type": "object", "properties": dict(schema)} for name, schema in checked.items()},
+        }
     tunable = {m.name: m.tunable for m in stage.methods if m.tunable}
     if tunable:
         props["tune"] = {
@@ -133,6 +139,10 @@ def _cross_checks(cfg: dict) -> list[str]:
     lo, hi = cfg["cohort"]["age_range"]
     if not lo < hi:
         msgs.append(f"config key 'cohort.age_range': lower bound {lo} must be below upper bound {hi}")
+    snr_range = cfg["denoise"].get("params", {}).get("dncnn", {}).get("noise_snr_range")
+    if snr_range is not None and not snr_range[0] < snr_range[1]:
+        msgs.append(f"config key 'denoise.params.dncnn.noise_snr_range': lower SNR {snr_range[0]} "
+                    f"must be below upper SNR {snr_range[1]}")
     total = sum(cfg["cohort"]["split"].values())
     if abs(total - 1.0) > 1e-6:
         msgs.append(f"config key 'cohort.split': fractions must sum to 1, got {total:g}")

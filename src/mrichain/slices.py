@@ -94,6 +94,11 @@ class SliceDataset(Dataset):
         vi, z = self.index[i]
         sample = {k: torch.from_numpy(pad2d(np.ascontiguousarray(a[:, :, z]), self.shape)[None].copy())
                   for k, a in self.volumes[vi].items()}
+        return self.flip(sample)
+
+    def flip(self, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``sample`` with each of ``flip_axes`` flipped with probability 1/2 (one draw of torch's
+        global generator per axis), the same flips for every ``[1, H, W]`` array."""
         for ax in self.flip_axes:
             if bool(torch.rand(()) < 0.5):
                 sample = {k: torch.flip(t, dims=(ax + 1,)) for k, t in sample.items()}

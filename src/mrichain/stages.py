@@ -46,6 +46,8 @@ class Method:
     tunable: parameters of a classical method that a config may tune on the val split
         (``<stage>.tune.<method>.<param>: [grid values]``, rule ``tune``), each with the JSON
         schema of one grid value; the config schema is generated from it.
+    params_schema: JSON schemas of ``<stage>.params.<method>.<key>`` values that the config check
+        validates before any job runs (other keys are checked by the method or its trainer).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Method:
     val_metric: str | None = None
     reads: Mapping[str, str] | None = None
     tunable: Mapping[str, dict] = field(default_factory=dict)
+    params_schema: Mapping[str, dict] = field(default_factory=dict)
 
     @property
     def learned(self) -> bool:
@@ -181,7 +184,11 @@ STAGES: tuple[Stage, ...] = (
                    tunable={"noise_model": {"enum": ["Rician", "Gaussian"]}, "patch_radius": _RADIUS,
                             "search_radius": _RADIUS}),
             Method("dncnn", LEARNED, "mrichain.denoise.dncnn:dncnn", trainer="mrichain.denoise.dncnn:train",
-                   val_metric="val_psnr_brain"),
+                   val_metric="val_psnr_brain",
+                   # noise-level blind training: [lo, hi] SNR (lo < hi: config cross-check), or null
+                   params_schema={"noise_snr_range": {"type": ["array", "null"], "minItems": 2, "maxItems": 2,
+                                                      "items": _POSITIVE},
+                                  "noise_coils": {"type": ["integer", "null"], "minimum": 1}}),
         ),
         has_feed=True,
         directory="denoise",

@@ -61,6 +61,9 @@ def params_json(stage_name, method):
 def train_params_json(stage_name, method):
     p = method_params(config, stage_name, method)
     p.pop("infer", None)
+    if p.get("noise_snr_range") is not None and p.get("noise_coils") is None:
+        # noise-level blind training synthesises the acquisition's noise: the RSS of its coils
+        p["noise_coils"] = int(config["acquire"]["n_coils"])
     return json.dumps(p, sort_keys=True)
 
 

@@ -21,6 +21,12 @@ are the reconstruction stage's job, so the workflow trains it on fully sampled a
 
 Intensities are normalised per volume by the 99th percentile of the input (target by the same
 factor), and the factor is undone on output, so the method is blind to the scanner's scale.
+
+By default it learns the noise of the training pairs, i.e. of the cohort's SNR (``acquire.snr``).
+With ``noise_snr_range: [lo, hi]`` it is trained noise-level blind, as DnCNN-B: every training
+item's input is re-synthesised from its noise-free target at an SNR drawn per item from [lo, hi]
+(:mod:`mrichain.denoise.noise_levels`), and the card records the range (``noise_levels``), so that
+an input outside it can be flagged (:func:`mrichain.denoise.noise_levels.trained_snr_range`).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mrichain.denoise.noise_levels import NoiseLevelSlices, check_snr_range
 from mrichain.io import load_image
 from mrichain.slices import SliceDataset, image_like, percentile_scale, predict_volume
 from mrichain.train.params import split_params
@@ -51,6 +58,12 @@ DEFAULTS: dict = {
     "loss": "l1",
     "flips": True,
     "threads": None,
+    # Noise-level blind training (off: None). [lo, hi]: each training item's input is the noise-free
+    # target re-acquired at an SNR drawn log-uniformly from [lo, hi] (SNR = mean noise-free brain
+    # signal / noise SD per real channel, as acquire.snr), RSS of `noise_coils` coils (the workflow
+    # fills in acquire.n_coils); see mrichain.denoise.noise_levels. Validation stays on the val pairs.
+    "noise_snr_range": None,
+    "noise_coils": None,
 }
 
 
@@ -101,6 +114,13 @@ def _load_item(item: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def _load_target(item: dict) -> dict[str, np.ndarray]:
+    """The noise-free target and brain mask of a training item, unnormalised (noise-blind training
+    synthesises the input and normalises both itself)."""
+    return {"target": np.asarray(load_image(item["target"]).dataobj, dtype=np.float32),
+            "mask": (np.asarray(load_image(item["mask"]).dataobj) > 0).astype(np.float32)}
+
+
 def make_loss(kind: str = "l1"):
     """``loss_fn(model, batch, device)`` for the engine: L1 or MSE on normalised intensities,
     averaged over the brain mask when the batch carries one."""
@@ -138,7 +158,10 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
     manifest: ``{"train": [{"input", "target", "mask"}, ...], "val": [...]}`` NIfTI paths
     (noisy image, noise-free image, brain mask), several acquisitions per subject allowed (the
     workflow passes the fully sampled ones: see ``train_manifest`` in workflow/rules/common.smk).
-    params: overrides of :data:`DEFAULTS`. Writes ``out_path`` (state dict), the card JSON beside
+    params: overrides of :data:`DEFAULTS`; ``noise_snr_range: [lo, hi]`` trains noise-level blind
+    (:mod:`mrichain.denoise.noise_levels`: inputs synthesised from the targets at an SNR drawn per
+    item, RSS of ``noise_coils`` coils, default 1 = Rician when not given; the card records the
+    range under ``noise_levels``); absent or None trains on the manifest's pairs as they are. Writes ``out_path`` (state dict), the card JSON beside
     it (architecture + hyper-parameters, rebuilt by :func:`dncnn`), curve TSV/PNG, checkpoint.
     on_epoch_end, progress: passed to ``fit`` (tests interrupt through the former).
     """
@@ -151,7 +174,15 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
     paths = check_manifest(manifest, ("input", "target", "mask"))
     hp = {"depth": int(rest["depth"]), "channels": int(rest["channels"]), "in_channels": 1, "norm": rest["norm"]}
     flips = (0,) if rest["flips"] else ()
-    train_ds = SliceDataset(manifest["train"], _load_item, mask_key="mask", flip_axes=flips)
+    snr_range = check_snr_range(rest["noise_snr_range"])
+    if snr_range is None:
+        train_ds = SliceDataset(manifest["train"], _load_item, mask_key="mask", flip_axes=flips)
+    else:
+        coils = 1 if rest["noise_coils"] is None else int(rest["noise_coils"])
+        if coils < 1:
+            raise ValueError(f"config key 'denoise.params.dncnn.noise_coils': {coils} must be >= 1")
+        train_ds = NoiseLevelSlices(manifest["train"], _load_target, snr_range=snr_range, n_coils=coils,
+                                    flip_axes=flips)
     val_ds = SliceDataset(manifest["val"], _load_item, mask_key="mask")
     card = {
         "architecture": "DnCNN (residual, MONAI Convolution blocks), 2-D axial slices",
@@ -165,6 +196,15 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
         "n_volumes": {"train": len(manifest["train"]), "val": len(manifest["val"])},
         "n_slices": {"train": len(train_ds), "val": len(val_ds)},
     }
+    if snr_range is not None:  # only then: a cohort-SNR model's card (and resume fingerprint) is as before
+        card["noise_levels"] = {
+            "snr_range": list(snr_range),
+            "snr_definition": "mean noise-free signal in the brain mask / noise SD per real channel (acquire.snr)",
+            "distribution": "log-uniform, one draw per training item",
+            "noise_model": f"RSS of {coils} coil(s): noncentral chi, {2 * coils} degrees of freedom",
+            "n_coils": coils,
+            "inputs": "synthesised from the noise-free targets; validation on the manifest's val pairs",
+        }
     seed_everything(seed)
     model = build(hp)
     return fit(model, train_ds, val_ds, loss_fn=make_loss(rest["loss"]), score_fn=score_fn,
