@@ -68,7 +68,8 @@ def cmd_reconstruct(a):
     from mrichain.jobs import run_job
 
     _threads(a.threads)
-    run_job("reconstruct", a.method, {"kspace": a.input}, {"image": a.output}, _params(a), model=a.model)
+    run_job("reconstruct", a.method, {"kspace": a.input}, {"image": a.output}, _params(a), model=a.model,
+            acceleration=a.acceleration, center_fraction=a.center_fraction, seed=a.seed)
 
 
 def cmd_image_stage(a):
@@ -203,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--tuning", help=f"tuning card of a classical method (results/tuning/{st.name}-<method>.json)")
         s.add_argument("--threads", type=int, default=1)
         s.add_argument("--contrast", default="T1w", choices=["T1w", "T2w"], help="for methods that use it")
+        if "kspace" in st.reads:
+            s.add_argument("--acceleration", type=float,
+                           help="undersample a fully sampled fastMRI file retrospectively (one seeded mask per volume)")
+            s.add_argument("--center-fraction", type=float,
+                           help="of the retrospective mask (default: fastMRI's 0.08 at R4, 0.04 at R8)")
+            s.add_argument("--seed", type=int, default=0, help="seeds the retrospective mask")
         s.set_defaults(func=cmd_reconstruct if "kspace" in st.reads else cmd_image_stage)
 
     s = sub.add_parser("register", help="register a subject image to the template, carrying labels")

@@ -18,11 +18,25 @@ import importlib
 import inspect
 
 
-def run_reconstruct(method: str, inputs: dict, outputs: dict, params: dict, *, model=None, **_) -> None:
-    from mrichain.io import save_image
+def run_reconstruct(method: str, inputs: dict, outputs: dict, params: dict, *, model=None, acceleration=None,
+                    center_fraction=None, seed: int = 0, **_) -> None:
+    """A file with an ``ismrmrd_header`` (a real fastMRI file) is reconstructed as fastMRI does
+    (:func:`mrichain.realdata.fastmri.reconstruct_fastmri`: slice batches, the recon-size crop,
+    the header's voxel sizes; ``acceleration`` > 1 undersamples it retrospectively, seeded); the
+    simulator's files, which carry their affine and mask, by :func:`mrichain.recon.reconstruct_file`."""
+    from mrichain.io import InputImageError, save_image
+    from mrichain.realdata.fastmri import has_header, reconstruct_fastmri
     from mrichain.recon import reconstruct_file
 
-    img = reconstruct_file(inputs["kspace"], method, {**params, **_model_kw(model)})
+    kw = {**params, **_model_kw(model)}
+    if has_header(inputs["kspace"]):
+        img = reconstruct_fastmri(inputs["kspace"], method, kw, acceleration=acceleration,
+                                  center_fraction=center_fraction, seed=seed)
+    elif acceleration not in (None, 1):
+        raise InputImageError(f"{inputs['kspace']}: retrospective undersampling needs a fastMRI file with an "
+                         "ismrmrd_header (the simulator writes each acceleration as its own file)")
+    else:
+        img = reconstruct_file(inputs["kspace"], method, kw)
     save_image(img.get_fdata(dtype="float32"), img.affine, outputs["image"])
 
 

@@ -166,6 +166,16 @@ def parse_header(xml: str | bytes, source: str | os.PathLike = "<ismrmrd_header>
     return header
 
 
+def has_header(path: str | os.PathLike) -> bool:
+    """Whether an HDF5 file carries an ``ismrmrd_header`` (a fastMRI file; the simulator's do not).
+    An unreadable file answers False: the reader that follows names the problem."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "ismrmrd_header" in f
+    except Exception:
+        return False
+
+
 def read_header(path: str | os.PathLike) -> FastMRIHeader:
     """The :class:`FastMRIHeader` of a fastMRI file's ``ismrmrd_header`` dataset.
 
