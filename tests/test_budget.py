@@ -110,3 +110,19 @@ def test_figures_written(synthetic, tmp_path):
     for p in out.values():
         assert p.stat().st_size > 100
     assert pd.read_csv(out["l.tsv"], sep="\t").shape[0] == 4
+
+
+def test_switched_off_conditions_still_write_every_output(tmp_path):
+    """error_budget: {sweep: false, oracle: false}: no budget or sweep rows, the feed's limits, and
+    figures that say why they are empty (the rule must not fail: the SLURM test runs this way)."""
+    conds = conditions(ACQS, ["zerofilled", "cs"], "zerofilled", sweep=False, oracle=False)
+    assert set(conds) == {"R8", "R4", "R1"}
+    scores = _scores({"R1": 0.90, "R4": 0.89, "R8": 0.85}, {"R1": 8.0, "R4": 11.0, "R8": 14.0})
+    f = tmp_path / "scores.tsv"
+    scores.to_csv(f, sep="\t", index=False)
+    out = {k: tmp_path / k for k in ("b.tsv", "s.tsv", "l.tsv", "b.png", "s.png")}
+    tables = budget.write_budget([str(f)], conds, "zerofilled", *out.values(), seed=1)
+    assert tables["budget"].empty and tables["sweep"].empty
+    assert set(tables["limits"].recon_method) == {"zerofilled"}
+    for p in out.values():
+        assert p.stat().st_size > 0

@@ -175,6 +175,21 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
     return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
 
 
+def _empty_figure(path: Path, message: str) -> Path:
+    """A figure that says why there is nothing to plot (the report still links one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def plot_error_budget(budget: pd.DataFrame, path) -> Path:
     """One panel per downstream metric: a bar per condition for each method, 95 % interval whiskers."""
     import matplotlib
@@ -184,7 +199,9 @@ def plot_error_budget(budget: pd.DataFrame, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    groups = list(budget.groupby(["stage", "metric"], sort=False)) or [(("none", "none"), budget)]
+    if budget.empty:
+        return _empty_figure(path, "No error budget: the config runs no oracle (error_budget.oracle: false)")
+    groups = list(budget.groupby(["stage", "metric"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, ((stage_name, metric), g) in zip(axes[0], groups):
         conditions = list(dict.fromkeys(g["condition"]))
@@ -219,7 +236,9 @@ def plot_sweep(table: pd.DataFrame, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    groups = list(table.groupby(["stage", "metric"], sort=False)) or [(("none", "none"), table)]
+    if table.empty:
+        return _empty_figure(path, "No acceleration sweep: the config runs none (error_budget.sweep: false)")
+    groups = list(table.groupby(["stage", "metric"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4.0), squeeze=False)
     colours = {r: f"C{i}" for i, r in enumerate(dict.fromkeys(table["recon_method"]))}
     styles = ["-", "--", ":", "-."]
