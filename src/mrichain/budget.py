@@ -175,13 +175,21 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
     return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
 
 
-def _empty_figure(path: Path, message: str) -> Path:
-    """A figure that says why there is nothing to plot (the report still links one)."""
+def _pyplot(path) -> tuple:
+    """matplotlib's pyplot on the Agg backend (no display), and ``path`` with its folder made."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return plt, path
+
+
+def _empty_figure(path: Path, message: str) -> Path:
+    """A figure that says why there is nothing to plot (the report still links one)."""
+    plt, path = _pyplot(path)
     fig, ax = plt.subplots(figsize=(5.5, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=9)
@@ -192,13 +200,7 @@ def _empty_figure(path: Path, message: str) -> Path:
 
 def plot_error_budget(budget: pd.DataFrame, path) -> Path:
     """One panel per downstream metric: a bar per condition for each method, 95 % interval whiskers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt, path = _pyplot(path)
     if budget.empty:
         return _empty_figure(path, "No error budget: the config runs no oracle (error_budget.oracle: false)")
     groups = list(budget.groupby(["stage", "metric"], sort=False))
@@ -229,13 +231,7 @@ def plot_error_budget(budget: pd.DataFrame, path) -> Path:
 def plot_sweep(table: pd.DataFrame, path) -> Path:
     """One panel per downstream metric against acceleration: a line per reconstruction method
     (colour) and downstream method (line style), with its 95 % interval band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    plt, path = _pyplot(path)
     if table.empty:
         return _empty_figure(path, "No acceleration sweep: the config runs none (error_budget.sweep: false)")
     groups = list(table.groupby(["stage", "metric"], sort=False))
