@@ -179,8 +179,6 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
         train_ds = SliceDataset(manifest["train"], _load_item, mask_key="mask", flip_axes=flips)
     else:
         coils = 1 if rest["noise_coils"] is None else int(rest["noise_coils"])
-        if coils < 1:
-            raise ValueError(f"config key 'denoise.params.dncnn.noise_coils': {coils} must be >= 1")
         train_ds = NoiseLevelSlices(manifest["train"], _load_target, snr_range=snr_range, n_coils=coils,
                                     flip_axes=flips)
     val_ds = SliceDataset(manifest["val"], _load_item, mask_key="mask")

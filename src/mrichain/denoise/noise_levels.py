@@ -105,7 +105,7 @@ class NoiseLevelSlices(SliceDataset):
             raise ValueError("NoiseLevelSlices needs an SNR range")
         self.n_coils = int(n_coils)
         if self.n_coils < 1:
-            raise ValueError(f"noise_coils must be >= 1, got {n_coils}")
+            raise ValueError(f"config key 'denoise.params.dncnn.noise_coils': {n_coils} must be >= 1")
         self.brain_mean, self.subsample = [], []
         for vol in self.volumes:
             t, brain = vol["target"], vol["mask"] > 0
