@@ -133,7 +133,7 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     n_sub = cfg["cohort"]["n_subjects"]
     n_acq = len(cfg["acquire"]["accelerations"])
     plan = Plan(cfg)
-    n_sweep = len(plan.stage_conditions("denoise")) - n_acq  # R4cs, R4varnet, R1cs, R1varnet: test split only
+    n_sweep = len(plan.stage_conditions("denoise")) - n_acq  # R4cs, R4varnet: test split only
     # antsnlm everywhere, the age subjects at their one (fully sampled) acquisition, the test
     # subjects at the sweep's conditions; dncnn's input did not change
     assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"] + len(plan.test_subjects) * n_sweep
@@ -156,7 +156,7 @@ def test_error_budget_sweep_and_limits(run):
     assert list(budget.columns[:4]) == ["stage", "metric", "method", "condition"]
     assert set(budget.stage) == {"segment", "register", "predict"}
     seg = budget[(budget.stage == "segment") & (budget.method == cfg["segment"]["feed"])].set_index("condition")
-    assert list(seg.index) == ["oracle", "R1", "R1cs", "R1varnet", "R4", "R4cs", "R4varnet"]
+    assert list(seg.index) == ["oracle", "R1", "R4", "R4cs", "R4varnet"]
     assert seg.loc["R1", "vs"] == "oracle" and seg.loc["R4cs", "vs"] == "R1"
     assert seg.loc["oracle", "value"] > seg.loc["R4", "value"]  # undersampled and noisy input costs Dice
     scores = pd.read_csv(res / "metrics" / "acq-oracle_stage-segment.tsv", sep="\t")
@@ -212,7 +212,7 @@ def test_adding_an_acceleration_reruns_only_it_and_what_depends_on_it(run, tmp_p
     # the chain of the old acquisitions through methods that did not change does not rerun
     changed_methods = {m for _, m in retrained}
     for r, w in jobs:
-        if r in ("reconstruct", "denoise", "segment", "register") and w.get("acq") in ("R4", "R1", "R4cs", "R1cs", "oracle"):
+        if r in ("reconstruct", "denoise", "segment", "register") and w.get("acq") in ("R4", "R1", "R4cs", "R4varnet", "oracle"):
             assert w["method"] in changed_methods, (r, w)
 
 

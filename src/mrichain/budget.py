@@ -230,7 +230,8 @@ def plot_error_budget(budget: pd.DataFrame, path) -> Path:
 
 def plot_sweep(table: pd.DataFrame, path) -> Path:
     """One panel per downstream metric against acceleration: a line per reconstruction method
-    (colour) and downstream method (line style), with its 95 % interval band."""
+    (colour) and downstream method (line style), with its 95 % interval band; the fully sampled
+    chain (the feed's R1 point, the reference of every method) as a grey dotted line across."""
     plt, path = _pyplot(path)
     if table.empty:
         return _empty_figure(path, "No acceleration sweep: the config runs none (error_budget.sweep: false)")
@@ -245,6 +246,9 @@ def plot_sweep(table: pd.DataFrame, path) -> Path:
                 ax.plot(t["acceleration"], t["value"], styles[j % len(styles)], marker="o", ms=3,
                         color=colours[recon], label=f"{recon} -> {method}")
                 ax.fill_between(t["acceleration"], t["ci_low"], t["ci_high"], color=colours[recon], alpha=0.15)
+            full = g[(g["method"] == method) & (g["acceleration"] == 1.0)]
+            if len(full):
+                ax.axhline(full["value"].iloc[0], color="0.5", ls=":", lw=0.8)
         ax.set_xlabel("acceleration R")
         ax.set_title(f"{stage_name}: {metric}", fontsize=10)
         ax.legend(fontsize=6)

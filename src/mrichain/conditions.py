@@ -7,9 +7,10 @@ A stage after reconstruction runs, per subject, on the output of the chain upstr
 =============  ==================================================================================
 ``R4``         an acquisition (:func:`mrichain.simulate.acquire.acq_label`) through the feed
                methods of every stage: the chain as configured
-``R4cs``       the same acquisition, reconstructed by a reconstruction method other than the
-               feed (here ``cs``), then the feed methods of the later stages: the acceleration
-               sweep (test split only)
+``R4cs``       the same undersampled acquisition, reconstructed by a reconstruction method
+               other than the feed (here ``cs``), then the feed methods of the later stages: the
+               acceleration sweep (test split only; not at R1, whose chain through the feed is
+               the sweep's reference: every method's harm is measured against it)
 ``oracle``     the ideal input: each stage's feed output replaced by its ground truth (the
                noise-free fully sampled image for denoising, the true labels for segmentation;
                :attr:`mrichain.stages.Stage.ideal`); the ceiling of the stages that read them
@@ -80,15 +81,22 @@ def parse(label_: str) -> tuple[str | None, str | None]:
 
 def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], feed: str, *,
                sweep: bool = True, oracle: bool = True) -> dict[str, Condition]:
-    """Every condition of a run, by label: the acquisitions (config order), then each acquisition
-    with each non-feed reconstruction method (if ``sweep``), then the oracle (if ``oracle``).
+    """Every condition of a run, by label: the acquisitions (config order), then each undersampled
+    acquisition with each non-feed reconstruction method (if ``sweep``), then the oracle (if
+    ``oracle``).
+
+    No sweep condition at R1: the fully sampled chain through the feed is the reference the
+    sweep's harms are measured against (:func:`mrichain.budget.acceleration_limits`), and running
+    every reconstruction method on fully sampled k-space doubled the sweep's jobs to measure what
+    the methods do with nothing to undo (measured: half of the default run's 620 sweep
+    job-seconds).
 
     acqs: {acq label: (acceleration, centre fraction)} (:attr:`mrichain.manifests.Plan.acqs`);
     sweep, oracle: the config's ``error_budget`` switches.
     """
     out = {a: Condition(a, a, float(r), feed) for a, (r, _) in acqs.items()}
     for a, (r, _) in acqs.items():
-        for m in recon_methods if sweep else ():
+        for m in recon_methods if sweep and float(r) > 1.0 else ():
             if m != feed:
                 out[label(a, m, feed)] = Condition(label(a, m, feed), a, float(r), m)
     if oracle:
