@@ -58,10 +58,16 @@ include: "workflow/rules/tune.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+if REAL.active:
+
+    include: "workflow/rules/realdata.smk"
+
+
 rule all:
     input:
         rules.aggregate.output,
         rules.budget.output,
+        list(REAL.summary_files().values()) if REAL.active else [],
     default_target: True
 
 

@@ -15,7 +15,7 @@ def default():
     return yaml.safe_load(open(ROOT / "config" / "config.yaml"))
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "bench.yaml", "bench_sweep.yaml"])
 def test_shipped_configs_are_valid(name):
     load_config(ROOT / "config" / name)
 
@@ -104,3 +104,30 @@ def test_centre_larger_than_the_acceleration_allows(default):
     msg = _err(cfg)
     assert "config key 'acquire.center_fractions': 0.16 at acceleration 8" in msg
     assert "acceleration 4" not in msg  # 16 % centre lines at R4 is valid (the default)
+
+
+@pytest.mark.parametrize("inp, expected", [
+    ({"kind": "bids"}, "config key 'input.bids_dir' is missing (required for input.kind bids)"),
+    ({"kind": "fastmri", "dir": "x", "accelerations": [4]},
+     "config key 'input.center_fractions' is missing (required for input.kind fastmri)"),
+    ({"kind": "bids", "bids_dir": "x", "accelerations": [4]}, "config key 'input.accelerations': not used by input.kind bids"),
+    ({"kind": "fastmri", "dir": "x", "accelerations": [4, 8], "center_fractions": [0.08]},
+     "config key 'input.center_fractions': needs one value per acceleration (2), got 1"),
+    ({"kind": "fastmri", "dir": "x", "accelerations": [8], "center_fractions": [0.16]},
+     "config key 'input.center_fractions': 0.16 at acceleration 8"),
+    ({"kind": "dicom"}, "config key 'input.kind': 'dicom' is not allowed; allowed values: simulated, bids, fastmri"),
+    ({"kind": "bids", "bids_dir": "x", "participant_label": ["sub-01"]}, "config key 'input.participant_label[0]'"),
+])
+def test_input_section_names_the_key(default, inp, expected):
+    """Each input kind takes its own keys; a missing, foreign or malformed one is a config error
+    naming it (before any job)."""
+    cfg = copy.deepcopy(default)
+    cfg["input"] = inp
+    assert expected in _err(cfg)
+
+
+def test_valid_input_sections(default):
+    for inp in ({"kind": "bids", "bids_dir": "/data/study", "participant_label": ["01"], "derivatives": ["/d"]},
+                {"kind": "fastmri", "dir": "/data/brain", "accelerations": [4, 8], "center_fractions": [0.08, 0.04],
+                 "output_dir": "out"}):
+        validate_config({**copy.deepcopy(default), "input": inp})

@@ -77,8 +77,8 @@ def test_dvc_yaml_follows_the_declaration():
     assert plots["training loss"]["y"] == expected_loss
     assert plots["validation score (model selection)"]["y"] == expected_val
     method_sections = [s.name for s in stages.METHOD_STAGES]
-    # evaluate also runs the error budget's conditions (config section error_budget)
-    for name, extra in (("models", []), ("evaluate", ["error_budget"])):
+    # evaluate also runs the error budget's conditions (error_budget) and any real inputs (input)
+    for name, extra in (("models", []), ("evaluate", ["error_budget", "input"])):
         params = dvc["stages"][name]["params"][0]["config/config.yaml"]
         assert params == ["seed", *method_sections, *extra], name
 

@@ -64,10 +64,20 @@ def _params(a) -> dict:
     return tuned_params(params, a.tuning) if getattr(a, "tuning", None) else params
 
 
+def _check_domain(a) -> None:
+    """``--real-input``: a learned method's card against the real input (mrichain.realdata.domain)."""
+    if a.real_input and a.model:
+        from mrichain.realdata.domain import check_file
+
+        for msg in check_file(a.model, a.input, a.real_input):
+            log.warning("%s", msg)
+
+
 def cmd_reconstruct(a):
     from mrichain.jobs import run_job
 
     _threads(a.threads)
+    _check_domain(a)
     run_job("reconstruct", a.method, {"kspace": a.input}, {"image": a.output}, _params(a), model=a.model,
             acceleration=a.acceleration, center_fraction=a.center_fraction, seed=a.seed)
 
@@ -78,6 +88,7 @@ def cmd_image_stage(a):
     from mrichain.stages import stage
 
     _threads(a.threads)
+    _check_domain(a)
     run_job(a.command, a.method, {"image": a.input}, {stage(a.command).primary_output: a.output}, _params(a),
             model=a.model, threads=a.threads, contrast=a.contrast)
 
@@ -124,6 +135,12 @@ def cmd_train(a):
     _threads(a.threads)
     trainer = trainer_registry(a.stage)[a.method]
     result = trainer(_manifest(a.manifest), json.loads(a.params), a.out, a.seed)
+    if a.domain:  # what it was trained on, for the checks before it runs on a real input
+        from mrichain.io import load_json, save_json
+        from mrichain.realdata.domain import card_path
+
+        card = load_json(card_path(a.out))
+        save_json({**card, "domain": json.loads(a.domain)}, card_path(a.out))
     log.info("trained %s-%s: best val %.4g at epoch %d of %d, %.1f s on %s", a.stage, a.method,
              result.best_score, result.best_epoch, result.epochs_run, result.wall_seconds, result.device)
 
@@ -151,6 +168,35 @@ def cmd_budget(a):
     conds = {k: Condition(**v) for k, v in json.loads(a.conditions).items()}
     write_budget(a.scores, conds, a.feed, a.out_budget, a.out_sweep, a.out_limits, a.out_budget_png,
                  a.out_sweep_png, seed=a.seed)
+
+
+def cmd_prepare(a):
+    from mrichain.realdata.run import prepare_file
+
+    _threads(a.threads)
+    prepare_file(a.input, target_mm=a.resolution, mask=a.mask, age=a.age, threads=a.threads, out_image=a.out_image,
+                 out_mask=a.out_mask, out_prep=a.out_prep, out_info=a.out_info)
+
+
+def cmd_restore(a):
+    from mrichain.realdata.run import restore_file
+
+    restore_file(a.input, a.prep, a.output, labels=a.labels)
+
+
+def cmd_fastmri_score(a):
+    from mrichain.realdata.run import score_fastmri
+
+    score_fastmri(a.kspace, dict(zip(a.methods, a.recons, strict=True)), a.out, key=a.key, acq=a.acq)
+
+
+def cmd_real_summary(a):
+    from mrichain import __version__
+    from mrichain.realdata.run import read_manifest, summarise
+
+    out = {"metrics": a.out_metrics, "table": a.out_table, "description": a.out_description}
+    summarise(read_manifest(a.manifest), {**out, **({"brain_age": a.out_brain_age} if a.out_brain_age else {})},
+              version=__version__)
 
 
 def cmd_profile(a):
@@ -204,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--tuning", help=f"tuning card of a classical method (results/tuning/{st.name}-<method>.json)")
         s.add_argument("--threads", type=int, default=1)
         s.add_argument("--contrast", default="T1w", choices=["T1w", "T2w"], help="for methods that use it")
+        s.add_argument("--real-input", metavar="SUFFIX",
+                       help="the input is a real scan of this BIDS suffix (T1w, FLAIR...): a learned method's "
+                            "card is checked against it first (contrast refused, voxel size and coils warned)")
         if "kspace" in st.reads:
             s.add_argument("--acceleration", type=float,
                            help="undersample a fully sampled fastMRI file retrospectively (one seeded mask per volume)")
@@ -249,6 +298,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the tuning card, results/tuning/<stage>-<method>.json")
     s.set_defaults(func=cmd_tune)
 
+    s = sub.add_parser("prepare", help="a real T1w (any orientation, skull on) -> the chain's input (RAS, N4, "
+                       "skull stripped, at the cohort's voxel size)")
+    s.add_argument("--input", required=True)
+    s.add_argument("--mask", help="a user brain mask (BIDS desc-brain_mask): replaces skull stripping")
+    s.add_argument("--age", type=float, help="years (participants.tsv), recorded for brain age")
+    s.add_argument("--resolution", type=float, required=True, help="voxel size the models were trained at (mm)")
+    s.add_argument("--threads", type=int, default=1)
+    for out in ("image", "mask", "prep", "info"):
+        s.add_argument(f"--out-{out}", required=True)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("restore", help="an output on the prepared grid -> the real input's grid and voxel order")
+    s.add_argument("--input", required=True)
+    s.add_argument("--prep", required=True, help="the PrepInfo JSON of `mrichain prepare`")
+    s.add_argument("--output", required=True)
+    s.add_argument("--labels", action="store_true", help="nearest neighbour (label maps)")
+    s.set_defaults(func=cmd_restore)
+
+    s = sub.add_parser("fastmri-score", help="score reconstructions of a fastMRI file against its reconstruction_rss")
+    s.add_argument("--kspace", required=True)
+    s.add_argument("--methods", nargs="+", required=True)
+    s.add_argument("--recons", nargs="+", required=True, help="one NIfTI per method, same order")
+    s.add_argument("--key", default="")
+    s.add_argument("--acq", default="")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fastmri_score)
+
+    s = sub.add_parser("real-summary", help="collect the real inputs' results: metrics, tables, derivatives description")
+    s.add_argument("--manifest", required=True)
+    for out in ("metrics", "table", "description"):
+        s.add_argument(f"--out-{out}", required=True)
+    s.add_argument("--out-brain-age", help="the brain-age table (inputs that run brain age)")
+    s.set_defaults(func=cmd_real_summary)
+
     s = sub.add_parser("train", help="train a learned method on the train split, select on val")
     s.add_argument("--stage", required=True)
     s.add_argument("--method", required=True)
@@ -257,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True, help="models/<stage>-<method>.pt")
+    s.add_argument("--domain", help="JSON: what the training data was (contrast, voxel_mm, n_coils, snr), "
+                   "added to the card (mrichain.realdata.domain)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("score", help="score one stage against ground truth and draw montages")

@@ -143,6 +143,7 @@ def _cross_checks(cfg: dict) -> list[str]:
     if snr_range is not None and not snr_range[0] < snr_range[1]:
         msgs.append(f"config key 'denoise.params.dncnn.noise_snr_range': lower SNR {snr_range[0]} "
                     f"must be below upper SNR {snr_range[1]}")
+    msgs += _input_checks(cfg["input"])
     total = sum(cfg["cohort"]["split"].values())
     if abs(total - 1.0) > 1e-6:
         msgs.append(f"config key 'cohort.split': fractions must sum to 1, got {total:g}")
@@ -160,6 +161,32 @@ def _cross_checks(cfg: dict) -> list[str]:
                         f"config key '{stage}.{section}.{name}': no such method in {stage}.methods; "
                         f"allowed values: {', '.join(cfg[stage]['methods'])}"
                     )
+    return msgs
+
+
+INPUT_KEYS = {"simulated": set(), "bids": {"bids_dir", "participant_label", "derivatives"},
+              "fastmri": {"dir", "accelerations", "center_fractions"}}
+"""Keys each ``input.kind`` takes besides ``kind`` and ``output_dir``; the first of each is required."""
+
+
+def _input_checks(inp: dict) -> list[str]:
+    """``input``: the keys of its kind present (``bids_dir`` for bids; ``dir``, ``accelerations``
+    and ``center_fractions`` for fastmri), none of another kind's, and one centre fraction per
+    acceleration that leaves outer lines (as for ``acquire``)."""
+    kind, msgs = inp["kind"], []
+    required = {"simulated": [], "bids": ["bids_dir"], "fastmri": ["dir", "accelerations", "center_fractions"]}[kind]
+    msgs += [f"config key 'input.{k}' is missing (required for input.kind {kind})" for k in required if k not in inp]
+    foreign = sorted(set(inp) - {"kind", "output_dir"} - INPUT_KEYS[kind])
+    msgs += [f"config key 'input.{k}': not used by input.kind {kind}; its keys: "
+             f"{', '.join(sorted(INPUT_KEYS[kind] | {'output_dir'}))}" for k in foreign]
+    if kind == "fastmri" and "accelerations" in inp and "center_fractions" in inp:
+        rs, cfs = inp["accelerations"], inp["center_fractions"]
+        if len(rs) != len(cfs):
+            msgs.append(f"config key 'input.center_fractions': needs one value per acceleration ({len(rs)}), got {len(cfs)}")
+        else:
+            msgs += [f"config key 'input.center_fractions': {cf:g} at acceleration {r} samples at least 1/{r} of "
+                     f"k-space in the centre alone; use a fraction below {1 / r:.3g}"
+                     for r, cf in zip(rs, cfs) if r > 1 and cf * r >= 1]
     return msgs
 
 

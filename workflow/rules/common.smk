@@ -6,10 +6,13 @@ import json
 
 from mrichain import layout
 from mrichain.config import method_params
+from mrichain.realdata.domain import domain_of_config
+from mrichain.realdata.plan import WORK as WORK_REAL, RealPlan
 from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
 from mrichain.stages import STAGE_NAMES, is_learned, stage
 
 PLAN = Plan(config)
+REAL = RealPlan(config, PLAN)  # real inputs (config input.kind bids | fastmri); none for simulated
 SUBJECTS = PLAN.subjects
 ACQS = PLAN.acqs
 C = PLAN.contrast

@@ -19,6 +19,7 @@ rule train:
     params:
         method_params=lambda wc: train_params_json(wc.stage, wc.method),
         seed=config["seed"],
+        domain=json.dumps(domain_of_config(config), sort_keys=True),
     log:
         layout.log("train", "{stage}-{method}"),
     benchmark:
@@ -33,4 +34,5 @@ rule train:
     shell:
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log}; "
         "mrichain train --stage {wildcards.stage} --method {wildcards.method} --manifest {input.manifest} "
-        "--params {params.method_params:q} --seed {params.seed} --threads {threads} --out {output.model} >> {log} 2>&1"
+        "--params {params.method_params:q} --seed {params.seed} --threads {threads} --out {output.model} "
+        "--domain {params.domain:q} >> {log} 2>&1"

@@ -26,13 +26,15 @@ def run_prediction(
     (``label_paths``: uint8 maps 0 BG, 1 CSF, 2 GM, 3 WM) and true ages. An image method
     (``IMAGE_METHODS``, e.g. the learned CNN) was trained by its own job: it reads ``image_paths``
     and its weights ``model`` and also returns a predictive interval.
-    info_paths: one per subject (order of ``subjects``), JSONs holding the true ``age`` in years.
+    info_paths: one per subject (order of ``subjects``), JSONs holding the true ``age`` in years
+    (null for a real subject of unknown age; such subjects must not be in the train split).
     TSV columns: subject, split, age, predicted_age[, predicted_lower, predicted_upper, volumes].
     """
     from mrichain.predict import IMAGE_METHODS, METHODS
     from mrichain.predict.volumes import tissue_volumes
 
-    ages = [float(load_json(p)["age"]) for p in info_paths]
+    # a real subject's age may be unknown (null: no participants.tsv age); it is predicted, not fitted on
+    ages = [float("nan") if (a := load_json(p)["age"]) is None else float(a) for p in info_paths]
     if method in IMAGE_METHODS:
         if image_paths is None or model is None or len(image_paths) != len(subjects):
             raise ValueError(f"{method} needs one image per subject and its trained model")

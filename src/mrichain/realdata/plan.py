@@ -1,0 +1,254 @@
+"""The plan of a run's real inputs (``input.kind: bids | fastmri``): what runs on them, and where.
+
+The simulated cohort always runs (:class:`mrichain.manifests.Plan`): it trains the learned
+methods, tunes the classical ones and is scored against its truth. A run with real inputs adds,
+per real image (a *key*, the ``real`` wildcard of ``workflow/rules/realdata.smk``):
+
+bids (structural T1w, :mod:`mrichain.realdata.structural`)
+    prepare (RAS, N4, skull strip or the user's ``desc-brain_mask``, resampled to the cohort's
+    voxel size) -> every denoising method -> every segmentation method on the denoising feed's
+    output -> every brain-age method (fitted on the cohort's train split as in the cohort's own
+    jobs; the real image predicted). Outputs are restored to the input's grid and voxel order and
+    written as BIDS derivatives; brain age is scored against ``participants.tsv`` ages where the
+    dataset has them, the image stages report "no reference".
+fastmri (k-space, :mod:`mrichain.realdata.fastmri`)
+    every reconstruction method at each ``input.accelerations`` (retrospective masks, seeded; 1 =
+    as acquired), scored against the file's cropped ``reconstruction_rss`` as fastMRI's
+    ``evaluate.py`` does -> every denoising method on the reconstruction feed's output (no
+    reference). The thick-slice 2-D stacks are not sent to the 3-D stages after denoising.
+
+Work files on the cohort's grid sit under :data:`WORK`; what a lab keeps is written under the
+derivatives folder (``input.output_dir``, default :data:`DERIVATIVES`) with BIDS names
+(:func:`mrichain.realdata.derivatives.derivative_path`).
+
+Import-light: the Snakefile builds it at parse time (discovery of a BIDS dataset through pybids
+happens then, so a missing dataset or participant is an error before any job).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mrichain.stages import stage
+
+DERIVATIVES = "results/derivatives/mrichain"
+WORK = "results/realdata"
+STRUCTURAL_STAGES = ("denoise", "segment", "predict")
+FASTMRI_STAGES = ("reconstruct", "denoise")
+_FASTMRI_CONTRAST = (("FLAIR", "FLAIR"), ("T1", "T1w"), ("T2", "T2w"), ("PD", "PDw"))
+"""fastMRI brain protocol names (``AXT1POST``, ``AXFLAIR``...) -> BIDS suffix, first match wins."""
+
+
+@dataclass(frozen=True)
+class RealInput:
+    """One real image.
+
+    key: unique id, the ``real`` wildcard (``sub-01_ses-02`` for BIDS; ``sub-<file stem without
+    non-alphanumerics>`` for fastMRI); path: the input file; entities: BIDS entities of its
+    derivatives (``subject``, [``session``, ``acquisition``, ``run``]); suffix: BIDS suffix
+    (``T1w``...); mask: a user brain mask (BIDS derivatives) or None; age: years or None.
+    """
+
+    key: str
+    path: str
+    entities: dict = field(hash=False)
+    suffix: str = "T1w"
+    mask: str | None = None
+    age: float | None = None
+
+
+def fastmri_inputs(directory) -> list[RealInput]:
+    """Every ``*.h5`` file of ``directory`` (sorted), as :class:`RealInput`.
+
+    The subject label is the file stem without non-alphanumerics (BIDS labels are alphanumeric):
+    ``file_brain_AXT1POST_200_6002026.h5`` -> ``sub-filebrainAXT1POST2006002026``; the suffix
+    follows fastMRI's protocol name (T1w for ``AXT1``/``AXT1PRE``/``AXT1POST``, T2w, FLAIR).
+    Raises :class:`mrichain.UserError` naming the directory when it is missing or holds no ``.h5``,
+    or two files give one label."""
+    from mrichain import UserError
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise UserError(f"config key 'input.dir': {d} is not a directory")
+    files = sorted(d.glob("*.h5"))
+    if not files:
+        raise UserError(f"config key 'input.dir': {d} holds no .h5 file (fastMRI HDF5)")
+    out, seen = [], {}
+    for f in files:
+        label = re.sub(r"[^A-Za-z0-9]", "", f.stem)
+        if label in seen:
+            raise UserError(f"{f} and {seen[label]} give one subject label 'sub-{label}'; rename one")
+        seen[label] = f
+        suffix = next((s for token, s in _FASTMRI_CONTRAST if token in f.stem.upper()), "T1w")
+        out.append(RealInput(f"sub-{label}", str(f), {"subject": label}, suffix))
+    return out
+
+
+def key_dir(key: str) -> str:
+    """The derivative folder of a key: ``sub-01_ses-02_run-1`` -> ``sub-01/ses-02/anat``."""
+    parts = key.split("_")
+    return "/".join([parts[0]] + [p for p in parts[1:] if p.startswith("ses-")] + ["anat"])
+
+
+class RealPlan:
+    """Real inputs of a run and every path of their jobs (module docstring).
+
+    config: the validated config; plan: the cohort's :class:`mrichain.manifests.Plan` (methods,
+    feeds, what the brain-age fit reads); inputs: given by tests, discovered otherwise.
+    """
+
+    def __init__(self, config: dict, plan, inputs: list[RealInput] | None = None):
+        inp = config["input"]
+        self.kind = inp["kind"]
+        self.plan = plan
+        self.root = inp.get("output_dir", DERIVATIVES)
+        self.voxel_mm = float(config["cohort"]["resolution_mm"])
+        self.acqs: dict[str, tuple[float, float]] = {}
+        if self.kind == "fastmri":
+            from mrichain.simulate.acquire import acq_label
+
+            self.acqs = {acq_label(r): (float(r), float(cf))
+                         for r, cf in zip(inp["accelerations"], inp["center_fractions"])}
+        if inputs is None:
+            inputs = self._discover(inp)
+        self.inputs = {i.key: i for i in inputs}
+
+    @staticmethod
+    def _discover(inp: dict) -> list[RealInput]:
+        if inp["kind"] == "fastmri":
+            return fastmri_inputs(inp["dir"])
+        if inp["kind"] != "bids":
+            return []
+        from mrichain.realdata.bids import discover_t1w
+
+        return [RealInput(i.key, str(i.path), dict(i.entities), "T1w", str(i.mask) if i.mask else None, i.age)
+                for i in discover_t1w(inp["bids_dir"], inp.get("participant_label") or None,
+                                      inp.get("derivatives") or ())]
+
+    @property
+    def active(self) -> bool:
+        return bool(self.inputs)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return FASTMRI_STAGES if self.kind == "fastmri" else STRUCTURAL_STAGES if self.kind == "bids" else ()
+
+    def keys(self) -> list[str]:
+        return list(self.inputs)
+
+    def wildcard(self) -> str:
+        """Regular expression of the ``real`` wildcard: exactly the keys of this run."""
+        return "|".join(re.escape(k) for k in self.inputs) or "(?!)"
+
+    # ---- paths ---------------------------------------------------------------------------
+    def work(self, kind: str, key: str = "{real}", acq: str | None = None, method: str | None = None,
+             ext: str = ".nii.gz") -> str:
+        """A work file on the chain's grid: ``results/realdata/<kind>/<key>/<key>[_acq-R4][_desc-<method>]_<kind><ext>``."""
+        ents = "".join(f"_{k}-{v}" for k, v in (("acq", acq), ("desc", method)) if v)
+        return f"{WORK}/{kind}/{key}/{key}{ents}_{kind}{ext}"
+
+    def derivative(self, key: str = "{real}", *, acq=None, rec=None, desc=None, suffix=None, ext=".nii.gz") -> str:
+        """A derivative file: ``<root>/sub-X[/ses-Y]/anat/<key>[_acq-][_rec-][_desc-]_<suffix><ext>``.
+
+        The key is the input's own BIDS name without its suffix (entities in BIDS order), so the
+        added entities follow it in BIDS order too (acq and rec only for fastMRI keys, which
+        carry the subject alone). With the default ``key`` the result is a rule's output pattern
+        (wildcards ``realdir``, ``real`` and, unless given, ``suffix``)."""
+        if key == "{real}":
+            folder, suffix = "{realdir}", suffix or "{suffix}"
+        else:
+            folder, suffix = key_dir(key), suffix or self.inputs[key].suffix
+        ents = "".join(f"_{k}-{v}" for k, v in (("acq", acq), ("rec", rec), ("desc", desc)) if v)
+        return f"{self.root}/{folder}/{key}{ents}_{suffix}{ext}"
+
+    def stage_output(self, stage_name: str, key: str, method: str, acq: str | None = None) -> str:
+        """Where ``method`` of ``stage_name`` writes for ``key`` (a derivative for fastMRI
+        reconstructions and denoised images, which stay on their grid; a work file for the
+        structural chain, restored to the input's grid by rule ``real_restore``)."""
+        if self.kind == "fastmri":
+            feed = self.plan.feed("reconstruct")
+            if stage_name == "reconstruct":
+                return self.derivative(key, acq=acq, rec=method)
+            return self.derivative(key, acq=acq, rec=feed, desc=method)
+        if stage_name == "predict":
+            return self.work("brainage", key, method=method, ext=".tsv")
+        return self.work(stage(stage_name).outputs[stage(stage_name).primary_output].suffix.format(contrast="T1w"),
+                         key, method=method)
+
+    def feed_output(self, stage_name: str, key: str, acq: str | None = None) -> str:
+        return self.stage_output(stage_name, key, self.plan.feed(stage_name), acq)
+
+    def restored(self, stage_name: str, key: str, method: str) -> str:
+        """A structural output on the input's grid, as a derivative (``desc-<method>``)."""
+        suffix = "dseg" if stage_name == "segment" else self.inputs[key].suffix
+        return self.derivative(key, desc=method, suffix=suffix)
+
+    def restore_source(self, key: str, method: str, suffix: str) -> tuple[str, bool]:
+        """What rule ``real_restore`` brings back to the input's grid for a derivative
+        ``desc-<method>_<suffix>``, and whether it is a label map: the brain mask
+        (``desc-brain_mask``), a segmentation (``dseg``) or a denoised image."""
+        if suffix == "mask":
+            return self.prepared(key)["mask"], True
+        if suffix == "dseg":
+            return self.stage_output("segment", key, method), True
+        return self.stage_output("denoise", key, method), False
+
+    def prepared(self, key: str = "{real}") -> dict[str, str]:
+        """What rule ``real_prepare`` writes: the chain's input image, its brain mask, the
+        :class:`mrichain.realdata.structural.PrepInfo` (JSON) and the subject's info (age)."""
+        return {"image": self.work("T1w", key, method="preproc"), "mask": self.work("mask", key, method="brain"),
+                "prep": self.work("prep", key, ext=".json"), "info": self.work("info", key, ext=".json")}
+
+    def fastmri_scores(self, key: str = "{real}", acq: str = "{acq}") -> str:
+        return self.work("scores", key, acq=acq, ext=".tsv")
+
+    def predict_manifest(self, method: str, key: str) -> dict:
+        """The brain-age job of one real image: the cohort's train split (the fit, as the
+        cohort's own predict job reads it) plus the image (split ``real``)."""
+        s = stage("predict")
+        m = self.plan.job_manifest("predict", method, self.plan.train_acqs(s)[0], ("train",))
+        m = {**m, "subjects": m["subjects"] + [key], "splits": {**m["splits"], key: "real"}}
+        reads = {"labels": self.feed_output("segment", key), "images": self.feed_output("denoise", key),
+                 "info": self.prepared(key)["info"]}
+        for k in [k for k in m if k in reads]:
+            m[k] = m[k] + [reads[k]]
+        return m
+
+    def methods(self, stage_name: str) -> list[str]:
+        return self.plan.methods(stage_name)
+
+    def summary_files(self) -> dict[str, str]:
+        """What rule ``real_summary`` writes (:func:`mrichain.realdata.run.summarise`)."""
+        out = {"description": f"{self.root}/dataset_description.json", "metrics": f"{WORK}/metrics.json",
+               "table": f"{WORK}/summary.tsv"}
+        if "predict" in self.stages:
+            out["brain_age"] = f"{self.root}/brain_age.tsv"
+        return out
+
+    def summary_manifest(self) -> dict:
+        """What rule ``real_summary`` reads (a file: it grows with the inputs)."""
+        source = self.plan.config["input"].get("bids_dir") or self.plan.config["input"].get("dir")
+        m = {"kind": self.kind, "source": source, "stages": {s: self.methods(s) for s in self.stages},
+             "entities": {k: i.entities for k, i in self.inputs.items()}}
+        if self.kind == "fastmri":
+            m["fastmri_scores"] = [self.fastmri_scores(k, a) for k in self.inputs for a in self.acqs]
+        else:
+            m["predictions"] = {k: {meth: self.stage_output("predict", k, meth) for meth in self.methods("predict")}
+                                for k in self.inputs}
+        return m
+
+    def outputs(self) -> list[str]:
+        """Every file the run's real inputs end in (rule ``real_summary``'s inputs)."""
+        out = []
+        for key in self.inputs:
+            if self.kind == "fastmri":
+                for acq in self.acqs:
+                    out += [self.stage_output("reconstruct", key, m, acq) for m in self.methods("reconstruct")]
+                    out += [self.stage_output("denoise", key, m, acq) for m in self.methods("denoise")]
+                    out.append(self.fastmri_scores(key, acq))
+            else:
+                out.append(self.derivative(key, desc="brain", suffix="mask"))
+                out += [self.restored(s, key, m) for s in ("denoise", "segment") for m in self.methods(s)]
+                out += [self.stage_output("predict", key, m) for m in self.methods("predict")]
+        return out

@@ -1,0 +1,164 @@
+"""The file-level jobs of real inputs (``workflow/rules/realdata.smk``; plan in :mod:`.plan`).
+
+- :func:`prepare_file`: a lab's T1w -> the chain's input (:func:`.structural.prepare_t1w`), its
+  brain mask, the geometry to go back (:class:`.structural.PrepInfo`) and the subject's info JSON
+  (``age`` in years or null), so the brain-age job reads a real subject as it reads a simulated one;
+- :func:`restore_file`: an output on the chain's grid -> the input's grid and voxel order;
+- :func:`score_fastmri`: each reconstruction of one fastMRI file at one acceleration against the
+  file's cropped ``reconstruction_rss`` (fastMRI's ``evaluate.py``: NMSE, PSNR, SSIM per volume);
+- :func:`summarise`: every real input's scores in one place: ``metrics.json`` (``{stage: {method:
+  {metric: value}}}``, or ``"no reference"`` where the input has no truth), a per-input TSV, the
+  brain-age table and the derivatives' ``dataset_description.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrichain.io import InputImageError, load_image, load_json, save_image, save_json
+
+NO_REFERENCE = "no reference"
+
+
+def prepare_file(image, *, target_mm: float, out_image, out_mask, out_prep, out_info, mask=None,
+                 age: float | None = None, threads: int = 1) -> dict:
+    """Prepare one T1w file (any orientation and voxel size, skull on) for the chain.
+
+    mask: a user ``desc-brain_mask`` (replaces skull stripping); age: from ``participants.tsv``.
+    Writes the float32 brain image and uint8 mask (RAS, ``target_mm`` isotropic), the PrepInfo JSON
+    and ``{"age": years | null, "source": image}``. Returns the PrepInfo as a dict.
+    A file that is not a 3-D finite NIfTI fails here, naming it (:func:`mrichain.io.load_image`).
+    """
+    from mrichain.realdata.structural import prepare_t1w
+
+    img = load_image(image)
+    user = load_image(mask) if mask else None
+    prepared, brain, info = prepare_t1w(img, target_mm=target_mm, mask=user, threads=threads)
+    if not np.any(np.asarray(brain.dataobj)):
+        raise InputImageError(f"{image}: skull stripping found no brain (empty mask); give a desc-brain_mask "
+                              "in a derivatives folder (input.derivatives)")
+    save_image(np.asarray(prepared.dataobj), prepared.affine, out_image)
+    save_image(np.asarray(brain.dataobj), brain.affine, out_mask, dtype=np.uint8)
+    info_dict = info.to_dict()
+    save_json(info_dict, out_prep)
+    save_json({"age": None if age is None else float(age), "source": str(image)}, out_info)
+    return info_dict
+
+
+def restore_file(image, prep, output, *, labels: bool) -> Path:
+    """``image`` (on the prepared grid) back on the input's grid: nearest neighbour for
+    ``labels``, linear otherwise (:func:`.structural.restore`)."""
+    from mrichain.realdata.structural import restore
+
+    img = load_image(image)
+    out = restore(img, load_json(prep), order=0 if labels else 1)
+    dtype = np.uint8 if labels else np.float32
+    return save_image(np.asarray(out.dataobj), out.affine, output, dtype=dtype)
+
+
+def score_fastmri(kspace_file, recons: dict[str, str], out_tsv, *, key: str = "", acq: str = "") -> pd.DataFrame:
+    """fastMRI's scores of each reconstruction (``{method: NIfTI path}``) of ``kspace_file``.
+
+    TSV columns: key, acq, method, metric (nmse, psnr, ssim), value; a file without
+    ``reconstruction_rss`` (fastMRI's test set) gets ``value`` NaN and ``note`` "no reference".
+    """
+    from mrichain.realdata.fastmri import evaluate_volume, read_target
+
+    target = read_target(kspace_file)
+    rows = []
+    for method, path in recons.items():
+        if target is None:
+            rows += [dict(key=key, acq=acq, method=method, metric=m, value=np.nan, note=NO_REFERENCE)
+                     for m in ("nmse", "psnr", "ssim")]
+            continue
+        scores = evaluate_volume(target, load_image(path))
+        rows += [dict(key=key, acq=acq, method=method, metric=m, value=float(v), note="") for m, v in scores.items()]
+    table = pd.DataFrame(rows, columns=["key", "acq", "method", "metric", "value", "note"])
+    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
+    return table
+
+
+def _brain_age(predictions: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """``{key: {method: predictions TSV}}`` -> one row per key: age, predicted age per method
+    (``predicted_age_<method>``, plus the interval of a method that gives one)."""
+    rows = []
+    for key, by_method in predictions.items():
+        row = {"key": key}
+        for method, path in by_method.items():
+            t = pd.read_csv(path, sep="\t")
+            r = t[t["split"] == "real"].iloc[0]
+            row["age"] = r["age"]
+            row[f"predicted_age_{method}"] = r["predicted_age"]
+            for bound in ("predicted_lower", "predicted_upper"):
+                if bound in r and pd.notna(r[bound]):
+                    row[f"{bound}_{method}"] = r[bound]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(manifest: dict, out: dict[str, str], *, version: str) -> dict:
+    """Collect every real input's results.
+
+    manifest: ``{"kind", "source", "stages": {stage: [methods]}, "fastmri_scores": [TSV...],
+    "predictions": {key: {method: TSV}}, "entities": {key: {...}}}``; out: ``metrics``,
+    ``table``, ``description`` paths and, for inputs that run brain age, ``brain_age``. Returns the metrics dict:
+    ``{stage: {method: {metric: mean} | "no reference"}}``, with ``n`` and for brain age the MAE
+    over the inputs whose age is known.
+    """
+    from mrichain.realdata.derivatives import write_dataset_description
+
+    metrics: dict = {}
+    frames = []
+    for path in manifest.get("fastmri_scores", []):
+        frames.append(pd.read_csv(path, sep="\t"))
+    if frames:
+        scores = pd.concat(frames, ignore_index=True)
+        for (acq, method), g in scores.groupby(["acq", "method"], sort=False):
+            vals = {m: float(v) for m, v in g.groupby("metric")["value"].mean().items() if np.isfinite(v)}
+            metrics.setdefault("reconstruct", {})[f"{method}@{acq}"] = (
+                {**vals, "n": int(g["key"].nunique())} if vals else NO_REFERENCE)
+        table = scores
+    else:
+        table = pd.DataFrame(columns=["key", "acq", "method", "metric", "value", "note"])
+    for stage_name, methods in manifest["stages"].items():
+        if stage_name in ("reconstruct", "predict"):
+            continue
+        metrics[stage_name] = {m: NO_REFERENCE for m in methods}
+    ages = _brain_age(manifest.get("predictions", {}))
+    if not ages.empty:
+        known = ages[pd.notna(ages["age"])]
+        for method in manifest["stages"].get("predict", []):
+            col = f"predicted_age_{method}"
+            if known.empty:
+                metrics.setdefault("predict", {})[method] = NO_REFERENCE
+            else:
+                err = (known[col] - known["age"]).abs()
+                metrics.setdefault("predict", {})[method] = {"mae_years": float(err.mean()), "n": int(len(known))}
+                table = pd.concat([table, pd.DataFrame({"key": known["key"], "acq": "", "method": method,
+                                                        "metric": "abs_error_years", "value": err, "note": ""})],
+                                  ignore_index=True)
+        ents = manifest.get("entities", {})
+        ages.insert(0, "participant_id", [f"sub-{ents.get(k, {}).get('subject', k)}" for k in ages["key"]])
+        if any("session" in ents.get(k, {}) for k in ages["key"]):
+            ages.insert(1, "session_id", [f"ses-{ents[k]['session']}" if "session" in ents.get(k, {}) else "n/a"
+                                          for k in ages["key"]])
+    if "brain_age" in out:
+        Path(out["brain_age"]).parent.mkdir(parents=True, exist_ok=True)
+        ages.to_csv(out["brain_age"], sep="\t", index=False, float_format="%.4g", na_rep="n/a")
+    Path(out["table"]).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out["table"], sep="\t", index=False, float_format="%.6g")
+    save_json(metrics, out["metrics"])
+    write_dataset_description(Path(out["description"]).parent, version=version, source=manifest.get("source"))
+    return metrics
+
+
+def read_manifest(path) -> dict:
+    """A summary manifest (:func:`summarise`), with an error naming the file if unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputImageError(f"{path}: cannot read the manifest ({exc})") from exc

@@ -1,0 +1,111 @@
+"""Real inputs in the DAG (issue 11): the plan of a fastMRI directory, model-card domain checks,
+the summary of scores with and without a reference."""
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fastmri_files import write_fastmri_file
+from mrichain import UserError
+from mrichain.manifests import Plan
+from mrichain.realdata.domain import check_domain, domain_of_config
+from mrichain.realdata.plan import RealPlan, fastmri_inputs, key_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return yaml.safe_load(open(ROOT / "config" / "test.yaml"))
+
+
+@pytest.fixture(scope="module")
+def fastmri_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fastmri")
+    write_fastmri_file(d / "file_brain_AXT1POST_200_6002026.h5", n_slices=2)
+    write_fastmri_file(d / "file_brain_AXFLAIR_201_6003001.h5", n_slices=2, seed=1)
+    return d
+
+
+def test_fastmri_directory_gives_one_bids_subject_per_file(fastmri_dir):
+    items = fastmri_inputs(fastmri_dir)
+    assert [i.key for i in items] == ["sub-filebrainAXFLAIR2016003001", "sub-filebrainAXT1POST2006002026"]
+    assert [i.suffix for i in items] == ["FLAIR", "T1w"]
+    assert items[1].entities == {"subject": "filebrainAXT1POST2006002026"}
+
+
+def test_fastmri_directory_errors_name_the_key_or_files(tmp_path, fastmri_dir):
+    with pytest.raises(UserError, match=r"config key 'input.dir': .*missing.* is not a directory"):
+        fastmri_inputs(tmp_path / "missing")
+    with pytest.raises(UserError, match=r"config key 'input.dir': .* holds no .h5 file"):
+        fastmri_inputs(tmp_path)
+    write_fastmri_file(tmp_path / "a_1.h5", n_slices=1)
+    write_fastmri_file(tmp_path / "a1.h5", n_slices=1)
+    with pytest.raises(UserError, match=r"a_1.h5 and .*/a1.h5 give one subject label 'sub-a1'"):
+        fastmri_inputs(tmp_path)
+
+
+def test_fastmri_plan_paths_and_targets(cfg, fastmri_dir):
+    c = copy.deepcopy(cfg)
+    c["input"] = {"kind": "fastmri", "dir": str(fastmri_dir), "accelerations": [4, 1], "center_fractions": [0.08, 0.08]}
+    real = RealPlan(c, Plan(c))
+    key = "sub-filebrainAXT1POST2006002026"
+    assert list(real.acqs) == ["R4", "R1"]
+    assert real.stage_output("reconstruct", key, "cs", "R4") == (
+        f"results/derivatives/mrichain/{key}/anat/{key}_acq-R4_rec-cs_T1w.nii.gz")
+    feed = c["reconstruct"]["feed"]
+    assert real.stage_output("denoise", key, "dncnn", "R4").endswith(f"{key}_acq-R4_rec-{feed}_desc-dncnn_T1w.nii.gz")
+    # every reconstruction and denoising method at every acceleration, scored once per (file, acceleration)
+    n = len(c["reconstruct"]["methods"]) + len(c["denoise"]["methods"]) + 1
+    assert len(real.outputs()) == 2 * 2 * n
+    assert set(real.summary_files()) == {"description", "metrics", "table"}  # no brain age for k-space inputs
+    m = real.summary_manifest()
+    assert len(m["fastmri_scores"]) == 4 and set(m["stages"]) == {"reconstruct", "denoise"}
+
+
+def test_key_dir_follows_bids_folders():
+    assert key_dir("sub-01") == "sub-01/anat"
+    assert key_dir("sub-01_ses-02_run-1") == "sub-01/ses-02/anat"
+
+
+def test_domain_check_refuses_contrast_warns_geometry(cfg):
+    card = {"domain": domain_of_config(cfg)}
+    assert card["domain"] == {"contrast": "T1w", "voxel_mm": 4.0, "n_coils": 4, "snr": 15.0}
+    with pytest.raises(UserError, match=r"model m.pt applied to x.nii.gz: the input is FLAIR, the model was trained on T1w"):
+        check_domain(card, "m.pt", "x.nii.gz", contrast="FLAIR")
+    assert check_domain(card, "m.pt", "x.nii.gz", contrast="T1w", voxel_mm=(4.1, 4.0, 3.9)) == []  # within 10 %
+    msgs = check_domain(card, "m.pt", "x.h5", contrast="T1w", voxel_mm=(0.7, 0.7, 5.0), n_coils=16)
+    assert len(msgs) == 2 and "voxel size 0.7, 0.7, 5 mm, trained at 4 mm" in msgs[0] and "16 coils, trained on 4" in msgs[1]
+    with pytest.raises(UserError, match="has no 'domain'"):
+        check_domain({}, "old.pt", "x.nii.gz", contrast="T1w")
+
+
+def test_summary_scores_what_has_a_reference(tmp_path):
+    from mrichain.realdata.run import NO_REFERENCE, summarise
+
+    scores = tmp_path / "s.tsv"
+    pd.DataFrame([dict(key="sub-a", acq="R4", method=m, metric=k, value=v, note="")
+                  for m, k, v in [("cs", "ssim", 0.9), ("cs", "psnr", 30.0), ("zerofilled", "ssim", 0.7)]]
+                 ).to_csv(scores, sep="\t", index=False)
+    preds = {}
+    for key, age, pred in (("sub-01_ses-01", 40.0, 45.0), ("sub-02", None, 50.0)):
+        p = tmp_path / f"{key}.tsv"
+        pd.DataFrame([{"subject": "sub-001", "split": "train", "age": 30, "predicted_age": 31},
+                      {"subject": key, "split": "real", "age": age, "predicted_age": pred}]).to_csv(p, sep="\t", index=False)
+        preds[key] = {"linear": str(p)}
+    manifest = {"kind": "bids", "source": "/data", "stages": {"denoise": ["antsnlm"], "predict": ["linear"]},
+                "fastmri_scores": [str(scores)], "predictions": preds,
+                "entities": {"sub-01_ses-01": {"subject": "01", "session": "01"}, "sub-02": {"subject": "02"}}}
+    out = {k: tmp_path / "d" / f"{k}.x" for k in ("metrics", "table", "brain_age")}
+    out["description"] = tmp_path / "d" / "dataset_description.json"
+    metrics = summarise(manifest, out, version="0.1.0")
+    assert metrics["reconstruct"]["cs@R4"] == {"ssim": 0.9, "psnr": 30.0, "n": 1}
+    assert metrics["denoise"] == {"antsnlm": NO_REFERENCE}
+    assert metrics["predict"]["linear"] == {"mae_years": 5.0, "n": 1}  # only the subject with a known age
+    ages = pd.read_csv(out["brain_age"], sep="\t")
+    assert list(ages["participant_id"]) == ["sub-01", "sub-02"] and list(ages["session_id"].fillna("n/a")) == ["ses-01", "n/a"]
+    desc = json.loads(out["description"].read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "mrichain"

@@ -1,0 +1,250 @@
+# Real inputs (config `input.kind: bids | fastmri`): the plan is mrichain.realdata.plan.RealPlan
+# (REAL, built in common.smk; a BIDS dataset is discovered through pybids at parse time). The
+# learned and tuned methods are the cohort's (models/, results/tuning/: fitted_args); a learned
+# method checks its card against the input first (--real-input: mrichain.realdata.domain).
+# Outputs a lab keeps are BIDS derivatives under input.output_dir.
+
+
+wildcard_constraints:
+    real=REAL.wildcard(),
+    realdir=r"sub-[A-Za-z0-9]+(?:/ses-[A-Za-z0-9]+)?/anat",
+    suffix=r"[A-Za-z0-9]+",
+
+
+REAL_STAGE = {"T1w": "denoise", "dseg": "segment"}
+"""The work files of the structural chain's image stages, by their suffix."""
+
+
+def real_fitted_files(stage_name):
+    """The model (+ card) or tuning card a real job waits for."""
+
+    def files(wc):
+        out = []
+        if is_learned(stage_name, wc.method):
+            out += [layout.model(stage_name, wc.method), layout.model(stage_name, wc.method, ".json")]
+        if PLAN.tune_grid(stage_name, wc.method):
+            out.append(layout.tuning(stage_name, wc.method))
+        return out
+
+    return files
+
+
+if REAL.kind == "bids":
+
+    rule real_prepare:
+        input:
+            image=lambda wc: REAL.inputs[wc.real].path,
+            mask=lambda wc: [REAL.inputs[wc.real].mask] if REAL.inputs[wc.real].mask else [],
+        output:
+            **REAL.prepared(),
+        params:
+            mask=lambda wc, input: f"--mask {input.mask}" if input.mask else "",
+            age=lambda wc: "" if REAL.inputs[wc.real].age is None else f"--age {REAL.inputs[wc.real].age}",
+            resolution=REAL.voxel_mm,
+        log:
+            layout.log("real_prepare", "{real}"),
+        benchmark:
+            layout.benchmark("real_prepare", "{real}")
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=20,
+        conda:
+            "../../envs/ants.yaml"
+        shell:
+            "mrichain prepare --input {input.image} {params.mask} {params.age} --resolution {params.resolution} "
+            "--threads {threads} --out-image {output.image} --out-mask {output.mask} --out-prep {output.prep} "
+            "--out-info {output.info} > {log} 2>&1"
+
+    rule real_image_stage:
+        # denoising of the prepared image (rimage T1w), segmentation of the denoising feed's output (dseg)
+        input:
+            image=lambda wc: (REAL.prepared(wc.real)["image"] if REAL_STAGE[wc.rimage] == "denoise"
+                              else REAL.feed_output("denoise", wc.real)),
+            fitted=lambda wc: real_fitted_files(REAL_STAGE[wc.rimage])(wc),
+        output:
+            REAL.work("{rimage}", "{real}", method="{method}"),
+        params:
+            stage=lambda wc: REAL_STAGE[wc.rimage],
+            method_params=lambda wc: params_json(REAL_STAGE[wc.rimage], wc.method),
+            fitted=lambda wc: fitted_args(REAL_STAGE[wc.rimage])(wc),
+            suffix=lambda wc: REAL.inputs[wc.real].suffix,
+        wildcard_constraints:
+            rimage="|".join(REAL_STAGE),
+        log:
+            layout.log("real_image_stage", "{real}_{rimage}_{method}"),
+        benchmark:
+            layout.benchmark("real_image_stage", "{real}_{rimage}_{method}")
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=20,
+        conda:
+            "../../envs/ants.yaml"
+        shell:
+            "mrichain {params.stage} --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
+            "--threads {threads} --real-input {params.suffix} --input {input.image} --output {output} > {log} 2>&1"
+
+    rule real_restore:
+        input:
+            image=lambda wc: REAL.restore_source(wc.real, wc.method, wc.suffix)[0],
+            prep=REAL.prepared()["prep"],
+        output:
+            REAL.derivative(desc="{method}"),
+        params:
+            labels=lambda wc: "--labels" if REAL.restore_source(wc.real, wc.method, wc.suffix)[1] else "",
+        log:
+            layout.log("real_restore", "{realdir}/{real}_{method}_{suffix}"),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        conda:
+            "../../envs/evaluate.yaml"
+        shell:
+            "mrichain restore --input {input.image} --prep {input.prep} {params.labels} --output {output} > {log} 2>&1"
+
+    rule real_predict_manifest:
+        output:
+            f"{WORK_REAL}/manifests/predict-{{method}}_{{real}}.json",
+        params:
+            manifest=lambda wc: REAL.predict_manifest(wc.method, wc.real),
+        log:
+            layout.log("manifest", "real_predict-{method}_{real}"),
+        localrule: True
+        run:
+            write_manifest(params.manifest, output[0], log[0])
+
+    rule real_predict:
+        # the cohort's fit (train split, as its own predict job) applied to one real image
+        input:
+            manifest=f"{WORK_REAL}/manifests/predict-{{method}}_{{real}}.json",
+            files=lambda wc: manifest_files(REAL.predict_manifest(wc.method, wc.real)),
+            fitted=lambda wc: real_fitted_files("predict")(wc),
+        output:
+            predictions=REAL.stage_output("predict", "{real}", "{method}"),
+            model=REAL.work("brainage", "{real}", method="{method}", ext=".json"),
+        params:
+            method_params=lambda wc: params_json("predict", wc.method),
+            fitted=fitted_args("predict"),
+        log:
+            layout.log("real_predict", "{real}_{method}"),
+        benchmark:
+            layout.benchmark("real_predict", "{real}_{method}")
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=15,
+        conda:
+            "../../envs/evaluate.yaml"
+        shell:
+            "mrichain predict --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
+            "--manifest {input.manifest} --out-predictions {output.predictions} --out-model {output.model} > {log} 2>&1"
+
+
+if REAL.kind == "fastmri":
+
+    rule fastmri_reconstruct:
+        input:
+            kspace=lambda wc: REAL.inputs[wc.real].path,
+            fitted=lambda wc: real_fitted_files("reconstruct")(wc),
+        output:
+            REAL.stage_output("reconstruct", "{real}", "{method}", "{acq}"),
+        params:
+            method_params=lambda wc: params_json("reconstruct", wc.method),
+            fitted=fitted_args("reconstruct"),
+            acceleration=lambda wc: REAL.acqs[wc.acq][0],
+            center_fraction=lambda wc: REAL.acqs[wc.acq][1],
+            seed=config["seed"],
+        log:
+            layout.log("fastmri_reconstruct", "{realdir}/{real}_acq-{acq}_{method}_{suffix}"),
+        benchmark:
+            layout.benchmark("fastmri_reconstruct", "{realdir}/{real}_acq-{acq}_{method}_{suffix}")
+        threads: 1
+        resources:
+            mem_mb=6000,
+            runtime=30,
+        conda:
+            "../../envs/evaluate.yaml"
+        shell:
+            "mrichain reconstruct --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
+            "--threads {threads} --real-input {wildcards.suffix} --input {input.kspace} "
+            "--acceleration {params.acceleration} --center-fraction {params.center_fraction} --seed {params.seed} "
+            "--output {output} > {log} 2>&1"
+
+    rule fastmri_denoise:
+        input:
+            image=lambda wc: REAL.feed_output("reconstruct", wc.real, wc.acq),
+            fitted=lambda wc: real_fitted_files("denoise")(wc),
+        output:
+            REAL.stage_output("denoise", "{real}", "{method}", "{acq}"),
+        params:
+            method_params=lambda wc: params_json("denoise", wc.method),
+            fitted=fitted_args("denoise"),
+        log:
+            layout.log("fastmri_denoise", "{realdir}/{real}_acq-{acq}_{method}_{suffix}"),
+        benchmark:
+            layout.benchmark("fastmri_denoise", "{realdir}/{real}_acq-{acq}_{method}_{suffix}")
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=20,
+        conda:
+            "../../envs/ants.yaml"
+        shell:
+            "mrichain denoise --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
+            "--threads {threads} --real-input {wildcards.suffix} --input {input.image} --output {output} > {log} 2>&1"
+
+    rule fastmri_score:
+        input:
+            kspace=lambda wc: REAL.inputs[wc.real].path,
+            recons=lambda wc: [REAL.stage_output("reconstruct", wc.real, m, wc.acq) for m in REAL.methods("reconstruct")],
+        output:
+            REAL.fastmri_scores(),
+        params:
+            methods=" ".join(REAL.methods("reconstruct")),
+        log:
+            layout.log("fastmri_score", "{real}_acq-{acq}"),
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=10,
+        conda:
+            "../../envs/evaluate.yaml"
+        shell:
+            "mrichain fastmri-score --kspace {input.kspace} --methods {params.methods} --recons {input.recons} "
+            "--key {wildcards.real} --acq {wildcards.acq} --out {output} > {log} 2>&1"
+
+
+rule real_summary_manifest:
+    output:
+        f"{WORK_REAL}/manifests/summary.json",
+    params:
+        manifest=REAL.summary_manifest(),
+    log:
+        layout.log("manifest", "real_summary"),
+    localrule: True
+    run:
+        write_manifest(params.manifest, output[0], log[0])
+
+
+rule real_summary:
+    input:
+        manifest=f"{WORK_REAL}/manifests/summary.json",
+        files=REAL.outputs(),
+    output:
+        **{k: (report(v, caption="../report/realdata.rst", category="Real inputs") if k == "table" else v)
+           for k, v in REAL.summary_files().items()},
+    params:
+        brain_age=lambda wc, output: f"--out-brain-age {output.brain_age}" if "brain_age" in output.keys() else "",
+    log:
+        layout.log("real_summary"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "mrichain real-summary --manifest {input.manifest} --out-metrics {output.metrics} --out-table {output.table} "
+        "{params.brain_age} --out-description {output.description} > {log} 2>&1"
