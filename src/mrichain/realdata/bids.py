@@ -208,7 +208,7 @@ def _layout(root: Path, *, derivative: bool, database_path=None, reset_database:
                           indexer=BIDSLayoutIndexer(validate=validate, index_metadata=False))
     except (PyBIDSError, ValueError, OSError) as e:
         # pybids' messages are multi-line with an example; keep the first sentence and our path
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
         kind = "derivatives folder" if derivative else "BIDS dataset"
         raise UserError(f"{root} is not a usable {kind}: {first}") from e
 

@@ -126,8 +126,9 @@ def schema_version() -> str:
 
 def normalize_entities(entities: dict) -> dict[str, str]:
     """``entities`` keyed by schema names; accepts schema names (``acquisition``) or file-name keys
-    (``acq``), values as strings, ``sub-``/``ses-`` prefixes of subject and session dropped.
-    Raises ValueError for an unknown entity or a value BIDS 1.9 does not allow (naming both)."""
+    (``acq``); values as strings, a value's own key prefix dropped (``subject="sub-01"`` -> ``"01"``);
+    None values left out. Raises ValueError for an unknown entity or a value BIDS 1.9 does not
+    allow (naming both)."""
     order = entity_order()
     by_key = {short: name for name, short in order.items()}
     fmt = _formats()
@@ -203,8 +204,8 @@ def derivative_path(root, entities: dict, *, space: str | None = None, desc: str
 
 def output_path(root, key: str, entities: dict, **fill) -> Path:
     """The path of output ``key`` (:data:`OUTPUTS`) for an image's ``entities``; ``fill`` gives the
-    ``{...}`` fields (``method``, ``acceleration``, ``suffix``). ``brainage``: the image's
-    subject/session ``scans.tsv`` (other entities dropped)."""
+    ``{...}`` fields (``method``; ``recon`` and ``suffix`` for fastMRI outputs). ``brainage``: the
+    image's subject/session ``scans.tsv`` (its other entities dropped: one table per folder)."""
     spec = {k: v.format(**fill) if isinstance(v, str) else v for k, v in OUTPUTS[key].items()}
     ents = normalize_entities(entities)
     if spec["suffix"] in SUBJECT_LEVEL_SUFFIXES:
