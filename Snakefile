@@ -67,7 +67,7 @@ rule all:
     input:
         rules.aggregate.output,
         rules.budget.output,
-        list(REAL.summary_files().values()) if REAL.active else [],
+        rules.real_summary.output if REAL.active else [],
     default_target: True
 
 

@@ -91,7 +91,7 @@ def write_fastmri_file(path, *, n_slices: int = 4, n_coils: int = 4, recon_size=
                        fully_sampled: bool = True, single_coil: bool = False, seed: int = 0,
                        kspace_width: int | None = None, acquired: tuple[int, int] | None = None,
                        recon_fov_mm=(36.0, 35.2, 5.0), acceleration: float = 4, center_fraction: float = 0.08,
-                       rich_header: bool = False) -> Path:
+                       rich_header: bool = False, acquisition: str = "AXT2") -> Path:
     """Write a fastMRI-layout file and return its path.
 
     recon_size: (h, w) of ``reconstruction_rss`` and the header's recon matrix; k-space is
@@ -142,6 +142,6 @@ def write_fastmri_file(path, *, n_slices: int = 4, n_coils: int = 4, recon_size=
             f.create_dataset("mask", data=mask)
             f.attrs["acceleration"] = int(acceleration)
             f.attrs["num_low_frequency"] = int(round(W * center_fraction))
-        f.attrs["acquisition"] = "AXT2"
+        f.attrs["acquisition"] = acquisition
         f.attrs["patient_id"] = f"phantom-{seed}"
     return path

@@ -25,8 +25,8 @@ def cfg():
 @pytest.fixture(scope="module")
 def fastmri_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("fastmri")
-    write_fastmri_file(d / "file_brain_AXT1POST_200_6002026.h5", n_slices=2)
-    write_fastmri_file(d / "file_brain_AXFLAIR_201_6003001.h5", n_slices=2, seed=1)
+    write_fastmri_file(d / "file_brain_AXT1POST_200_6002026.h5", n_slices=2, acquisition="AXT1POST")
+    write_fastmri_file(d / "file_brain_AXFLAIR_201_6003001.h5", n_slices=2, seed=1, acquisition="AXFLAIR")
     return d
 
 
@@ -35,6 +35,10 @@ def test_fastmri_directory_gives_one_bids_subject_per_file(fastmri_dir):
     assert [i.key for i in items] == ["sub-filebrainAXFLAIR2016003001", "sub-filebrainAXT1POST2006002026"]
     assert [i.suffix for i in items] == ["FLAIR", "T1w"]
     assert items[1].entities == {"subject": "filebrainAXT1POST2006002026"}
+    (fastmri_dir / "unknown").mkdir(exist_ok=True)
+    write_fastmri_file(fastmri_dir / "unknown" / "x.h5", n_slices=1, acquisition="SAGT1")
+    with pytest.raises(UserError, match=r"x.h5: fastMRI acquisition 'SAGT1' has no BIDS suffix"):
+        fastmri_inputs(fastmri_dir / "unknown")
 
 
 def test_fastmri_directory_errors_name_the_key_or_files(tmp_path, fastmri_dir):
@@ -44,7 +48,7 @@ def test_fastmri_directory_errors_name_the_key_or_files(tmp_path, fastmri_dir):
         fastmri_inputs(tmp_path)
     write_fastmri_file(tmp_path / "a_1.h5", n_slices=1)
     write_fastmri_file(tmp_path / "a1.h5", n_slices=1)
-    with pytest.raises(UserError, match=r"a_1.h5 and .*/a1.h5 give one subject label 'sub-a1'"):
+    with pytest.raises(UserError, match=r"a1.h5 and .*/a_1.h5 give the same BIDS subject label sub-a1"):
         fastmri_inputs(tmp_path)
 
 
@@ -84,28 +88,59 @@ def test_domain_check_refuses_contrast_warns_geometry(cfg):
 
 
 def test_summary_scores_what_has_a_reference(tmp_path):
+    from mrichain.realdata.derivatives import check_names
     from mrichain.realdata.run import NO_REFERENCE, summarise
 
     scores = tmp_path / "s.tsv"
     pd.DataFrame([dict(key="sub-a", acq="R4", method=m, metric=k, value=v, note="")
                   for m, k, v in [("cs", "ssim", 0.9), ("cs", "psnr", 30.0), ("zerofilled", "ssim", 0.7)]]
                  ).to_csv(scores, sep="\t", index=False)
-    preds = {}
-    for key, age, pred in (("sub-01_ses-01", 40.0, 45.0), ("sub-02", None, 50.0)):
+    root = tmp_path / "deriv"
+    preds, scans = {}, {}
+    for key, folder, age, pred in (("sub-01_ses-01", "sub-01/ses-01", 40.0, 45.0), ("sub-02", "sub-02", None, 50.0)):
         p = tmp_path / f"{key}.tsv"
         pd.DataFrame([{"subject": "sub-001", "split": "train", "age": 30, "predicted_age": 31},
                       {"subject": key, "split": "real", "age": age, "predicted_age": pred}]).to_csv(p, sep="\t", index=False)
         preds[key] = {"linear": str(p)}
-    manifest = {"kind": "bids", "source": "/data", "stages": {"denoise": ["antsnlm"], "predict": ["linear"]},
-                "fastmri_scores": [str(scores)], "predictions": preds,
+        image = root / folder / "anat" / f"{key}_desc-antsnlm_T1w.nii.gz"
+        image.parent.mkdir(parents=True)
+        image.write_bytes(b"")
+        scans[key] = {"table": str(root / folder / f"{key}_scans.tsv"), "filename": f"anat/{image.name}"}
+    manifest = {"kind": "bids", "source": None, "stages": {"denoise": ["antsnlm"], "segment": ["atropos"],
+                                                           "predict": ["linear"]},
+                "fastmri_scores": [str(scores)], "predictions": preds, "scans": scans,
                 "entities": {"sub-01_ses-01": {"subject": "01", "session": "01"}, "sub-02": {"subject": "02"}}}
-    out = {k: tmp_path / "d" / f"{k}.x" for k in ("metrics", "table", "brain_age")}
-    out["description"] = tmp_path / "d" / "dataset_description.json"
+    out = {"metrics": tmp_path / "m.json", "table": tmp_path / "t.tsv", "brain_age": tmp_path / "b.tsv",
+           "description": root / "dataset_description.json"}
     metrics = summarise(manifest, out, version="0.1.0")
     assert metrics["reconstruct"]["cs@R4"] == {"ssim": 0.9, "psnr": 30.0, "n": 1}
-    assert metrics["denoise"] == {"antsnlm": NO_REFERENCE}
+    assert metrics["denoise"] == {"antsnlm": NO_REFERENCE} and metrics["segment"] == {"atropos": NO_REFERENCE}
     assert metrics["predict"]["linear"] == {"mae_years": 5.0, "n": 1}  # only the subject with a known age
     ages = pd.read_csv(out["brain_age"], sep="\t")
     assert list(ages["participant_id"]) == ["sub-01", "sub-02"] and list(ages["session_id"].fillna("n/a")) == ["ses-01", "n/a"]
+    scan = pd.read_csv(scans["sub-02"]["table"], sep="\t")
+    assert list(scan.columns) == ["filename", "age", "brainage_linear"] and scan["brainage_linear"].iloc[0] == 50.0
     desc = json.loads(out["description"].read_text())
     assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "mrichain"
+    assert (root / "dseg.tsv").exists() and check_names(root) == []
+
+
+def test_rule_patterns_name_files_as_the_bids_path_builder_does(cfg, fastmri_dir):
+    """RealPlan writes derivative names as Snakemake patterns (a folder wildcard per key); filled
+    in, they are the names mrichain.realdata.derivatives.derivative_path builds from the schema."""
+    from mrichain.realdata.derivatives import derivative_path
+
+    c = copy.deepcopy(cfg)
+    c["input"] = {"kind": "fastmri", "dir": str(fastmri_dir), "accelerations": [4], "center_fractions": [0.08]}
+    real = RealPlan(c, Plan(c))
+    key = "sub-filebrainAXT1POST2006002026"
+    pattern = real.derivative(acq="R4", rec="cs", desc="dncnn")
+    filled = pattern.format(realdir=key_dir(key), real=key, suffix="T1w")
+    built = derivative_path(real.root, {"subject": key[4:], "acquisition": "R4", "reconstruction": "cs"},
+                            desc="dncnn", suffix="T1w", extension=".nii.gz")
+    assert filled == real.derivative(key, acq="R4", rec="cs", desc="dncnn") == str(built)
+    bids_key = "sub-01_ses-02_run-1"
+    filled = real.derivative(desc="atropos", suffix="dseg").format(realdir=key_dir(bids_key), real=bids_key)
+    built = derivative_path(real.root, {"subject": "01", "session": "02", "run": "1"}, desc="atropos",
+                            suffix="dseg", extension=".nii.gz")
+    assert filled == str(built)

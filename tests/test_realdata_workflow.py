@@ -48,7 +48,7 @@ def fastmri_run(local_run, tmp_path_factory):
     d.mkdir()
     # two 4-coil volumes with 2x readout oversampling (fastMRI's layout), 40 x 32 recon size
     for name, seed in (("file_brain_AXT1_201_6002717.h5", 0), ("file_brain_AXT1PRE_202_6000393.h5", 1)):
-        write_fastmri_file(d / name, n_slices=3, seed=seed)
+        write_fastmri_file(d / name, n_slices=3, seed=seed, acquisition=name.split("_")[2])
     cfg = _config(tmp, {"kind": "fastmri", "dir": str(d), "accelerations": [4, 1], "center_fractions": [0.08, 0.08]})
     work = _copy_run(local_run, tmp)
     planned = planned_jobs(snakemake(work, "-n", "--quiet", "rules", configfile=cfg))
@@ -152,7 +152,7 @@ def test_bids_dataset_end_to_end_on_the_inputs_grid(bids_run):
 
 def test_bids_brain_age_scored_against_participants_ages(bids_run):
     work = bids_run["work"]
-    ages = pd.read_csv(work / DERIV / "brain_age.tsv", sep="\t")
+    ages = pd.read_csv(work / "results/realdata/brain_age.tsv", sep="\t")
     assert list(ages["participant_id"]) == ["sub-01", "sub-01", "sub-02"]
     assert list(ages["session_id"]) == ["ses-01", "ses-02", "n/a"]
     truth = {r["participant_id"]: r["age"] for r in bids_run["records"]}
@@ -163,6 +163,10 @@ def test_bids_brain_age_scored_against_participants_ages(bids_run):
             err = (ages[f"predicted_age_{method}"] - ages["age"]).abs().mean()
             assert metrics["predict"][method]["mae_years"] == pytest.approx(err, abs=1e-3)
     assert metrics["segment"] and set(metrics["segment"].values()) == {"no reference"}
+    # the same ages in the BIDS tables: one scans.tsv per subject (session) folder
+    scans = pd.read_csv(work / DERIV / "sub-01/ses-02/sub-01_ses-02_scans.tsv", sep="\t")
+    row = ages[(ages.participant_id == "sub-01") & (ages.session_id == "ses-02")].iloc[0]
+    assert scans["brainage_linear"].iloc[0] == pytest.approx(row["predicted_age_linear"], abs=1e-3)
 
 
 def test_bad_inputs_fail_their_own_jobs_and_the_others_survive(local_run, tmp_path):
@@ -183,8 +187,9 @@ def test_bad_inputs_fail_their_own_jobs_and_the_others_survive(local_run, tmp_pa
 
     d = tmp_path / "fastmri"
     d.mkdir()
-    write_fastmri_file(d / "good.h5", n_slices=2)
-    write_fastmri_file(d / "broken.h5", n_slices=2, seed=3)
+    write_fastmri_file(d / "good.h5", n_slices=2, acquisition="AXT1")
+    write_fastmri_file(d / "broken.h5", n_slices=2, seed=3, acquisition="AXT1")
+    write_fastmri_file(d / "t2.h5", n_slices=2, seed=4, acquisition="AXT2")
     with h5py.File(d / "broken.h5", "a") as f:
         del f["kspace"]
     cfg = _config(tmp_path, {"kind": "fastmri", "dir": str(d), "accelerations": [4], "center_fractions": [0.08]})
@@ -193,6 +198,10 @@ def test_bad_inputs_fail_their_own_jobs_and_the_others_survive(local_run, tmp_pa
     logs = list((work / "logs/fastmri_reconstruct").rglob("sub-broken_*zerofilled*.log"))
     assert logs and "broken.h5" in logs[0].read_text() and "Traceback" not in logs[0].read_text()
     assert (work / DERIV / "sub-good/anat/sub-good_acq-R4_rec-cs_T1w.nii.gz").exists()
+    # a T2w file: the T1w-trained VarNet refuses it by name, zero-filling and CS run
+    log = next((work / "logs/fastmri_reconstruct").rglob("sub-t2_acq-R4_varnet_T2w.log")).read_text()
+    assert "t2.h5: the input is T2w, the model was trained on T1w" in log and "varnet.pt" in log
+    assert (work / DERIV / "sub-t2/anat/sub-t2_acq-R4_rec-zerofilled_T2w.nii.gz").exists()
 
 
 @pytest.mark.parametrize("inp, expected", [

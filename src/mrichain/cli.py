@@ -195,8 +195,9 @@ def cmd_real_summary(a):
     from mrichain.realdata.run import read_manifest, summarise
 
     out = {"metrics": a.out_metrics, "table": a.out_table, "description": a.out_description}
-    summarise(read_manifest(a.manifest), {**out, **({"brain_age": a.out_brain_age} if a.out_brain_age else {})},
-              version=__version__)
+    if a.out_brain_age:
+        out["brain_age"] = a.out_brain_age
+    summarise(read_manifest(a.manifest), out, version=__version__)
 
 
 def cmd_profile(a):

@@ -246,5 +246,6 @@ rule real_summary:
     conda:
         "../../envs/evaluate.yaml"
     shell:
+        # the scans.tsv tables (one per subject/session folder) are named in the manifest, not here
         "mrichain real-summary --manifest {input.manifest} --out-metrics {output.metrics} --out-table {output.table} "
         "{params.brain_age} --out-description {output.description} > {log} 2>&1"

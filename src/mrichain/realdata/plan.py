@@ -36,8 +36,6 @@ DERIVATIVES = "results/derivatives/mrichain"
 WORK = "results/realdata"
 STRUCTURAL_STAGES = ("denoise", "segment", "predict")
 FASTMRI_STAGES = ("reconstruct", "denoise")
-_FASTMRI_CONTRAST = (("FLAIR", "FLAIR"), ("T1", "T1w"), ("T2", "T2w"), ("PD", "PDw"))
-"""fastMRI brain protocol names (``AXT1POST``, ``AXFLAIR``...) -> BIDS suffix, first match wins."""
 
 
 @dataclass(frozen=True)
@@ -59,14 +57,19 @@ class RealInput:
 
 
 def fastmri_inputs(directory) -> list[RealInput]:
-    """Every ``*.h5`` file of ``directory`` (sorted), as :class:`RealInput`.
+    """Every ``*.h5`` file of ``directory`` (sorted by subject label), as :class:`RealInput`.
 
-    The subject label is the file stem without non-alphanumerics (BIDS labels are alphanumeric):
-    ``file_brain_AXT1POST_200_6002026.h5`` -> ``sub-filebrainAXT1POST2006002026``; the suffix
-    follows fastMRI's protocol name (T1w for ``AXT1``/``AXT1PRE``/``AXT1POST``, T2w, FLAIR).
-    Raises :class:`mrichain.UserError` naming the directory when it is missing or holds no ``.h5``,
-    or two files give one label."""
+    The subject label is the file stem's letters and digits
+    (:func:`mrichain.realdata.derivatives.fastmri_label`); the suffix follows the file's
+    ``acquisition`` attribute (:func:`~mrichain.realdata.derivatives.fastmri_suffix`: T1w for
+    ``AXT1``/``AXT1PRE``/``AXT1POST``, T2w, FLAIR, PDw), or where the file cannot be opened here
+    the protocol in its name: its own jobs then fail, naming it, and the other files run.
+    Raises :class:`mrichain.UserError` naming the key or files for a missing directory, one with
+    no ``.h5``, two files giving one label, or an acquisition with no BIDS suffix."""
+    import h5py
+
     from mrichain import UserError
+    from mrichain.realdata.derivatives import FASTMRI_SUFFIX, fastmri_subjects, fastmri_suffix
 
     d = Path(directory)
     if not d.is_dir():
@@ -74,14 +77,16 @@ def fastmri_inputs(directory) -> list[RealInput]:
     files = sorted(d.glob("*.h5"))
     if not files:
         raise UserError(f"config key 'input.dir': {d} holds no .h5 file (fastMRI HDF5)")
-    out, seen = [], {}
-    for f in files:
-        label = re.sub(r"[^A-Za-z0-9]", "", f.stem)
-        if label in seen:
-            raise UserError(f"{f} and {seen[label]} give one subject label 'sub-{label}'; rename one")
-        seen[label] = f
-        suffix = next((s for token, s in _FASTMRI_CONTRAST if token in f.stem.upper()), "T1w")
-        out.append(RealInput(f"sub-{label}", str(f), {"subject": label}, suffix))
+    out = []
+    for label, f in fastmri_subjects(files).items():
+        try:
+            with h5py.File(f, "r") as h:
+                acquisition = h.attrs.get("acquisition")
+            acquisition = acquisition.decode() if isinstance(acquisition, bytes) else acquisition
+        except OSError:
+            # longest protocol name first: AXT1POST before AXT1
+            acquisition = next((a for a in sorted(FASTMRI_SUFFIX, key=len, reverse=True) if a in f.stem.upper()), None)
+        out.append(RealInput(f"sub-{label}", str(f), {"subject": label}, fastmri_suffix(acquisition, f)))
     return out
 
 
@@ -197,7 +202,7 @@ class RealPlan:
     def prepared(self, key: str = "{real}") -> dict[str, str]:
         """What rule ``real_prepare`` writes: the chain's input image, its brain mask, the
         :class:`mrichain.realdata.structural.PrepInfo` (JSON) and the subject's info (age)."""
-        return {"image": self.work("T1w", key, method="preproc"), "mask": self.work("mask", key, method="brain"),
+        return {"image": self.work("preproc", key), "mask": self.work("brainmask", key),
                 "prep": self.work("prep", key, ext=".json"), "info": self.work("info", key, ext=".json")}
 
     def fastmri_scores(self, key: str = "{real}", acq: str = "{acq}") -> str:
@@ -218,24 +223,39 @@ class RealPlan:
     def methods(self, stage_name: str) -> list[str]:
         return self.plan.methods(stage_name)
 
-    def summary_files(self) -> dict[str, str]:
+    def scans_table(self, key: str) -> str:
+        """The BIDS ``scans.tsv`` of the folder holding ``key``'s derivatives (brain age per image)."""
+        from mrichain.realdata.derivatives import derivative_path
+
+        ents = {k: v for k, v in self.inputs[key].entities.items() if k in ("subject", "session")}
+        return str(derivative_path(self.root, ents, suffix="scans", extension=".tsv"))
+
+    def summary_files(self) -> dict:
         """What rule ``real_summary`` writes (:func:`mrichain.realdata.run.summarise`)."""
         out = {"description": f"{self.root}/dataset_description.json", "metrics": f"{WORK}/metrics.json",
                "table": f"{WORK}/summary.tsv"}
         if "predict" in self.stages:
-            out["brain_age"] = f"{self.root}/brain_age.tsv"
+            out["brain_age"] = f"{WORK}/brain_age.tsv"
+            out["scans"] = sorted({self.scans_table(k) for k in self.inputs} | {f"{self.root}/scans.json"})
+        if "segment" in self.stages:
+            out["dseg"] = f"{self.root}/dseg.tsv"
         return out
 
     def summary_manifest(self) -> dict:
         """What rule ``real_summary`` reads (a file: it grows with the inputs)."""
-        source = self.plan.config["input"].get("bids_dir") or self.plan.config["input"].get("dir")
-        m = {"kind": self.kind, "source": source, "stages": {s: self.methods(s) for s in self.stages},
+        inp = self.plan.config["input"]
+        m = {"kind": self.kind, "source": inp.get("bids_dir") or inp.get("dir"),
+             "stages": {s: self.methods(s) for s in self.stages},
              "entities": {k: i.entities for k, i in self.inputs.items()}}
         if self.kind == "fastmri":
             m["fastmri_scores"] = [self.fastmri_scores(k, a) for k in self.inputs for a in self.acqs]
         else:
             m["predictions"] = {k: {meth: self.stage_output("predict", k, meth) for meth in self.methods("predict")}
                                 for k in self.inputs}
+            feed = self.plan.feed("denoise")
+            m["scans"] = {k: {"table": self.scans_table(k),
+                              "filename": str(Path(self.restored("denoise", k, feed)).relative_to(
+                                  Path(self.scans_table(k)).parent))} for k in self.inputs}
         return m
 
     def outputs(self) -> list[str]:

@@ -100,59 +100,76 @@ def _brain_age(predictions: dict[str, dict[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(manifest: dict, out: dict[str, str], *, version: str) -> dict:
+def summarise(manifest: dict, out: dict, *, version: str) -> dict:
     """Collect every real input's results.
 
-    manifest: ``{"kind", "source", "stages": {stage: [methods]}, "fastmri_scores": [TSV...],
-    "predictions": {key: {method: TSV}}, "entities": {key: {...}}}``; out: ``metrics``,
-    ``table``, ``description`` paths and, for inputs that run brain age, ``brain_age``. Returns the metrics dict:
-    ``{stage: {method: {metric: mean} | "no reference"}}``, with ``n`` and for brain age the MAE
-    over the inputs whose age is known.
+    manifest: ``{"kind", "source", "stages": {stage: [methods]}, "entities": {key: {...}},
+    "fastmri_scores": [TSV...] (fastMRI), "predictions": {key: {method: TSV}} and "scans": {key:
+    {"table": scans.tsv path, "filename": the image it describes, relative to the table}}
+    (BIDS)}``; out: ``metrics``, ``table``, ``description`` paths and, where brain age runs,
+    ``brain_age`` (one flat TSV) and ``scans`` (the per-folder tables, BIDS ``scans.tsv``:
+    :func:`mrichain.realdata.derivatives.write_scans_table`, described once in the root
+    ``scans.json``; ``dseg.tsv`` at the root describes every ``_dseg``).
+    Returns the metrics: ``{stage: {method: {metric: mean, "n": inputs} | "no reference"}}``,
+    brain age as the MAE over the inputs whose age is known.
     """
-    from mrichain.realdata.derivatives import write_dataset_description
+    from mrichain.realdata.derivatives import (brainage_columns, write_dataset_description, write_dseg_tsv,
+                                               write_scans_json, write_scans_table)
 
     metrics: dict = {}
-    frames = []
-    for path in manifest.get("fastmri_scores", []):
-        frames.append(pd.read_csv(path, sep="\t"))
+    frames = [pd.read_csv(path, sep="\t") for path in manifest.get("fastmri_scores", [])]
+    table = pd.DataFrame(columns=["key", "acq", "method", "metric", "value", "note"])
     if frames:
-        scores = pd.concat(frames, ignore_index=True)
-        for (acq, method), g in scores.groupby(["acq", "method"], sort=False):
+        table = pd.concat(frames, ignore_index=True)
+        for (acq, method), g in table.groupby(["acq", "method"], sort=False):
             vals = {m: float(v) for m, v in g.groupby("metric")["value"].mean().items() if np.isfinite(v)}
             metrics.setdefault("reconstruct", {})[f"{method}@{acq}"] = (
                 {**vals, "n": int(g["key"].nunique())} if vals else NO_REFERENCE)
-        table = scores
-    else:
-        table = pd.DataFrame(columns=["key", "acq", "method", "metric", "value", "note"])
     for stage_name, methods in manifest["stages"].items():
-        if stage_name in ("reconstruct", "predict"):
-            continue
-        metrics[stage_name] = {m: NO_REFERENCE for m in methods}
-    ages = _brain_age(manifest.get("predictions", {}))
-    if not ages.empty:
+        if stage_name not in ("reconstruct", "predict"):
+            metrics[stage_name] = {m: NO_REFERENCE for m in methods}
+    root = Path(out["description"]).parent
+    if manifest.get("predictions"):
+        ages = _brain_age(manifest["predictions"])
         known = ages[pd.notna(ages["age"])]
-        for method in manifest["stages"].get("predict", []):
-            col = f"predicted_age_{method}"
+        for method in manifest["stages"]["predict"]:
             if known.empty:
                 metrics.setdefault("predict", {})[method] = NO_REFERENCE
-            else:
-                err = (known[col] - known["age"]).abs()
-                metrics.setdefault("predict", {})[method] = {"mae_years": float(err.mean()), "n": int(len(known))}
-                table = pd.concat([table, pd.DataFrame({"key": known["key"], "acq": "", "method": method,
-                                                        "metric": "abs_error_years", "value": err, "note": ""})],
-                                  ignore_index=True)
+                continue
+            err = (known[f"predicted_age_{method}"] - known["age"]).abs()
+            metrics.setdefault("predict", {})[method] = {"mae_years": float(err.mean()), "n": int(len(known))}
+            table = pd.concat([table, pd.DataFrame({"key": known["key"], "acq": "", "method": method,
+                                                    "metric": "abs_error_years", "value": err, "note": ""})],
+                              ignore_index=True)
         ents = manifest.get("entities", {})
         ages.insert(0, "participant_id", [f"sub-{ents.get(k, {}).get('subject', k)}" for k in ages["key"]])
         if any("session" in ents.get(k, {}) for k in ages["key"]):
             ages.insert(1, "session_id", [f"ses-{ents[k]['session']}" if "session" in ents.get(k, {}) else "n/a"
                                           for k in ages["key"]])
-    if "brain_age" in out:
         Path(out["brain_age"]).parent.mkdir(parents=True, exist_ok=True)
         ages.to_csv(out["brain_age"], sep="\t", index=False, float_format="%.4g", na_rep="n/a")
+        # BIDS: one scans.tsv per subject (session) folder, its columns described in scans.json
+        intervals = [m for m in manifest["stages"]["predict"] if f"predicted_lower_{m}" in ages]
+        columns = brainage_columns(manifest["stages"]["predict"], intervals)
+        write_scans_json(root, columns)
+        rows: dict[str, list[dict]] = {}
+        for _, r in ages.iterrows():
+            scan = manifest["scans"][r["key"]]
+            row = {"filename": scan["filename"], "age": None if pd.isna(r["age"]) else float(r["age"])}
+            for m in manifest["stages"]["predict"]:
+                row[f"brainage_{m}"] = float(r[f"predicted_age_{m}"])
+                if m in intervals:
+                    row[f"brainage_{m}_lower"] = float(r[f"predicted_lower_{m}"])
+                    row[f"brainage_{m}_upper"] = float(r[f"predicted_upper_{m}"])
+            rows.setdefault(scan["table"], []).append(row)
+        for path, rs in rows.items():
+            write_scans_table(path, rs, columns)
+    if "segment" in manifest["stages"]:
+        write_dseg_tsv(root)
     Path(out["table"]).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out["table"], sep="\t", index=False, float_format="%.6g")
     save_json(metrics, out["metrics"])
-    write_dataset_description(Path(out["description"]).parent, version=version, source=manifest.get("source"))
+    write_dataset_description(root, version=version, source_dir=manifest.get("source"))
     return metrics
 
 
