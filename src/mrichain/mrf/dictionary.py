@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -222,9 +223,10 @@ def _nearest_log(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((lv - np.log(axis[0])) / step), 0, axis.size - 1).astype(np.int64)
 
 
+@lru_cache(maxsize=8)
 def _index_table(grid: Grid) -> np.ndarray:
     """Atom index of every (T1, T2, B1) grid cell, int64 [n1, n2, nb]; cells with T2 >= T1 point
-    to the longest valid T2 of their row (see :meth:`Dictionary.nearest`)."""
+    to the longest valid T2 of their row (see :meth:`Dictionary.nearest`). Cached per grid (read-only)."""
     t1, t2, b1 = grid.axes()
     valid = t2[None, :] < t1[:, None]  # [n1, n2]
     table = -np.ones((t1.size, t2.size, b1.size), np.int64)
@@ -235,6 +237,7 @@ def _index_table(grid: Grid) -> np.ndarray:
         j_max = int(np.nonzero(valid[row])[0].max())
         fill = table[row, j_max]
         table[i, ~valid[i]] = fill
+    table.flags.writeable = False
     return table
 
 
