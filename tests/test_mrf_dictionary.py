@@ -10,7 +10,17 @@ from mrichain.mrf.dictionary import (
 from mrichain.mrf.matching import match
 from mrichain.mrf.sequence import FispSequence
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread (small tensors; a second thread only waits on a shared 2-core machine),
+    restored afterwards for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SEQ = FispSequence(n_timepoints=300, n_lobes=3)
 GRID = Grid(t1_range_ms=(50.0, 5000.0), t1_steps=25, t2_range_ms=(10.0, 2500.0), t2_steps=25)
 

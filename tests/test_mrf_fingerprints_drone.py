@@ -17,7 +17,17 @@ from mrichain.simulate.cohort import Subject
 from mrichain.simulate.signal import noise_free_image
 from trainer_checks import assert_resumes_identically
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread (small tensors; a second thread only waits on a shared 2-core machine),
+    restored afterwards for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SEQ = FispSequence(n_timepoints=200, n_lobes=2)
 PARAMS = {"CSF": {"T1": 4000.0, "T2": 2000.0, "PD": 1.0}, "GM": {"T1": 1330.0, "T2": 110.0, "PD": 0.8},
           "WM": {"T1": 830.0, "T2": 80.0, "PD": 0.7}}
