@@ -19,7 +19,8 @@ from mrichain.simulate.template import Template
 from mrichain.simulate.tissue import draw_tissue_params, parameter_maps
 from mrichain.simulate.warp import apply_displacement, random_displacement
 
-PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, "mask": 7, "brainage": 8}
+PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, "mask": 7, "brainage": 8,
+           "mrf_noise": 9, "mrf_b1": 10}
 """Purpose codes: the third entropy word of each random stream."""
 
 
