@@ -11,14 +11,7 @@ from mrichain.mrf.matching import match
 from mrichain.mrf.sequence import FispSequence
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (small tensors; a second thread only waits on a shared 2-core machine),
-    restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SEQ = FispSequence(n_timepoints=300, n_lobes=3)

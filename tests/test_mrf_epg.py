@@ -10,14 +10,7 @@ from mrichain.mrf.epg import DEFAULT_STATES, simulate_fisp
 from mrichain.mrf.sequence import FispSequence
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (small tensors; a second thread only waits on a shared 2-core machine),
-    restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Constant TR: MRzeroCore's phase distribution graph tells states apart by their dephasing time as

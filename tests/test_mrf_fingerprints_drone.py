@@ -18,14 +18,7 @@ from mrichain.simulate.signal import noise_free_image
 from trainer_checks import assert_resumes_identically
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (small tensors; a second thread only waits on a shared 2-core machine),
-    restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SEQ = FispSequence(n_timepoints=200, n_lobes=2)
