@@ -85,5 +85,5 @@ rule cohort:
 
 rule models:
     input:
-        [layout.model(s, m, suffix) for s, m in PLAN.learned_run() for suffix in (".pt", ".json")],
+        [PLAN.model(s, m, suffix) for s, m in PLAN.learned_run() for suffix in (".pt", ".json")],
         [layout.tuning(s, m) for s, m in PLAN.tuned_run()],

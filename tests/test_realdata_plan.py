@@ -144,3 +144,29 @@ def test_rule_patterns_name_files_as_the_bids_path_builder_does(cfg, fastmri_dir
     built = derivative_path(real.root, {"subject": "01", "session": "02", "run": "1"}, desc="atropos",
                             suffix="dseg", extension=".nii.gz")
     assert filled == str(built)
+
+
+def test_models_dir_cards_are_checked_before_use(cfg, tmp_path):
+    """input.models_dir: every learned method reads its weights there; a missing file, a card
+    without its training domain or one trained on another contrast or voxel size is an error
+    naming the file and the key."""
+    from mrichain.realdata.domain import check_models_dir
+
+    c = copy.deepcopy(cfg)
+    c["input"] = {"kind": "simulated", "models_dir": str(tmp_path)}
+    plan = Plan(c)
+    assert plan.model("segment", "unet") == f"{tmp_path}/segment-unet.pt"
+    learned = plan.learned_run()
+    for s, m in learned:
+        (tmp_path / f"{s}-{m}.pt").write_bytes(b"weights")
+        (tmp_path / f"{s}-{m}.json").write_text(json.dumps({"domain": domain_of_config(c)}))
+    check_models_dir(c, learned, tmp_path)  # all present and matching: no error
+    s, m = learned[0]
+    (tmp_path / f"{s}-{m}.json").write_text(json.dumps({"domain": {**domain_of_config(c), "contrast": "T2w"}}))
+    (tmp_path / f"{learned[1][0]}-{learned[1][1]}.pt").unlink()
+    with pytest.raises(UserError) as exc:
+        check_models_dir(c, learned, tmp_path)
+    msg = str(exc.value)
+    assert msg.startswith("config key 'input.models_dir'")
+    assert f"{s}-{m}.json: trained on T2w at 4 mm, this run's cohort is T1w at 4 mm" in msg
+    assert f"{learned[1][0]}-{learned[1][1]}.pt: missing" in msg

@@ -221,3 +221,13 @@ def test_bad_real_input_config_fails_before_any_job(tmp_path, inp, expected):
     assert proc.returncode != 0
     assert expected.replace("{tmp}", str(tmp_path)) in proc.stdout + proc.stderr
     assert not (tmp_path / "run" / "results").exists()
+
+
+def test_models_dir_trains_nothing(local_run, tmp_path):
+    """input.models_dir naming the test run's models: the plan of a fresh run trains nothing and
+    every learned method's job reads its weights from there."""
+    cfg = _config(tmp_path, {"kind": "simulated", "models_dir": str(local_run / "models")})
+    proc = snakemake(tmp_path / "run", "-n", "-p", configfile=cfg)
+    jobs = planned_jobs(proc)
+    assert "train" not in jobs and jobs["segment"] > 0
+    assert f"--model {local_run / 'models'}/segment-unet.pt" in proc.stdout

@@ -166,7 +166,7 @@ def _cross_checks(cfg: dict) -> list[str]:
 
 INPUT_KEYS = {"simulated": set(), "bids": {"bids_dir", "participant_label", "derivatives"},
               "fastmri": {"dir", "accelerations", "center_fractions"}}
-"""Keys each ``input.kind`` takes besides ``kind`` and ``output_dir``; the first of each is required."""
+"""Keys each ``input.kind`` takes besides ``kind``, ``output_dir`` and ``models_dir``."""
 
 
 def _input_checks(inp: dict) -> list[str]:
@@ -176,9 +176,10 @@ def _input_checks(inp: dict) -> list[str]:
     kind, msgs = inp["kind"], []
     required = {"simulated": [], "bids": ["bids_dir"], "fastmri": ["dir", "accelerations", "center_fractions"]}[kind]
     msgs += [f"config key 'input.{k}' is missing (required for input.kind {kind})" for k in required if k not in inp]
-    foreign = sorted(set(inp) - {"kind", "output_dir"} - INPUT_KEYS[kind])
+    common = {"kind", "output_dir", "models_dir"}
+    foreign = sorted(set(inp) - common - INPUT_KEYS[kind])
     msgs += [f"config key 'input.{k}': not used by input.kind {kind}; its keys: "
-             f"{', '.join(sorted(INPUT_KEYS[kind] | {'output_dir'}))}" for k in foreign]
+             f"{', '.join(sorted(INPUT_KEYS[kind] | common - {'kind'}))}" for k in foreign]
     if kind == "fastmri" and "accelerations" in inp and "center_fractions" in inp:
         rs, cfs = inp["accelerations"], inp["center_fractions"]
         if len(rs) != len(cfs):

@@ -89,10 +89,10 @@ def stage_outputs(stage, contrast: str, sub: str = SUB, acq: str = ACQ, method: 
     }
 
 
-def model(stage: str = "{stage}", method: str = METHOD, suffix: str = ".pt") -> str:
+def model(stage: str = "{stage}", method: str = METHOD, suffix: str = ".pt", root: str = MODELS) -> str:
     """``models/<stage>-<method><suffix>``: state dict ``.pt``, card ``.json``, training curve
-    ``_curve.tsv`` and ``_curve.png``."""
-    return f"{MODELS}/{stage}-{method}{suffix}"
+    ``_curve.tsv`` and ``_curve.png``. ``root``: another models directory (``input.models_dir``)."""
+    return f"{root}/{stage}-{method}{suffix}"
 
 
 def tuning(stage: str = "{stage}", method: str = METHOD) -> str:

@@ -74,6 +74,14 @@ class Plan:
         rec = config[SWEPT_STAGE]
         self.conditions: dict[str, Condition] = conditions(self.acqs, list(rec["methods"]), rec["feed"],
                                                            **config["error_budget"])
+        self.models_root = config["input"].get("models_dir") or layout.MODELS
+        """Where the learned methods' weights are read: this run's ``models/`` (rule ``train``
+        writes them) or ``input.models_dir`` (an existing directory, e.g. pulled with DVC: nothing
+        is trained; :func:`mrichain.realdata.domain.check_models_dir` checks its cards at parse time)."""
+
+    def model(self, stage_name: str, method: str, suffix: str = ".pt") -> str:
+        """A learned method's weights (``.pt``) or card (``.json``) as this run reads them."""
+        return layout.model(stage_name, method, suffix, root=self.models_root)
 
     # --- what runs -------------------------------------------------------------------------
     def methods(self, stage_name: str) -> list[str]:
@@ -227,7 +235,7 @@ class Plan:
             inputs = {"manifest": manifest_path("job", stage=stage_name, acq=acq, method=method),
                       "files": manifest_files(job)}
         if s.method(method).learned:
-            inputs["model"] = layout.model(stage_name, method)
+            inputs["model"] = self.model(stage_name, method)
         if self.tune_grid(stage_name, method):
             inputs["tuning"] = layout.tuning(stage_name, method)
         return inputs

@@ -6,12 +6,14 @@ import json
 
 from mrichain import layout
 from mrichain.config import method_params
-from mrichain.realdata.domain import domain_of_config
+from mrichain.realdata.domain import check_models_dir, domain_of_config
 from mrichain.realdata.plan import WORK as WORK_REAL, RealPlan
 from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
 from mrichain.stages import STAGE_NAMES, is_learned, stage
 
 PLAN = Plan(config)
+if PLAN.models_root != layout.MODELS:  # input.models_dir: its cards checked before any job
+    check_models_dir(config, PLAN.learned_run(), PLAN.models_root)
 REAL = RealPlan(config, PLAN)  # real inputs (config input.kind bids | fastmri); none for simulated
 SUBJECTS = PLAN.subjects
 ACQS = PLAN.acqs
@@ -84,7 +86,7 @@ def fitted_args(stage_name):
     method's trained model, a tuned method's tuning card (rule tune)."""
 
     def args(wc):
-        out = [f"--model {layout.model(stage_name, wc.method)}"] if is_learned(stage_name, wc.method) else []
+        out = [f"--model {PLAN.model(stage_name, wc.method)}"] if is_learned(stage_name, wc.method) else []
         if PLAN.tune_grid(stage_name, wc.method):
             out.append(f"--tuning {layout.tuning(stage_name, wc.method)}")
         return " ".join(out)

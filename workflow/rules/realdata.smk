@@ -21,7 +21,7 @@ def real_fitted_files(stage_name):
     def files(wc):
         out = []
         if is_learned(stage_name, wc.method):
-            out += [layout.model(stage_name, wc.method), layout.model(stage_name, wc.method, ".json")]
+            out += [PLAN.model(stage_name, wc.method), PLAN.model(stage_name, wc.method, ".json")]
         if PLAN.tune_grid(stage_name, wc.method):
             out.append(layout.tuning(stage_name, wc.method))
         return out

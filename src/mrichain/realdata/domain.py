@@ -83,3 +83,33 @@ def check_file(model_path, input_path, contrast: str) -> list[str]:
 
     voxel = tuple(float(z) for z in nib.load(str(input_path)).header.get_zooms()[:3])
     return check_domain(card, model_path, input_path, contrast=contrast, voxel_mm=voxel)
+
+
+def check_models_dir(config: dict, learned: list[tuple[str, str]], models_dir) -> None:
+    """``input.models_dir``: every learned method the config runs has its weights and card there,
+    and each card's ``domain`` has the contrast and voxel size of this run's cohort (which the
+    models are applied to and scored on). Raises :class:`mrichain.UserError` naming the file and
+    the key, before any job (the Snakefile calls it while building the DAG)."""
+    from mrichain.io import load_json
+
+    want = domain_of_config(config)
+    problems = []
+    for stage_name, method in learned:
+        weights = Path(models_dir) / f"{stage_name}-{method}.pt"
+        card_file = card_path(weights)
+        missing = [str(p) for p in (weights, card_file) if not p.is_file()]
+        if missing:
+            problems.append(f"{' and '.join(missing)}: missing ({stage_name} method {method} is learned)")
+            continue
+        try:
+            domain = load_json(card_file).get("domain")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{card_file}: unreadable model card ({exc})")
+            continue
+        if not domain:
+            problems.append(f"{card_file}: the card has no 'domain' (what the model was trained on); retrain it")
+        elif domain["contrast"] != want["contrast"] or abs(domain["voxel_mm"] - want["voxel_mm"]) > 1e-6:
+            problems.append(f"{card_file}: trained on {domain['contrast']} at {domain['voxel_mm']:g} mm, this run's "
+                            f"cohort is {want['contrast']} at {want['voxel_mm']:g} mm (acquire.contrast, cohort.resolution_mm)")
+    if problems:
+        raise UserError(f"config key 'input.models_dir' ({models_dir}):\n  " + "\n  ".join(problems))
