@@ -122,7 +122,9 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
     if frames:
         table = pd.concat(frames, ignore_index=True)
         for (acq, method), g in table.groupby(["acq", "method"], sort=False):
-            vals = {m: float(v) for m, v in g.groupby("metric")["value"].mean().items() if np.isfinite(v)}
+            # an infinite PSNR (a reconstruction equal to the target: zero-filling of a fully
+            # sampled file is the RSS itself) is kept; metrics.json writes it as null
+            vals = {m: float(v) for m, v in g.groupby("metric")["value"].mean().items() if not np.isnan(v)}
             metrics.setdefault("reconstruct", {})[f"{method}@{acq}"] = (
                 {**vals, "n": int(g["key"].nunique())} if vals else NO_REFERENCE)
     for stage_name, methods in manifest["stages"].items():
