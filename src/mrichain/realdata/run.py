@@ -149,7 +149,7 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
             ages.insert(1, "session_id", [f"ses-{ents[k]['session']}" if "session" in ents.get(k, {}) else "n/a"
                                           for k in ages["key"]])
         Path(out["brain_age"]).parent.mkdir(parents=True, exist_ok=True)
-        ages.to_csv(out["brain_age"], sep="\t", index=False, float_format="%.4g", na_rep="n/a")
+        ages.to_csv(out["brain_age"], sep="\t", index=False, float_format="%.6g", na_rep="n/a")
         # BIDS: one scans.tsv per subject (session) folder, its columns described in scans.json
         intervals = [m for m in manifest["stages"]["predict"] if f"predicted_lower_{m}" in ages]
         columns = brainage_columns(manifest["stages"]["predict"], intervals)
