@@ -233,3 +233,11 @@ def test_models_dir_trains_nothing(local_run, tmp_path):
     jobs = planned_jobs(proc)
     assert "train" not in jobs and jobs["segment"] > 0
     assert f"--model {local_run / 'models'}/segment-unet.pt" in proc.stdout
+
+
+def test_report_lists_the_real_inputs(fastmri_run, tmp_path):
+    """The same report: its "Real inputs" section holds the real inputs' score table."""
+    path = tmp_path / "report.html"
+    snakemake(fastmri_run["work"], "--report", str(path), configfile=fastmri_run["config"])
+    html = path.read_text(errors="replace")
+    assert "Real inputs" in html and "summary.tsv" in html
