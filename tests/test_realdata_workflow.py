@@ -240,4 +240,4 @@ def test_report_lists_the_real_inputs(fastmri_run, tmp_path):
     path = tmp_path / "report.html"
     snakemake(fastmri_run["work"], "--report", str(path), configfile=fastmri_run["config"])
     html = path.read_text(errors="replace")
-    assert "Real inputs" in html and "summary.tsv" in html
+    assert "Real inputs" in html and "reconstruction_rss" in html  # the category and its caption (realdata.rst)
