@@ -241,3 +241,9 @@ def test_report_lists_the_real_inputs(fastmri_run, tmp_path):
     snakemake(fastmri_run["work"], "--report", str(path), configfile=fastmri_run["config"])
     html = path.read_text(errors="replace")
     assert "Real inputs" in html and "reconstruction_rss" in html  # the category and its caption (realdata.rst)
+
+
+def test_lint_is_clean_with_real_inputs(fastmri_run):
+    """realdata.smk is only included for real inputs: lint it there (test_workflow lints the rest)."""
+    proc = snakemake(fastmri_run["work"], "--lint", configfile=fastmri_run["config"], check=False)
+    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout[-2000:]

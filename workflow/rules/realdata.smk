@@ -11,24 +11,6 @@ wildcard_constraints:
     suffix=r"[A-Za-z0-9]+",
 
 
-REAL_STAGE = {"T1w": "denoise", "dseg": "segment"}
-"""The work files of the structural chain's image stages, by their suffix."""
-
-
-def real_fitted_files(stage_name):
-    """The model (+ card) or tuning card a real job waits for."""
-
-    def files(wc):
-        out = []
-        if is_learned(stage_name, wc.method):
-            out += [PLAN.model(stage_name, wc.method), PLAN.model(stage_name, wc.method, ".json")]
-        if PLAN.tune_grid(stage_name, wc.method):
-            out.append(layout.tuning(stage_name, wc.method))
-        return out
-
-    return files
-
-
 if REAL.kind == "bids":
 
     rule real_prepare:
