@@ -192,12 +192,12 @@ def cmd_fastmri_score(a):
 
 def cmd_real_summary(a):
     from mrichain import __version__
-    from mrichain.realdata.run import read_manifest, summarise
+    from mrichain.realdata.run import summarise
 
     out = {"metrics": a.out_metrics, "table": a.out_table, "description": a.out_description}
     if a.out_brain_age:
         out["brain_age"] = a.out_brain_age
-    summarise(read_manifest(a.manifest), out, version=__version__)
+    summarise(_manifest(a.manifest), out, version=__version__)
 
 
 def cmd_profile(a):

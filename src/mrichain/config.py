@@ -122,20 +122,7 @@ def validate_config(cfg: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
 def _cross_checks(cfg: dict) -> list[str]:
     msgs = []
     acq = cfg["acquire"]
-    if len(acq["accelerations"]) != len(acq["center_fractions"]):
-        msgs.append(
-            "config key 'acquire.center_fractions': needs one value per acceleration "
-            f"({len(acq['accelerations'])}), got {len(acq['center_fractions'])}"
-        )
-    else:
-        for r, cf in zip(acq["accelerations"], acq["center_fractions"]):
-            # fastMRI's mask functions sample round(W * cf) centre lines and spread the rest of the
-            # W / R lines equispaced or at random: the centre alone must stay below W / R lines
-            if r > 1 and cf * r >= 1:
-                msgs.append(
-                    f"config key 'acquire.center_fractions': {cf:g} at acceleration {r} samples at least "
-                    f"1/{r} of k-space in the centre alone; use a fraction below {1 / r:.3g}"
-                )
+    msgs += _centre_fraction_checks("acquire", acq["accelerations"], acq["center_fractions"])
     lo, hi = cfg["cohort"]["age_range"]
     if not lo < hi:
         msgs.append(f"config key 'cohort.age_range': lower bound {lo} must be below upper bound {hi}")
@@ -181,14 +168,19 @@ def _input_checks(inp: dict) -> list[str]:
     msgs += [f"config key 'input.{k}': not used by input.kind {kind}; its keys: "
              f"{', '.join(sorted(INPUT_KEYS[kind] | common - {'kind'}))}" for k in foreign]
     if kind == "fastmri" and "accelerations" in inp and "center_fractions" in inp:
-        rs, cfs = inp["accelerations"], inp["center_fractions"]
-        if len(rs) != len(cfs):
-            msgs.append(f"config key 'input.center_fractions': needs one value per acceleration ({len(rs)}), got {len(cfs)}")
-        else:
-            msgs += [f"config key 'input.center_fractions': {cf:g} at acceleration {r} samples at least 1/{r} of "
-                     f"k-space in the centre alone; use a fraction below {1 / r:.3g}"
-                     for r, cf in zip(rs, cfs) if r > 1 and cf * r >= 1]
+        msgs += _centre_fraction_checks("input", inp["accelerations"], inp["center_fractions"])
     return msgs
+
+
+def _centre_fraction_checks(section: str, accelerations: list, fractions: list) -> list[str]:
+    """``<section>.center_fractions``: one per acceleration, each leaving outer lines. fastMRI's
+    mask functions sample round(W * cf) centre lines and spread the rest of the W / R lines
+    equispaced or at random: the centre alone must stay below W / R lines."""
+    key = f"config key '{section}.center_fractions'"
+    if len(accelerations) != len(fractions):
+        return [f"{key}: needs one value per acceleration ({len(accelerations)}), got {len(fractions)}"]
+    return [f"{key}: {cf:g} at acceleration {r} samples at least 1/{r} of k-space in the centre alone; "
+            f"use a fraction below {1 / r:.3g}" for r, cf in zip(accelerations, fractions) if r > 1 and cf * r >= 1]
 
 
 def method_params(cfg: dict, stage: str, method: str) -> dict:

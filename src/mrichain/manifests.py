@@ -234,11 +234,17 @@ class Plan:
             job = self.job_manifest(stage_name, method, acq)
             inputs = {"manifest": manifest_path("job", stage=stage_name, acq=acq, method=method),
                       "files": manifest_files(job)}
-        if s.method(method).learned:
-            inputs["model"] = self.model(stage_name, method)
+        return {**inputs, **self.fitted(stage_name, method)}
+
+    def fitted(self, stage_name: str, method: str) -> dict[str, str]:
+        """What a method's job uses that was fitted on the cohort: ``model`` (a learned method's
+        weights) and/or ``tuning`` (a tuned classical method's card, rule ``tune``)."""
+        out = {}
+        if stage(stage_name).method(method).learned:
+            out["model"] = self.model(stage_name, method)
         if self.tune_grid(stage_name, method):
-            inputs["tuning"] = layout.tuning(stage_name, method)
-        return inputs
+            out["tuning"] = layout.tuning(stage_name, method)
+        return out
 
     # --- manifests ---------------------------------------------------------------------------
     @functools.lru_cache(maxsize=None)

@@ -7,7 +7,7 @@ import json
 from mrichain import layout
 from mrichain.config import method_params
 from mrichain.realdata.domain import check_models_dir, domain_of_config
-from mrichain.realdata.plan import WORK as WORK_REAL, RealPlan
+from mrichain.realdata.plan import WORK as WORK_REAL, WORK_SUFFIX as REAL_WORK_SUFFIX, RealPlan
 from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
 from mrichain.stages import STAGE_NAMES, is_learned, stage
 
@@ -83,15 +83,8 @@ def method_outputs(stage_name):
 
 def fitted_args(stage_name):
     """Shell arguments naming what a method's job uses that was fitted on the cohort: a learned
-    method's trained model, a tuned method's tuning card (rule tune)."""
-
-    def args(wc):
-        out = [f"--model {PLAN.model(stage_name, wc.method)}"] if is_learned(stage_name, wc.method) else []
-        if PLAN.tune_grid(stage_name, wc.method):
-            out.append(f"--tuning {layout.tuning(stage_name, wc.method)}")
-        return " ".join(out)
-
-    return args
+    method's trained model, a tuned method's tuning card (rule tune): PLAN.fitted."""
+    return lambda wc: " ".join(f"--{k} {v}" for k, v in PLAN.fitted(stage_name, wc.method).items())
 
 
 def job_log(stage_name):
@@ -103,19 +96,15 @@ def job_benchmark(stage_name):
 
 
 # Real inputs (workflow/rules/realdata.smk)
-REAL_STAGE = {"T1w": "denoise", "dseg": "segment"}
-"""The work files of the structural chain's image stages, by their suffix."""
+REAL_STAGE = {suffix: s for s, suffix in REAL_WORK_SUFFIX.items()}
+"""The structural image stage of a work file's suffix (rule real_image_stage)."""
 
 
 def real_fitted_files(stage_name):
-    """The model (+ card) or tuning card a real job waits for."""
+    """The model or tuning card a real input's job waits for (+ a model's card, which it checks)."""
 
     def files(wc):
-        out = []
-        if is_learned(stage_name, wc.method):
-            out += [PLAN.model(stage_name, wc.method), PLAN.model(stage_name, wc.method, ".json")]
-        if PLAN.tune_grid(stage_name, wc.method):
-            out.append(layout.tuning(stage_name, wc.method))
-        return out
+        fitted = PLAN.fitted(stage_name, wc.method)
+        return list(fitted.values()) + ([PLAN.model(stage_name, wc.method, ".json")] if "model" in fitted else [])
 
     return files

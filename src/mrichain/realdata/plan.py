@@ -35,6 +35,8 @@ from mrichain.stages import stage
 DERIVATIVES = "results/derivatives/mrichain"
 WORK = "results/realdata"
 STRUCTURAL_STAGES = ("denoise", "segment", "predict")
+WORK_SUFFIX = {"denoise": "T1w", "segment": "dseg"}
+"""The suffix of the structural image stages' work files (rule ``real_image_stage``'s wildcard)."""
 FASTMRI_STAGES = ("reconstruct", "denoise")
 
 
@@ -139,9 +141,6 @@ class RealPlan:
     def stages(self) -> tuple[str, ...]:
         return FASTMRI_STAGES if self.kind == "fastmri" else STRUCTURAL_STAGES if self.kind == "bids" else ()
 
-    def keys(self) -> list[str]:
-        return list(self.inputs)
-
     def wildcard(self) -> str:
         """Regular expression of the ``real`` wildcard: exactly the keys of this run."""
         return "|".join(re.escape(k) for k in self.inputs) or "(?!)"
@@ -178,8 +177,7 @@ class RealPlan:
             return self.derivative(key, acq=acq, rec=feed, desc=method)
         if stage_name == "predict":
             return self.work("brainage", key, method=method, ext=".tsv")
-        return self.work(stage(stage_name).outputs[stage(stage_name).primary_output].suffix.format(contrast="T1w"),
-                         key, method=method)
+        return self.work(WORK_SUFFIX[stage_name], key, method=method)
 
     def feed_output(self, stage_name: str, key: str, acq: str | None = None) -> str:
         return self.stage_output(stage_name, key, self.plan.feed(stage_name), acq)

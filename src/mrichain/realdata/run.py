@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -173,11 +172,3 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
     save_json(metrics, out["metrics"])
     write_dataset_description(root, version=version, source_dir=manifest.get("source"))
     return metrics
-
-
-def read_manifest(path) -> dict:
-    """A summary manifest (:func:`summarise`), with an error naming the file if unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputImageError(f"{path}: cannot read the manifest ({exc})") from exc
