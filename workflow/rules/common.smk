@@ -83,8 +83,12 @@ def method_outputs(stage_name):
 
 def fitted_args(stage_name):
     """Shell arguments naming what a method's job uses that was fitted on the cohort: a learned
-    method's trained model, a tuned method's tuning card (rule tune): PLAN.fitted."""
-    return lambda wc: " ".join(f"--{k} {v}" for k, v in PLAN.fitted(stage_name, wc.method).items())
+    method's trained model, a tuned method's tuning card (rule tune), as PLAN.fitted names them."""
+
+    def args(wc):
+        return " ".join(f"--{k} {v}" for k, v in PLAN.fitted(stage_name, wc.method).items())
+
+    return args
 
 
 def job_log(stage_name):
@@ -96,7 +100,7 @@ def job_benchmark(stage_name):
 
 
 # Real inputs (workflow/rules/realdata.smk)
-REAL_STAGE = {suffix: s for s, suffix in REAL_WORK_SUFFIX.items()}
+REAL_STAGE = dict(zip(REAL_WORK_SUFFIX.values(), REAL_WORK_SUFFIX))
 """The structural image stage of a work file's suffix (rule real_image_stage)."""
 
 
