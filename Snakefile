@@ -63,11 +63,17 @@ if REAL.active:
     include: "workflow/rules/realdata.smk"
 
 
+if PLAN.mrf:
+
+    include: "workflow/rules/mrf.smk"
+
+
 rule all:
     input:
         rules.aggregate.output,
         rules.budget.output,
         rules.real_summary.output if REAL.active else [],
+        PLAN.mrf.targets() if PLAN.mrf else [],
     default_target: True
 
 

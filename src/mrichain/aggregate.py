@@ -1,7 +1,8 @@
 """Aggregate per-subject stage scores into ``results/metrics.json``, intervals and paired differences.
 
 ``metrics.json`` is ``{stage: {method: {metric: value}}}``: the mean over the test split at the
-primary acquisition (the first configured acceleration), plus ``n_test``. Brain-age absolute
+primary acquisition (the first configured acceleration; a stage scored only elsewhere, the MR
+fingerprinting branch, at its own ``acq``: :func:`primary_rows`), plus ``n_test``. Brain-age absolute
 errors become ``mae_years``. ``metrics_by_acq.json`` is ``{acq: {stage: {method: {metric}}}}``
 for every acquisition. The tables:
 
@@ -199,11 +200,11 @@ def comparison(summary: pd.DataFrame, primary_acq: str, diffs: pd.DataFrame | No
     """Methods side by side at the primary acquisition, with their kind and gain over the floor."""
     from mrichain.stages import FLOOR, kind
 
-    table = summary[summary["acq"] == primary_acq].drop(columns=["acq"]).copy()
+    table = primary_rows(summary, primary_acq).drop(columns=["acq"]).copy()
     table.insert(2, "kind", [kind(s, m) for s, m in zip(table["stage"], table["method"])])
     if diffs is None:
         diffs = pd.DataFrame(columns=DIFFERENCE_COLUMNS)
-    diffs = diffs[diffs["acq"] == primary_acq].set_index(["stage", "metric", "method_a", "method_b"])
+    diffs = primary_rows(diffs, primary_acq).set_index(["stage", "metric", "method_a", "method_b"])
     floors = {s: list(dict.fromkeys(g.loc[g["kind"] == FLOOR, "method"])) for s, g in table.groupby("stage")}
     extra = []
     for r in table.itertuples(index=False):
@@ -219,12 +220,23 @@ def comparison(summary: pd.DataFrame, primary_acq: str, diffs: pd.DataFrame | No
     return table
 
 
+def primary_rows(table: pd.DataFrame, primary_acq: str) -> pd.DataFrame:
+    """Rows at the primary acquisition, and of every stage scored only elsewhere at its first
+    ``acq`` (the MR fingerprinting branch, ``acq`` MRF): what ``metrics.json`` and the comparison
+    show."""
+    at_primary = set(table.loc[table["acq"] == primary_acq, "stage"])
+    first = {st: g["acq"].iloc[0] for st, g in table.groupby("stage", sort=False) if st not in at_primary}
+    elsewhere = np.array([first.get(st) == a for st, a in zip(table["stage"], table["acq"])], dtype=bool)
+    keep = (table["acq"] == primary_acq).to_numpy() | elsewhere
+    return table[keep]
+
+
 def aggregate(score_files: list[str], primary_acq: str, out_metrics, out_by_acq, out_summary,
               out_comparison=None, out_differences=None, seed: int = 0) -> dict:
     scores = pd.concat([pd.read_csv(f, sep="\t") for f in score_files], ignore_index=True)
     summary = summarise(scores, seed)
     by_acq = {acq: nest(g) for acq, g in summary.groupby("acq", sort=False)}
-    metrics = by_acq[primary_acq]
+    metrics = nest(primary_rows(summary, primary_acq))
     save_json(metrics, out_metrics)
     save_json(by_acq, out_by_acq)
     Path(out_summary).parent.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,40 @@ def cmd_train(a):
              result.best_score, result.best_epoch, result.epochs_run, result.wall_seconds, result.device)
 
 
+def cmd_mrf_dictionary(a):
+    from mrichain.mrf.run import write_dictionary
+
+    info = write_dictionary(json.loads(a.mrf), a.out)
+    log.info("MRF dictionary: %d atoms, SVD rank %d, quantisation error %.2f %%, %.1f s", info["atoms"],
+             info["rank"], 100 * info["quantisation_error"], info["seconds"])
+
+
+def cmd_mrf_train(a):
+    from mrichain.mrf import drone
+
+    _threads(a.threads)
+    result = drone.train(a.dictionary, json.loads(a.params), a.out, a.seed, progress=False)
+    log.info("trained mrf-drone: best val %.4g at epoch %d of %d, %.1f s on %s", result.best_score,
+             result.best_epoch, result.epochs_run, result.wall_seconds, result.device)
+
+
+def cmd_mrf_map(a):
+    from mrichain.mrf.run import map_subject
+
+    _threads(a.threads)
+    outputs = {"T1map": a.out_t1map, "T2map": a.out_t2map, "PDmap": a.out_pdmap, "T1w": a.out_synthetic,
+               "timing": a.out_timing}
+    t = map_subject(a.method, a.gt_dir, a.dictionary, json.loads(a.mrf), a.seed, outputs, contrast=a.contrast,
+                    seq_params=json.loads(a.sequence), model=a.model, threads=a.threads)
+    log.info("MRF %s: %d voxels on %d slices mapped in %.3f s", a.method, t["n_voxels"], len(t["slices"]), t["seconds"])
+
+
+def cmd_mrf_score(a):
+    from mrichain.mrf.run import score
+
+    score(_manifest(a.manifest), a.out_tsv, a.out_downstream, a.out_figures)
+
+
 def cmd_score(a):
     from mrichain.evaluate import score_stage
 
@@ -344,6 +378,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--domain", help="JSON: what the training data was (contrast, voxel_mm, n_coils, snr), "
                    "added to the card (mrichain.realdata.domain)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("mrf-dictionary", help="simulate and SVD-compress the MRF dictionary (HDF5)")
+    s.add_argument("--mrf", required=True, help="JSON: the config's mrf section")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_mrf_dictionary)
+
+    s = sub.add_parser("mrf-train", help="train DRONE on the MRF dictionary")
+    s.add_argument("--dictionary", required=True)
+    s.add_argument("--params", default="{}")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--out", required=True, help="models/mrf-drone.pt")
+    s.set_defaults(func=cmd_mrf_train)
+
+    s = sub.add_parser("mrf-map", help="simulate one subject's fingerprints and map T1/T2/PD with one method")
+    s.add_argument("--method", required=True)
+    s.add_argument("--gt-dir", required=True)
+    s.add_argument("--dictionary", required=True)
+    s.add_argument("--model", help="DRONE's weights (method drone)")
+    s.add_argument("--mrf", required=True, help="JSON: the config's mrf section")
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--contrast", required=True, help="contrast of the synthetic image (acquire.contrast)")
+    s.add_argument("--sequence", required=True, help="JSON: acquire.sequence[contrast]")
+    s.add_argument("--threads", type=int, default=1)
+    for out in ("t1map", "t2map", "pdmap", "synthetic", "timing"):
+        s.add_argument(f"--out-{out}", required=True)
+    s.set_defaults(func=cmd_mrf_map)
+
+    s = sub.add_parser("mrf-score", help="score the MRF maps and the MRF-derived segmentations")
+    s.add_argument("--manifest", required=True)
+    s.add_argument("--out-tsv", required=True)
+    s.add_argument("--out-downstream", required=True)
+    s.add_argument("--out-figures", required=True)
+    s.set_defaults(func=cmd_mrf_score)
 
     s = sub.add_parser("score", help="score one stage against ground truth and draw montages")
     s.add_argument("--manifest", required=True, help="JSON file: the files to score (results/manifests/score/...)")

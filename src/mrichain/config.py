@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from mrichain.stages import METHOD_STAGES
+from mrichain.stages import METHOD_STAGES, MRF_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
@@ -63,6 +63,9 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     for stage in METHOD_STAGES:
         schema["properties"][stage.name] = stage_schema(stage)
         schema["required"].append(stage.name)
+    mrf = schema["properties"]["mrf"]["properties"]
+    for key in ("methods", "segment_from"):
+        mrf[key]["items"] = {"enum": [m.name for m in MRF_METHODS]}
     return schema
 
 
@@ -131,6 +134,8 @@ def _cross_checks(cfg: dict) -> list[str]:
         msgs.append(f"config key 'denoise.params.dncnn.noise_snr_range': lower SNR {snr_range[0]} "
                     f"must be below upper SNR {snr_range[1]}")
     msgs += _input_checks(cfg["input"])
+    if "mrf" in cfg:
+        msgs += _mrf_checks(cfg["mrf"])
     total = sum(cfg["cohort"]["split"].values())
     if abs(total - 1.0) > 1e-6:
         msgs.append(f"config key 'cohort.split': fractions must sum to 1, got {total:g}")
@@ -140,6 +145,15 @@ def _cross_checks(cfg: dict) -> list[str]:
             msgs.append(
                 f"config key '{stage}.feed': {feed!r} must be one of the methods run; allowed values: {', '.join(methods)}"
             )
+    for stage, methods in cfg["error_budget"].get("sweep_methods", {}).items():
+        key = f"config key 'error_budget.sweep_methods.{stage}'"
+        feedless = [s.name for s in METHOD_STAGES if not s.has_feed]
+        if stage not in feedless:
+            msgs.append(f"{key}: only a stage without a feed chooses its sweep methods (a stage with one runs "
+                        f"its feed); allowed stages: {', '.join(feedless)}")
+            continue
+        msgs += [f"{key}: {m!r} is not in {stage}.methods; allowed values: {', '.join(cfg[stage]['methods'])}"
+                 for m in methods if m not in cfg[stage]["methods"]]
     for stage in (s.name for s in METHOD_STAGES):
         for section in ("params", "tune"):
             for name in cfg[stage].get(section, {}):
@@ -148,6 +162,31 @@ def _cross_checks(cfg: dict) -> list[str]:
                         f"config key '{stage}.{section}.{name}': no such method in {stage}.methods; "
                         f"allowed values: {', '.join(cfg[stage]['methods'])}"
                     )
+    return msgs
+
+
+def _mrf_checks(mrf: dict) -> list[str]:
+    """``mrf``: the sequence and dictionary as :mod:`mrichain.mrf` reads them (an empty grid, T2
+    >= T1 everywhere, a rank above the time points: the error names the key), DRONE's settings,
+    and ``segment_from`` among the methods run."""
+    from mrichain.mrf.config import MrfConfigError
+    from mrichain.mrf.grid import dictionary_settings
+    from mrichain.mrf.sequence import FispSequence
+
+    msgs = []
+    try:
+        seq = FispSequence.from_config(mrf.get("sequence"))
+        dictionary_settings(mrf.get("dictionary"), seq.n_timepoints)
+    except MrfConfigError as err:
+        msgs.append(f"config key '{str(err).split(':')[0]}':{str(err).partition(':')[2]}")
+    drone = mrf.get("params", {}).get("drone")
+    if drone is not None and "drone" not in mrf["methods"]:
+        msgs.append("config key 'mrf.params.drone': drone is not in mrf.methods")
+    snr = (drone or {}).get("noise_snr_range")
+    if snr is not None and not (isinstance(snr, list) and len(snr) == 2 and 0 < snr[0] <= snr[1]):
+        msgs.append(f"config key 'mrf.params.drone.noise_snr_range': needs [low, high] dB with 0 < low <= high, got {snr!r}")
+    msgs += [f"config key 'mrf.segment_from': {m!r} is not in mrf.methods; allowed values: {', '.join(mrf['methods'])}"
+             for m in mrf.get("segment_from", []) if m not in mrf["methods"]]
     return msgs
 
 

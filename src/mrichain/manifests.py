@@ -16,9 +16,10 @@ import re
 
 from mrichain import layout
 from mrichain.conditions import ORACLE, SWEPT_STAGE, Condition, conditions
+from mrichain.mrf.plan import MrfPlan
 from mrichain.simulate.acquire import acq_label
 from mrichain.simulate.cohort import age_train_ids, assign_splits, subject_age, subject_ids
-from mrichain.stages import METHOD_STAGES, Stage, learned_methods, stage
+from mrichain.stages import METHOD_STAGES, MRF, Stage, learned_methods, stage
 
 MANIFEST_NAMES = {
     "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
@@ -73,11 +74,14 @@ class Plan:
         self.acqs = {acq_label(a): (a, cf) for a, cf in zip(acq["accelerations"], acq["center_fractions"])}
         rec = config[SWEPT_STAGE]
         self.conditions: dict[str, Condition] = conditions(self.acqs, list(rec["methods"]), rec["feed"],
-                                                           **config["error_budget"])
+                                                           sweep=config["error_budget"]["sweep"],
+                                                           oracle=config["error_budget"]["oracle"])
         self.models_root = config["input"].get("models_dir") or layout.MODELS
         """Where the learned methods' weights are read: this run's ``models/`` (rule ``train``
         writes them) or ``input.models_dir`` (an existing directory, e.g. pulled with DVC: nothing
         is trained; :func:`mrichain.realdata.domain.check_models_dir` checks its cards at parse time)."""
+        self.mrf = MrfPlan(config, self) if "mrf" in config else None
+        """The MR fingerprinting branch (:mod:`mrichain.mrf.plan`), None without an ``mrf`` section."""
 
     def model(self, stage_name: str, method: str, suffix: str = ".pt") -> str:
         """A learned method's weights (``.pt``) or card (``.json``) as this run reads them."""
@@ -129,19 +133,27 @@ class Plan:
         """Methods of a stage run on ``sub`` at an acquisition: all on the test split (scored side
         by side), only the feed elsewhere (its output is what later stages train on); none where
         the stage is not scored on ``sub``'s split. At a sweep condition (test split only) a stage
-        with a feed runs its feed, one without (registration, brain age) all its methods; at the
-        oracle every method runs."""
+        with a feed runs its feed, one without (registration, brain age) the config's
+        ``error_budget.sweep_methods.<stage>`` (default: all its methods); at the oracle every
+        method runs."""
         s = stage(stage_name)
         cond = self._derived(acq)
         if cond is not None:
             if sub not in self._test:
                 return []
-            return self.methods(stage_name) if cond.oracle or not s.has_feed else [self.feed(stage_name)]
+            if cond.oracle:
+                return self.methods(stage_name)
+            return [self.feed(stage_name)] if s.has_feed else self.sweep_methods(stage_name)
         if s.scored_on == "test" and sub not in self._test:
             return []
         if sub in self._test or not s.has_feed:
             return self.methods(stage_name)
         return [self.feed(stage_name)]
+
+    def sweep_methods(self, stage_name: str) -> list[str]:
+        """The methods a stage without a feed runs at a sweep condition: the config's
+        ``error_budget.sweep_methods.<stage>``, else all its methods."""
+        return list(self.config["error_budget"].get("sweep_methods", {}).get(stage_name, self.methods(stage_name)))
 
     def tune_grid(self, stage_name: str, method: str) -> dict | None:
         """The config's grid ``<stage>.tune.<method>`` ({parameter: [values]}), None if untuned."""
@@ -308,7 +320,9 @@ class Plan:
         s = stage(stage_name)
         m = {"stage": stage_name, "acq": acq, "contrast": self.contrast, "splits": dict(self.splits)}
         if not s.per_subject:
-            m["methods"] = {meth: self.outputs(stage_name, None, acq, meth) for meth in self.methods(stage_name)}
+            cond = self._derived(acq)
+            run = self.sweep_methods(stage_name) if cond is not None and not cond.oracle else self.methods(stage_name)
+            m["methods"] = {meth: self.outputs(stage_name, None, acq, meth) for meth in run}
             return m
         m["subjects"] = {
             sub: {**{k: self.resolve(r, sub, acq) for k, r in s.score_reads.items()},
@@ -324,6 +338,8 @@ class Plan:
         if match is None:
             raise ValueError(f"no manifest {kind}/{name}; names: {MANIFEST_NAMES}")
         w = match.groupdict()
+        if kind == "score" and w["stage"] == MRF and self.mrf is not None:
+            return self.mrf.score_manifest()
         if kind == "score":
             return self.score_manifest(w["stage"], w["acq"])
         if kind == "train":

@@ -270,6 +270,20 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
+MRF = "mrf"
+MRF_METHODS: tuple[Method, ...] = (
+    Method("constant", FLOOR, "mrichain.mrf.run:constant_maps"),
+    Method("matching", CLASSICAL, "mrichain.mrf.matching:match"),
+    Method("matching_svd", CLASSICAL, "mrichain.mrf.matching:match"),
+    Method("drone", LEARNED, "mrichain.mrf.drone:predict", trainer="mrichain.mrf.drone:train",
+           val_metric="val_neg_mape"),
+)
+"""The MR fingerprinting branch (config ``mrf``, ``workflow/rules/mrf.smk``, :mod:`mrichain.mrf`),
+``mrf`` in the score tables: not a link of the chain (it reads the ground-truth tissue maps,
+not k-space, and runs once per test subject, not per acquisition), so not a :class:`Stage`; its
+methods are declared here beside the stages'. ``constant`` is its floor: every voxel given the
+white-matter T1/T2 (no fingerprint read); the DRONE network trains on the dictionary."""
+
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 STAGE_NAMES: tuple[str, ...] = tuple(BY_NAME)
 METHOD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.methods)
@@ -293,7 +307,10 @@ def is_learned(stage_name: str, method_name: str) -> bool:
 
 def kind(stage_name: str, method_name: str) -> str:
     """``floor``, ``classical`` or ``learned``; the floors a scorer computes itself are floors;
-    the acquisition stage's only "method" is the simulation."""
+    the acquisition stage's only "method" is the simulation; the MRF branch's from
+    :data:`MRF_METHODS`."""
+    if stage_name == MRF:
+        return {m.name: m for m in MRF_METHODS}[method_name].kind
     s = stage(stage_name)
     if not s.methods:
         return "simulation"

@@ -51,11 +51,13 @@ rule score:
 # stages after reconstruction the acceleration sweep (each reconstruction method's output sent
 # downstream) and the oracle (ideal inputs), on the test split.
 SCORE_FILES = [layout.scores(s, c) for s in STAGE_NAMES for c in PLAN.stage_conditions(s)]
+# metrics.json and the comparison also hold the MR fingerprinting branch's scores (config mrf)
+AGGREGATED_FILES = SCORE_FILES + ([PLAN.mrf.scores] if PLAN.mrf else [])
 
 
 rule aggregate:
     input:
-        SCORE_FILES,
+        AGGREGATED_FILES,
     output:
         metrics="results/metrics.json",
         by_acq="results/metrics_by_acq.json",

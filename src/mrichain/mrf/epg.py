@@ -40,10 +40,9 @@ import math
 import numpy as np
 import torch
 
+from mrichain.mrf.grid import DEFAULT_STATES  # noqa: F401 (default EPG orders: module docstring; one torch-free definition)
 from mrichain.mrf.sequence import FispSequence
 
-#: Default number of EPG orders kept (see the module docstring for the measured truncation error).
-DEFAULT_STATES = 64
 #: Default number of atoms simulated together.
 DEFAULT_CHUNK = 4096
 #: Up to this many distinct B1 values, atoms are grouped by B1 (matrix-product RF); above, element-wise.

@@ -1,0 +1,72 @@
+"""The plan of the MR fingerprinting branch (config ``mrf``): which jobs run and what they read.
+
+One dictionary; DRONE trained on it (if ``drone`` is among ``mrf.methods``); per test subject
+and method one mapping job (the subject's fingerprints simulated from its ground truth, mapped,
+a synthetic T1w written); per test subject and ``mrf.segment_from`` method the segment feed on
+that synthetic T1w; one scoring job. Import-light (standard library only): the Snakefile builds it
+at parse time.
+"""
+from __future__ import annotations
+
+from mrichain import layout
+
+STAGE = "mrf"
+
+
+class MrfPlan:
+    """config: the run's config (with an ``mrf`` section); plan: its :class:`mrichain.manifests.Plan`."""
+
+    def __init__(self, config: dict, plan):
+        self.config = config["mrf"]
+        self.plan = plan
+        self.methods: list[str] = list(self.config["methods"])
+        self.segment_from: list[str] = list(self.config.get("segment_from", []))
+        self.subjects: list[str] = list(plan.test_subjects)
+        self.dictionary = layout.mrf_dictionary()
+        self.model = layout.model(STAGE, "drone", root=plan.models_root)
+        self.scores = layout.scores(STAGE, layout.MRF_ACQ)
+        self.figures = layout.figures(STAGE, layout.MRF_ACQ)
+        self.downstream = f"{layout.MRF}/downstream.tsv"
+        self.manifest_name = f"acq-{layout.MRF_ACQ}_stage-{STAGE}"
+
+    @staticmethod
+    def label(method: str) -> str:
+        """The BIDS ``desc`` label of a method (alphanumeric: ``matching_svd`` -> ``matchingsvd``),
+        the rules' ``method`` wildcard."""
+        return "".join(ch for ch in method if ch.isalnum())
+
+    def method_of(self, label: str) -> str:
+        return {self.label(m): m for m in self.methods}[label]
+
+    @property
+    def trains(self) -> bool:
+        return "drone" in self.methods
+
+    def map_inputs(self, sub: str, label: str) -> dict[str, str]:
+        """A mapping job's inputs: the subject's ground truth, the dictionary, DRONE's weights."""
+        out = {**{f"gt_{k}": v for k, v in layout.groundtruth_files(sub).items()}, "dictionary": self.dictionary}
+        if self.method_of(label) == "drone":
+            out["model"] = self.model
+        return out
+
+    def acquired(self) -> str:
+        """The acquisition whose segment-feed labels the MRF-derived ones are compared with: the
+        fully sampled one (the chain's reference), else the first."""
+        return next((c.label for c in self.plan.conditions.values() if not c.derived and c.acceleration == 1.0),
+                    next(iter(self.plan.acqs)))
+
+    def score_manifest(self) -> dict:
+        """``{"stage", "acq", "subjects": {sub: {groundtruth: {key: path}, acq, acquired_dseg,
+        methods: {method: {key: path}}}}}`` (:func:`mrichain.mrf.run.score`)."""
+        acq, feed = self.acquired(), self.plan.feed("segment")
+        subjects = {}
+        for sub in self.subjects:
+            methods = {m: {**layout.mrf_maps(sub, self.label(m)),
+                           **({"dseg": layout.mrf_dseg(sub, self.label(m))} if m in self.segment_from else {})}
+                       for m in self.methods}
+            subjects[sub] = {"groundtruth": layout.groundtruth_files(sub), "acq": acq,
+                             "acquired_dseg": self.plan.outputs("segment", sub, acq, feed)["labels"], "methods": methods}
+        return {"stage": STAGE, "acq": layout.MRF_ACQ, "subjects": subjects}
+
+    def targets(self) -> list[str]:
+        return [self.scores, self.downstream]

@@ -1,0 +1,139 @@
+# MR fingerprinting (config mrf; mrichain.mrf, README "MR fingerprinting"): the dictionary ->
+# DRONE trained on it -> per test subject and method the T1/T2/PD maps (fingerprints simulated
+# from the subject's ground truth) and a synthetic T1w -> the segment feed on the synthetic T1w
+# -> scores beside the acquired T1w's segmentation. The `method` wildcard is a method's BIDS label
+# (MrfPlan.label: matching_svd -> matchingsvd).
+MRF_PLAN = PLAN.mrf
+
+
+rule mrf_dictionary:
+    output:
+        MRF_PLAN.dictionary,
+    params:
+        mrf=json.dumps({k: config["mrf"].get(k) for k in ("sequence", "dictionary")}, sort_keys=True),
+    log:
+        layout.log("mrf_dictionary"),
+    benchmark:
+        layout.benchmark("mrf_dictionary")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "mrichain mrf-dictionary --mrf {params.mrf:q} --out {output} > {log} 2>&1"
+
+
+rule mrf_train:
+    input:
+        MRF_PLAN.dictionary,
+    output:
+        model=layout.model("mrf", "drone"),
+        card=layout.model("mrf", "drone", ".json"),
+        curve=layout.model("mrf", "drone", "_curve.tsv"),
+        curve_png=report(layout.model("mrf", "drone", "_curve.png"), caption="../report/mrf_curve.rst",
+                         category="Training curves", subcategory="mrf"),
+    params:
+        method_params=json.dumps(config["mrf"].get("params", {}).get("drone", {}), sort_keys=True),
+        seed=config["seed"],
+    log:
+        layout.log("train", "mrf-drone"),
+    benchmark:
+        layout.benchmark("train", "mrf-drone")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log}; "
+        "mrichain mrf-train --dictionary {input} --params {params.method_params:q} --seed {params.seed} "
+        "--threads {threads} --out {output.model} >> {log} 2>&1"
+
+
+rule mrf_map:
+    input:
+        unpack(lambda wc: MRF_PLAN.map_inputs(wc.sub, wc.method)),
+    output:
+        **layout.mrf_maps(),
+    params:
+        mrf=json.dumps({k: v for k, v in config["mrf"].items() if k not in ("methods", "segment_from", "params")},
+                       sort_keys=True),
+        seed=config["seed"],
+        sequence=json.dumps(config["acquire"]["sequence"][C], sort_keys=True),
+        gt_dir=lambda wc, input: str(Path(input.gt_info).parent),
+        contrast=C,
+        model=lambda wc, input: f"--model {input.model}" if "model" in input.keys() else "",
+        method=lambda wc: MRF_PLAN.method_of(wc.method),
+    wildcard_constraints:
+        method="|".join(MRF_PLAN.label(m) for m in MRF_PLAN.methods),
+    log:
+        layout.log("mrf_map", "{sub}_{method}"),
+    benchmark:
+        layout.benchmark("mrf_map", "{sub}_{method}")
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "mrichain mrf-map --method {params.method} --gt-dir {params.gt_dir} --dictionary {input.dictionary} "
+        "{params.model} --mrf {params.mrf:q} --seed {params.seed} --contrast {params.contrast} --sequence {params.sequence:q} "
+        "--threads {threads} --out-t1map {output.T1map} --out-t2map {output.T2map} --out-pdmap {output.PDmap} "
+        "--out-synthetic {output.T1w} --out-timing {output.timing} > {log} 2>&1"
+
+
+rule mrf_segment:
+    input:
+        image=layout.mrf_maps()["T1w"],
+        fitted=lambda wc: list(PLAN.fitted("segment", PLAN.feed("segment")).values()),
+    output:
+        labels=layout.mrf_dseg(),
+    params:
+        feed=PLAN.feed("segment"),
+        method_params=params_json("segment", PLAN.feed("segment")),
+        fitted=" ".join(f"--{k} {v}" for k, v in PLAN.fitted("segment", PLAN.feed("segment")).items()),
+        contrast=C,
+    wildcard_constraints:
+        method="|".join(MRF_PLAN.label(m) for m in MRF_PLAN.segment_from) or "-",
+    log:
+        layout.log("mrf_segment", "{sub}_{method}"),
+    benchmark:
+        layout.benchmark("mrf_segment", "{sub}_{method}")
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    conda:
+        "../../envs/ants.yaml"
+    shell:
+        "mrichain segment --method {params.feed} --params {params.method_params:q} {params.fitted} --threads {threads} "
+        "--contrast {params.contrast} --input {input.image} --output {output.labels} > {log} 2>&1"
+
+
+rule mrf_score:
+    input:
+        manifest=manifest_path("score", acq=layout.MRF_ACQ, stage="mrf"),
+        files=manifest_files(MRF_PLAN.score_manifest()),
+    output:
+        tsv=MRF_PLAN.scores,
+        downstream=report(MRF_PLAN.downstream, caption="../report/mrf.rst", category="MR fingerprinting"),
+        figures=report(directory(MRF_PLAN.figures), patterns=["{name}.png"], caption="../report/mrf.rst",
+                       category="MR fingerprinting"),
+    log:
+        layout.log("mrf_score"),
+    benchmark:
+        layout.benchmark("mrf_score")
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=15,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "mrichain mrf-score --manifest {input.manifest} --out-tsv {output.tsv} --out-downstream {output.downstream} "
+        "--out-figures {output.figures} > {log} 2>&1"
