@@ -187,6 +187,20 @@ def test_sweep_and_oracle_run_feed_methods_on_the_test_split(plan, cfg):
     assert set(m["subjects"]) == set(plan.test_subjects)
 
 
+def test_sweep_methods_of_stages_without_a_feed(cfg):
+    """error_budget.sweep_methods: a feedless stage runs only those at the sweep's conditions (its
+    jobs and score manifests), all its methods at the acquisitions and the oracle."""
+    c = copy.deepcopy(cfg)
+    c["error_budget"]["sweep_methods"] = {"register": ["antssyn"], "predict": ["linear"]}
+    p = Plan(c)
+    test = p.test_subjects[0]
+    assert p.methods_run("register", test, "R4cs") == ["antssyn"]
+    assert p.methods_run("register", test, "R4") == p.methods_run("register", test, "oracle") == cfg["register"]["methods"]
+    assert set(p.score_manifest("register", "R4varnet")["subjects"][test]["methods"]) == {"antssyn"}
+    assert set(p.score_manifest("predict", "R4cs")["methods"]) == {"linear"}
+    assert set(p.score_manifest("predict", "oracle")["methods"]) == set(cfg["predict"]["methods"])
+
+
 def test_sweep_and_oracle_inputs(plan):
     sub = plan.test_subjects[0]
     # R4cs: denoising reads CS's reconstruction at R4; later stages read their feed at R4cs

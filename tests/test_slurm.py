@@ -65,6 +65,7 @@ def slurm_config(tmp_path_factory):
     # are submitted one per job, like the learned inference jobs this run already submits, and
     # they tripled this test's time (41 min on the 2-core CI machine); test_workflow runs them.
     cfg["error_budget"] = {"sweep": False, "oracle": False}
+    cfg.pop("mrf")  # the MR fingerprinting branch runs in test_workflow's DAG; here it would add 13 submissions
     path = tmp_path_factory.mktemp("slurm-config") / "test-slurm.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -31,7 +31,7 @@ def run(local_run):
 
 def test_metrics_cover_all_stages(run):
     metrics = json.loads((run / "results" / "metrics.json").read_text())
-    assert set(metrics) == set(STAGE_NAMES)
+    assert set(metrics) == set(STAGE_NAMES) | {"mrf"}
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     acq = metrics["acquire"]["simulated"]
     assert abs(acq["snr_measured"] - cfg["acquire"]["snr"]) / cfg["acquire"]["snr"] < 0.1
@@ -137,12 +137,41 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     # antsnlm everywhere, the age subjects at their one (fully sampled) acquisition, the test
     # subjects at the sweep's conditions; dncnn's input did not change
     assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"] + len(plan.test_subjects) * n_sweep
-    assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "budget", "all"}
+    # mrf_score: its table sets the acquired T1w's segmentation (R1 feed chain) beside the MRF-derived ones
+    assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "budget",
+                         "mrf_score", "all"}
     assert jobs["train"] == 3  # the models that learn from denoised images: voxelmorph, unet, sfcn
     # SyN and the linear age model are tuned on what the changed feed feeds them (val split)
     assert jobs["tune"] == 2
     # denoise, register, segment, predict at each of their conditions; not acquire or reconstruct
     assert jobs["score"] == sum(len(plan.stage_conditions(s)) for s in ("denoise", "register", "segment", "predict"))
+
+
+def test_mrf_branch_maps_scores_and_segments(run):
+    """The MRF branch ran every method on every test subject: maps on the mapped slices, scores in
+    metrics.json beside the floor, DRONE's card, the synthetic T1w segmented, the figures."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    plan = Plan(cfg)
+    res = run / "results"
+    metrics = json.loads((res / "metrics.json").read_text())
+    assert set(metrics["mrf"]) == set(cfg["mrf"]["methods"])
+    for method in ("matching", "matching_svd", "drone"):  # the floor reads no fingerprint
+        assert metrics["mrf"][method]["t1_mape"] < metrics["mrf"]["constant"]["t1_mape"], method
+        assert metrics["mrf"][method]["seconds_per_slice"] > 0 and metrics["mrf"][method]["n_test"] == len(plan.test_subjects)
+    comparison = pd.read_csv(res / "comparison.tsv", sep="\t")
+    drone_row = comparison[(comparison.stage == "mrf") & (comparison.method == "drone") & (comparison.metric == "t1_mape")]
+    assert drone_row.iloc[0]["kind"] == "learned" and drone_row.iloc[0]["floor"] == "constant"
+    card = json.loads((run / "models" / "mrf-drone.json").read_text())
+    assert card["stage"] == "mrf" and card["dictionary"]["atoms"] > 100 and card["training_data_hash"]
+    for sub in plan.test_subjects:
+        t1 = nib.load(res / "mrf" / sub / f"{sub}_acq-MRF_desc-matchingsvd_T1map.nii.gz")
+        assert t1.shape == nib.load(res / "groundtruth" / sub / f"{sub}_T1map.nii.gz").shape
+        mapped = np.asarray(t1.dataobj) > 0
+        assert mapped.any(axis=(0, 1)).sum() == cfg["mrf"]["acquire"]["n_slices"]  # the central slices only
+    down = pd.read_csv(res / "mrf" / "downstream.tsv", sep="\t")
+    assert set(down.source) == {"MRF drone", "acquired R1 (mapped slices only)", "acquired R1 (whole volume)"}
+    assert down.dice_mean.between(0, 1).all()
+    assert {p.name for p in (res / "figures" / "acq-MRF_stage-mrf").glob("*.png")} == {"montage.png", "downstream.png"}
 
 
 def test_error_budget_sweep_and_limits(run):

@@ -173,6 +173,12 @@ def cmd_mrf_map(a):
     log.info("MRF %s: %d voxels on %d slices mapped in %.3f s", a.method, t["n_voxels"], len(t["slices"]), t["seconds"])
 
 
+def cmd_mrf_slab(a):
+    from mrichain.mrf.run import write_slab
+
+    write_slab(a.image, a.gt_dir, json.loads(a.mrf), a.out)
+
+
 def cmd_mrf_score(a):
     from mrichain.mrf.run import score
 
@@ -405,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
     for out in ("t1map", "t2map", "pdmap", "synthetic", "timing"):
         s.add_argument(f"--out-{out}", required=True)
     s.set_defaults(func=cmd_mrf_map)
+
+    s = sub.add_parser("mrf-slab", help="the acquired image on the voxels the MRF branch maps (0 elsewhere)")
+    s.add_argument("--image", required=True)
+    s.add_argument("--gt-dir", required=True)
+    s.add_argument("--mrf", required=True, help="JSON: the config's mrf section")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_mrf_slab)
 
     s = sub.add_parser("mrf-score", help="score the MRF maps and the MRF-derived segmentations")
     s.add_argument("--manifest", required=True)

@@ -1,7 +1,7 @@
 # MR fingerprinting (config mrf; mrichain.mrf, README "MR fingerprinting"): the dictionary ->
 # DRONE trained on it -> per test subject and method the T1/T2/PD maps (fingerprints simulated
 # from the subject's ground truth) and a synthetic T1w -> the segment feed on the synthetic T1w
-# -> scores beside the acquired T1w's segmentation. The `method` wildcard is a method's BIDS label
+# and on the acquired T1w cut to the same voxels (mrf_slab) -> scores. The `method` wildcard is a method's BIDS label
 # (MrfPlan.label: matching_svd -> matchingsvd).
 MRF_PLAN = PLAN.mrf
 
@@ -87,6 +87,28 @@ rule mrf_map:
         "--out-synthetic {output.T1w} --out-timing {output.timing} > {log} 2>&1"
 
 
+rule mrf_slab:
+    input:
+        unpack(lambda wc: MRF_PLAN.slab_inputs(wc.sub)),
+    output:
+        layout.mrf_maps(label=MRF_PLAN.REFERENCE)["T1w"],
+    params:
+        mrf=json.dumps({k: v for k, v in config["mrf"].items() if k == "acquire"}, sort_keys=True),
+        gt_dir=lambda wc, input: str(Path(input.gt_info).parent),
+    log:
+        layout.log("mrf_slab", "{sub}"),
+    benchmark:
+        layout.benchmark("mrf_slab", "{sub}")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "mrichain mrf-slab --image {input.image} --gt-dir {params.gt_dir} --mrf {params.mrf:q} --out {output} > {log} 2>&1"
+
+
 rule mrf_segment:
     input:
         image=layout.mrf_maps()["T1w"],
@@ -99,7 +121,7 @@ rule mrf_segment:
         fitted=" ".join(f"--{k} {v}" for k, v in PLAN.fitted("segment", PLAN.feed("segment")).items()),
         contrast=C,
     wildcard_constraints:
-        method="|".join(MRF_PLAN.label(m) for m in MRF_PLAN.segment_from) or "-",
+        method="|".join(MRF_PLAN.segmented),
     log:
         layout.log("mrf_segment", "{sub}_{method}"),
     benchmark:

@@ -2,8 +2,9 @@
 
 One dictionary; DRONE trained on it (if ``drone`` is among ``mrf.methods``); per test subject
 and method one mapping job (the subject's fingerprints simulated from its ground truth, mapped,
-a synthetic T1w written); per test subject and ``mrf.segment_from`` method the segment feed on
-that synthetic T1w; one scoring job. Import-light (standard library only): the Snakefile builds it
+a synthetic T1w written); per test subject the acquired T1w cut to the mapped voxels; per test
+subject and ``mrf.segment_from`` method (and that cut acquired T1w) the segment feed; one
+scoring job. Import-light (standard library only): the Snakefile builds it
 at parse time.
 """
 from __future__ import annotations
@@ -38,6 +39,22 @@ class MrfPlan:
     def method_of(self, label: str) -> str:
         return {self.label(m): m for m in self.methods}[label]
 
+    REFERENCE = "acquired"
+    """The label of the acquired T1w cut to the mapped voxels (rule ``mrf_slab``), which the
+    segment feed segments beside the MRF-derived T1w (the ``method`` wildcard of ``mrf_segment``)."""
+
+    def slab_inputs(self, sub: str) -> dict[str, str]:
+        """The acquired T1w the MRF-derived ones are compared with (the denoise feed's output at
+        :meth:`acquired`) and the subject's ground truth (its brain mask picks the slices)."""
+        acq = self.acquired()
+        return {"image": self.plan.outputs("denoise", sub, acq, self.plan.feed("denoise"))["image"],
+                **{f"gt_{k}": v for k, v in layout.groundtruth_files(sub).items()}}
+
+    @property
+    def segmented(self) -> list[str]:
+        """Labels of the T1w images the segment feed segments: the reference and ``segment_from``."""
+        return [self.REFERENCE] + [self.label(m) for m in self.segment_from]
+
     @property
     def trains(self) -> bool:
         return "drone" in self.methods
@@ -65,7 +82,8 @@ class MrfPlan:
                            **({"dseg": layout.mrf_dseg(sub, self.label(m))} if m in self.segment_from else {})}
                        for m in self.methods}
             subjects[sub] = {"groundtruth": layout.groundtruth_files(sub), "acq": acq,
-                             "acquired_dseg": self.plan.outputs("segment", sub, acq, feed)["labels"], "methods": methods}
+                             "acquired_dseg": self.plan.outputs("segment", sub, acq, feed)["labels"],
+                             "reference_dseg": layout.mrf_dseg(sub, self.REFERENCE), "methods": methods}
         return {"stage": STAGE, "acq": layout.MRF_ACQ, "subjects": subjects}
 
     def targets(self) -> list[str]:
