@@ -174,6 +174,19 @@ def test_mrf_branch_maps_scores_and_segments(run):
     assert {p.name for p in (res / "figures" / "acq-MRF_stage-mrf").glob("*.png")} == {"montage.png", "downstream.png"}
 
 
+def test_changing_the_mrf_snr_reruns_only_the_maps_and_what_reads_them(run, tmp_path):
+    """mrf.acquire.snr_db: the fingerprints' noise. Not the dictionary or DRONE (they do not see
+    it), not the acquired slab; every map, the segmentations of synthetic T1w images, the scores."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["mrf"]["acquire"]["snr_db"] = 25
+    changed = tmp_path / "snr.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(run, "-n", "--quiet", "rules", configfile=changed))
+    n = len(Plan(cfg).test_subjects)
+    assert jobs == {"mrf_map": n * len(cfg["mrf"]["methods"]), "mrf_segment": n * len(cfg["mrf"]["segment_from"]),
+                    "mrf_score": 1, "aggregate": 1, "all": 1}
+
+
 def test_error_budget_sweep_and_limits(run):
     """The error budget, the sweep and the acceleration limits exist, cover what the plan says,
     and their numbers are the per-subject scores': the oracle's segmentation is scored on the

@@ -93,7 +93,8 @@ rule mrf_slab:
     output:
         layout.mrf_maps(label=MRF_PLAN.REFERENCE)["T1w"],
     params:
-        mrf=json.dumps({k: v for k, v in config["mrf"].items() if k == "acquire"}, sort_keys=True),
+        # only which slices are mapped: a new SNR does not cut the acquired image again
+        mrf=json.dumps({"acquire": {k: v for k, v in config["mrf"].get("acquire", {}).items() if k == "n_slices"}}),
         gt_dir=lambda wc, input: str(Path(input.gt_info).parent),
     log:
         layout.log("mrf_slab", "{sub}"),
