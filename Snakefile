@@ -93,3 +93,4 @@ rule models:
     input:
         [PLAN.model(s, m, suffix) for s, m in PLAN.learned_run() for suffix in (".pt", ".json")],
         [layout.tuning(s, m) for s, m in PLAN.tuned_run()],
+        PLAN.mrf.fitted() if PLAN.mrf else [],

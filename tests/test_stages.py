@@ -61,6 +61,7 @@ def test_kinds():
     assert stages.kind("denoise", "input") == "floor"  # the scorer's own floor
     assert stages.kind("segment", "unet") == "learned" and stages.kind("register", "antssyn") == "classical"
     assert stages.kind("acquire", "simulated") == "simulation"
+    assert stages.kind("mrf", "constant") == "floor" and stages.kind("mrf", "drone") == "learned"  # the MRF branch
     with pytest.raises(KeyError, match="no method 'magic'"):
         stages.kind("segment", "magic")
     with pytest.raises(KeyError, match="unknown stage"):
@@ -77,8 +78,9 @@ def test_dvc_yaml_follows_the_declaration():
     assert plots["training loss"]["y"] == expected_loss
     assert plots["validation score (model selection)"]["y"] == expected_val
     method_sections = [s.name for s in stages.METHOD_STAGES]
-    # evaluate also runs the error budget's conditions (error_budget) and any real inputs (input)
-    for name, extra in (("models", []), ("evaluate", ["error_budget", "input"])):
+    # models also builds the MRF dictionary and DRONE (mrf); evaluate also runs the error budget's
+    # conditions (error_budget), the MRF maps (mrf) and any real inputs (input)
+    for name, extra in (("models", ["mrf"]), ("evaluate", ["error_budget", "mrf", "input"])):
         params = dvc["stages"][name]["params"][0]["config/config.yaml"]
         assert params == ["seed", *method_sections, *extra], name
 

@@ -39,7 +39,7 @@ def test_metrics_cover_all_stages(run):
     rec = metrics["reconstruct"]["zerofilled"]
     assert 0 < rec["ssim"] < 1 and rec["psnr"] > 15 and rec["nmse"] < 0.2
     by_acq = json.loads((run / "results" / "metrics_by_acq.json").read_text())
-    assert set(by_acq) == set(Plan(cfg).conditions)  # R4, R1, the sweep's R4cs ... and the oracle
+    assert set(by_acq) == set(Plan(cfg).conditions) | {"MRF"}  # R4, R1, the sweep's R4cs ..., the oracle; MRF
     assert set(by_acq["R4cs"]) == {"denoise", "register", "segment", "predict"}
     den = by_acq["R1"]["denoise"]  # fully sampled: noise is what is left to remove
     assert den["antsnlm"]["psnr"] > den["input"]["psnr"] and den["antsnlm"]["ssim"] > den["input"]["ssim"]
@@ -137,9 +137,11 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     # antsnlm everywhere, the age subjects at their one (fully sampled) acquisition, the test
     # subjects at the sweep's conditions; dncnn's input did not change
     assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"] + len(plan.test_subjects) * n_sweep
-    # mrf_score: its table sets the acquired T1w's segmentation (R1 feed chain) beside the MRF-derived ones
+    # the MRF branch compares its synthetic T1w with the acquired, denoised one: cut again to the
+    # mapped slices (mrf_slab), segmented there, scored
     assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "budget",
-                         "mrf_score", "all"}
+                         "mrf_slab", "mrf_segment", "mrf_score", "all"}
+    assert jobs["mrf_segment"] == jobs["mrf_slab"] == len(plan.test_subjects)  # the acquired slab only
     assert jobs["train"] == 3  # the models that learn from denoised images: voxelmorph, unet, sfcn
     # SyN and the linear age model are tuned on what the changed feed feeds them (val split)
     assert jobs["tune"] == 2

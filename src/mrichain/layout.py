@@ -120,8 +120,9 @@ MRF_OUTPUTS = {"T1map": ("T1map", ".nii.gz"), "T2map": ("T2map", ".nii.gz"), "PD
 
 
 def mrf_dictionary() -> str:
-    """The MRF dictionary (HDF5: atoms, grid, sequence, SVD basis)."""
-    return f"{MRF}/dictionary.h5"
+    """The MRF dictionary (HDF5: atoms, grid, sequence, SVD basis): beside DRONE, which trains on
+    it, in ``models/`` (DVC's ``models`` stage shares both)."""
+    return f"{MODELS}/mrf-dictionary.h5"
 
 
 def mrf_maps(sub: str = SUB, label: str = METHOD) -> dict[str, str]:

@@ -86,5 +86,10 @@ class MrfPlan:
                              "reference_dseg": layout.mrf_dseg(sub, self.REFERENCE), "methods": methods}
         return {"stage": STAGE, "acq": layout.MRF_ACQ, "subjects": subjects}
 
+    def fitted(self) -> list[str]:
+        """What the branch builds before mapping (the ``models`` target, DVC's ``models`` stage):
+        the dictionary and, if it runs, DRONE's weights and card."""
+        return [self.dictionary] + ([self.model, self.model.replace(".pt", ".json")] if self.trains else [])
+
     def targets(self) -> list[str]:
         return [self.scores, self.downstream]
