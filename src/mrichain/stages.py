@@ -281,8 +281,10 @@ MRF_METHODS: tuple[Method, ...] = (
 """The MR fingerprinting branch (config ``mrf``, ``workflow/rules/mrf.smk``, :mod:`mrichain.mrf`),
 ``mrf`` in the score tables: not a link of the chain (it reads the ground-truth tissue maps,
 not k-space, and runs once per test subject, not per acquisition), so not a :class:`Stage`; its
-methods are declared here beside the stages'. ``constant`` is its floor: every voxel given the
-white-matter T1/T2 (no fingerprint read); the DRONE network trains on the dictionary."""
+methods are declared here beside the stages' (the config schema's method names and the
+``kind`` column derive from it; ``entry`` is what :func:`mrichain.mrf.run.map_subject` calls).
+``constant`` is its floor: every voxel given the white-matter T1/T2 (no fingerprint read); the
+DRONE network trains on the dictionary."""
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 STAGE_NAMES: tuple[str, ...] = tuple(BY_NAME)
