@@ -64,8 +64,8 @@ def differing_outputs(a: Path, b: Path, *, b_runs_less: bool = False) -> list[st
     """Relative paths where two runs differ: image/k-space/label files byte for byte, trained
     weights byte for byte, metrics JSON without timing fields. Missing files count as different.
     ``b_runs_less``: ``b``'s config plans a subset of ``a``'s jobs (e.g. no error-budget
-    conditions): every output of ``b`` must equal ``a``'s, files and acquisitions only ``a`` has
-    are not differences."""
+    conditions, no MRF branch): every output of ``b`` must equal ``a``'s; files, models, stages and
+    acquisitions only ``a`` has are not differences."""
     diffs = []
     for d in DETERMINISTIC_DIRS:
         files_a = {p.relative_to(a) for p in (a / d).rglob("*") if p.is_file() and p.suffix != ".json"}
@@ -74,12 +74,14 @@ def differing_outputs(a: Path, b: Path, *, b_runs_less: bool = False) -> list[st
         diffs += [str(p) for p in sorted(files_a & files_b) if (a / p).read_bytes() != (b / p).read_bytes()]
     for p in sorted((a / "models").glob("*.pt")):
         q = b / p.relative_to(a)
+        if b_runs_less and not q.exists():
+            continue  # a model only a's config trains (e.g. the MRF branch's DRONE)
         if not q.exists() or p.read_bytes() != q.read_bytes():
             diffs.append(str(p.relative_to(a)))
     for name in ("results/metrics.json", "results/metrics_by_acq.json"):
         ja, jb = (json.loads((r / name).read_text()) if (r / name).exists() else None for r in (a, b))
-        if b_runs_less and name.endswith("by_acq.json") and ja is not None and jb is not None:
-            ja = {acq: v for acq, v in ja.items() if acq in jb}
+        if b_runs_less and ja is not None and jb is not None:  # the stages (metrics) or acquisitions b ran
+            ja = {k: v for k, v in ja.items() if k in jb}
         if ja is None or _without_timings(ja) != _without_timings(jb):
             diffs.append(name)
     return diffs
