@@ -56,10 +56,10 @@ def test_interval_is_deterministic_in_the_seed():
 
 
 def test_metric_directions():
-    for m in ("psnr", "ssim", "dice_mean", "dice_csf"):
+    for m in ("psnr", "ssim", "dice_mean", "dice_csf", "t1w_dice_mean", "speedup_vs_matching"):
         assert higher_is_better(m) is True
     for m in ("nmse", "hd95_mm_mean", "folding_percent", "mae_years", "abs_error_years", "seconds",
-              "seconds_per_pair"):
+              "seconds_per_pair", "t1_mape", "t2_mape_GM", "t1_mape_pure", "seconds_per_slice"):
         assert higher_is_better(m) is False
     assert higher_is_better("snr_measured") is None and higher_is_better("interval_coverage") is None
 

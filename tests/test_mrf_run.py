@@ -126,6 +126,7 @@ def test_scores_rows_speedup_and_downstream_dice(mapped, tmp_path):
     v = s.set_index(["method", "metric"])["value"]
     assert v[("matching", "t1_mape")] < 10 < v[("constant", "t1_mape")]
     assert v[("constant", "t1_mape_WM")] == pytest.approx(0.0)
+    assert v[("matching", "t1_mape_pure")] == pytest.approx(v[("matching", "t1_mape")])  # every voxel is pure here
     assert v[("matching", "speedup_vs_matching")] == pytest.approx(1.0)
     assert ("constant", "speedup_vs_matching") not in v.index  # the floor reads no fingerprint
     # CSF right (1); GM: 2|A∩B| / (|A| + |B|) = 2n / 3n; WM: 0 (equal blocks of each tissue)

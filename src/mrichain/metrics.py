@@ -150,8 +150,8 @@ def interval_coverage(y, lo, hi) -> float:
     return float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))
 
 
-_HIGHER = re.compile(r"^(psnr|ssim|dice)(_|$)")
-_LOWER = re.compile(r"^(nmse|hd95|folding_percent|abs_error_years|mae_years|seconds|interval_width)(_|$)")
+_HIGHER = re.compile(r"^(psnr|ssim|dice|t1w_dice|speedup)(_|$)")
+_LOWER = re.compile(r"^(nmse|hd95|folding_percent|abs_error_years|mae_years|seconds|interval_width|t1_mape|t2_mape)(_|$)")
 
 
 def higher_is_better(metric: str) -> bool | None:

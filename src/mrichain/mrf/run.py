@@ -14,7 +14,8 @@ Config ``mrf`` (:func:`acquisition`; sequence and dictionary checked by :mod:`mr
   (:func:`mrichain.mrf.synthesis.synthesise`, the contrast and sequence ``acquire`` uses), which
   the segment feed segments (rule ``mrf_segment``);
 - scores (:func:`score`): ``t1_mape``, ``t2_mape`` over GM, WM and CSF and per tissue
-  (:func:`mrichain.mrf.scores.map_scores`), ``seconds_per_slice``, ``speedup_vs_matching``
+  (:func:`mrichain.mrf.scores.map_scores`), ``t1_mape_pure``/``t2_mape_pure`` over the voxels of
+  one tissue (:data:`PURE`), ``seconds_per_slice``, ``speedup_vs_matching``
   (full matching's seconds / the method's, same subject, same voxels), and for the synthetic T1w
   segmentations ``t1w_dice_mean``, beside the acquired T1w's Dice on the same voxels, segmented
   on the same slab (:func:`write_slab`) and as the chain segmented the whole volume
@@ -32,6 +33,9 @@ from mrichain.io import load_image, load_json, save_image, save_json
 from mrichain.layout import MRF_ACQ as ACQ
 
 ACQUIRE_DEFAULTS = {"snr_db": 30.0, "n_slices": 4, "b1_amplitude": 0.0}
+PURE = 0.99
+"""Tissue probability of the voxels ``t1_mape_pure``/``t2_mape_pure`` are over: one tissue, so one
+(T1, T2) that an atom can fit; the others mix tissue signals, which no single atom matches."""
 CONSTANT_TISSUE = "WM"
 """The floor ``constant`` gives every voxel this tissue's nominal T1, T2, PD
 (:data:`mrichain.simulate.tissue.TISSUE_PARAMS_3T`): a map that reads no fingerprint."""
@@ -181,8 +185,10 @@ def score(manifest: dict, out_tsv: str | Path, out_downstream: str | Path, out_f
             timing = load_json(files["timing"])
             mapped = np.zeros(subj.brain_mask.shape, bool)
             mapped[:, :, timing["slices"]] = subj.brain_mask[:, :, timing["slices"]] > 0
-            m = map_scores(t1[mapped], t2[mapped], subj.t1map[mapped], subj.t2map[mapped], subj.labels[mapped],
-                           seconds=timing["seconds"], n_slices=len(timing["slices"]))
+            args = (t1[mapped], t2[mapped], subj.t1map[mapped], subj.t2map[mapped], subj.labels[mapped])
+            m = map_scores(*args, seconds=timing["seconds"], n_slices=len(timing["slices"]))
+            pure = map_scores(*args, probs=np.moveaxis(subj.probs, 0, -1)[mapped], purity=PURE)
+            m.update({f"{k}_pure": pure[k] for k in ("t1_mape", "t2_mape")})
             per_method[method] = (t1, t2, timing, mapped)
             if "dseg" in files:
                 seg = np.asarray(load_image(files["dseg"]).dataobj, np.uint8)
