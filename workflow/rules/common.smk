@@ -112,3 +112,8 @@ def real_fitted_files(stage_name):
         return list(fitted.values()) + ([PLAN.model(stage_name, wc.method, ".json")] if "model" in fitted else [])
 
     return files
+
+
+def mrf_gt_dir(wildcards, input):
+    """The subject's ground-truth folder, for the MRF jobs (MrfPlan.groundtruth's inputs sit in it)."""
+    return str(Path(input.gt_info).parent)

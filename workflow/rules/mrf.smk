@@ -64,7 +64,7 @@ rule mrf_map:
                        sort_keys=True),
         seed=config["seed"],
         sequence=json.dumps(config["acquire"]["sequence"][C], sort_keys=True),
-        gt_dir=lambda wc, input: str(Path(input.gt_info).parent),
+        gt_dir=mrf_gt_dir,
         contrast=C,
         model=lambda wc, input: f"--model {input.model}" if "model" in input.keys() else "",
         method=lambda wc: MRF_PLAN.method_of(wc.method),
@@ -95,7 +95,7 @@ rule mrf_slab:
     params:
         # only which slices are mapped: a new SNR does not cut the acquired image again
         mrf=json.dumps({"acquire": {k: v for k, v in config["mrf"].get("acquire", {}).items() if k == "n_slices"}}),
-        gt_dir=lambda wc, input: str(Path(input.gt_info).parent),
+        gt_dir=mrf_gt_dir,
     log:
         layout.log("mrf_slab", "{sub}"),
     benchmark:

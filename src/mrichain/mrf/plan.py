@@ -48,7 +48,7 @@ class MrfPlan:
         :meth:`acquired`) and the subject's ground truth (its brain mask picks the slices)."""
         acq = self.acquired()
         return {"image": self.plan.outputs("denoise", sub, acq, self.plan.feed("denoise"))["image"],
-                **{f"gt_{k}": v for k, v in layout.groundtruth_files(sub).items()}}
+                **self.groundtruth(sub)}
 
     @property
     def segmented(self) -> list[str]:
@@ -59,9 +59,15 @@ class MrfPlan:
     def trains(self) -> bool:
         return "drone" in self.methods
 
+    @staticmethod
+    def groundtruth(sub: str) -> dict[str, str]:
+        """The subject's ground-truth files as job inputs (``gt_<key>``; the jobs read the folder
+        of ``gt_info``)."""
+        return {f"gt_{k}": v for k, v in layout.groundtruth_files(sub).items()}
+
     def map_inputs(self, sub: str, label: str) -> dict[str, str]:
         """A mapping job's inputs: the subject's ground truth, the dictionary, DRONE's weights."""
-        out = {**{f"gt_{k}": v for k, v in layout.groundtruth_files(sub).items()}, "dictionary": self.dictionary}
+        out = {**self.groundtruth(sub), "dictionary": self.dictionary}
         if self.method_of(label) == "drone":
             out["model"] = self.model
         return out
