@@ -23,6 +23,8 @@ from mrichain.realdata.fastmri import read_header, read_target
 pytestmark = pytest.mark.integration
 
 DERIV = Path("results/derivatives/mrichain")
+HOSTILE = "202_6000393$(touch PWNED)"
+"""Part of a fastMRI file name that runs a command if a shell ever reads the path unquoted."""
 REAL_RULES = {"real_prepare", "real_image_stage", "real_restore", "real_predict_manifest", "real_predict",
               "fastmri_reconstruct", "fastmri_denoise", "fastmri_score", "real_summary_manifest", "real_summary", "all"}
 
@@ -44,10 +46,10 @@ def _copy_run(local_run, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def fastmri_run(local_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fastmri_run")
-    d = tmp / "fastmri"
+    d = tmp / "fast mri"  # a space in the path, and a file name that runs `touch PWNED` if ever unquoted
     d.mkdir()
     # two 4-coil volumes with 2x readout oversampling (fastMRI's layout), 40 x 32 recon size
-    for name, seed in (("file_brain_AXT1_201_6002717.h5", 0), ("file_brain_AXT1PRE_202_6000393.h5", 1)):
+    for name, seed in (("file_brain_AXT1_201_6002717.h5", 0), (f"file_brain_AXT1PRE_{HOSTILE}.h5", 1)):
         write_fastmri_file(d / name, n_slices=3, seed=seed, acquisition=name.split("_")[2])
     cfg = _config(tmp, {"kind": "fastmri", "dir": str(d), "accelerations": [4, 1], "center_fractions": [0.08, 0.08]})
     work = _copy_run(local_run, tmp)
@@ -118,8 +120,14 @@ def test_learned_models_warn_outside_their_training(fastmri_run):
 @pytest.fixture(scope="module")
 def bids_run(local_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bids_run")
-    records = write_bids_dataset(tmp / "bids", load_config(TEST_CONFIG), n_subjects=2, voxel_mm=2.0)
-    cfg = _config(tmp, {"kind": "bids", "bids_dir": str(tmp / "bids")})
+    records = write_bids_dataset(tmp / "my study", load_config(TEST_CONFIG), n_subjects=2, voxel_mm=2.0)
+    # sub-02's T1w is a symlink (as in a DataLad dataset) into a directory whose name holds `;`
+    t1w = Path(records[-1]["T1w"])
+    target = tmp / "annex; touch PWNED #" / t1w.name
+    target.parent.mkdir()
+    t1w.rename(target)
+    t1w.symlink_to(target)
+    cfg = _config(tmp, {"kind": "bids", "bids_dir": str(tmp / "my study")})
     work = _copy_run(local_run, tmp)
     planned = planned_jobs(snakemake(work, "-n", "--quiet", "rules", configfile=cfg))
     snakemake(work, configfile=cfg)
@@ -150,6 +158,15 @@ def test_bids_dataset_end_to_end_on_the_inputs_grid(bids_run):
         brain = truth > 0
         assert np.mean(labels[brain] == truth[brain]) > 0.5
     assert check_names(work / DERIV) == []
+
+
+def test_hostile_file_names_run_nothing(fastmri_run, bids_run):
+    """A `$(...)` in a fastMRI file name, a space in the dataset paths, a `;` in a symlinked T1w's
+    target: every job ran on them (their derivatives are there) and none executed anything."""
+    assert not [p for run in (fastmri_run, bids_run) for p in run["work"].parent.rglob("PWNED")]
+    sub = "sub-filebrainAXT1PRE2026000393touchPWNED"
+    assert (fastmri_run["work"] / DERIV / sub / "anat" / f"{sub}_acq-R4_rec-zerofilled_desc-dncnn_T1w.nii.gz").exists()
+    assert list((bids_run["work"] / DERIV / "sub-02" / "anat").glob("sub-02_desc-*_dseg.nii.gz"))
 
 
 def test_bids_brain_age_scored_against_participants_ages(bids_run):

@@ -25,6 +25,6 @@ rule acquire:
     conda:
         "../../envs/simulate.yaml"
     shell:
-        "mrichain acquire --config-json {params.cfg:q} --sub {wildcards.sub} --gt-dir {params.gt_dir} "
-        "--acceleration {params.acceleration} --center-fraction {params.center_fraction} "
-        "--out-kspace {output.kspace} --out-noisefree {output.noisefree} > {log} 2>&1"
+        "mrichain acquire --config-json {params.cfg:q} --sub {wildcards.sub:q} --gt-dir {params.gt_dir:q} "
+        "--acceleration {params.acceleration:q} --center-fraction {params.center_fraction:q} "
+        "--out-kspace {output.kspace:q} --out-noisefree {output.noisefree:q} > {log:q} 2>&1"

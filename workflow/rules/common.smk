@@ -3,6 +3,7 @@
 # declared once in mrichain.stages, and every path comes from mrichain.layout.
 import dataclasses
 import json
+import shlex
 
 from mrichain import layout
 from mrichain.config import method_params
@@ -81,12 +82,18 @@ def method_outputs(stage_name):
     return PLAN.outputs(stage_name)
 
 
+def shell_options(options):
+    """``--key value`` shell arguments of ``{key: value}`` (None values left out), every value
+    shell-quoted: a path from a dataset written elsewhere may hold spaces, ``;`` or ``$(...)``."""
+    return " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in options.items() if v is not None)
+
+
 def fitted_args(stage_name):
     """Shell arguments naming what a method's job uses that was fitted on the cohort: a learned
     method's trained model, a tuned method's tuning card (rule tune), as PLAN.fitted names them."""
 
     def args(wc):
-        return " ".join(f"--{k} {v}" for k, v in PLAN.fitted(stage_name, wc.method).items())
+        return shell_options(PLAN.fitted(stage_name, wc.method))
 
     return args
 

@@ -22,5 +22,5 @@ rule denoise:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain denoise --method {wildcards.method} --params {params.method_params:q} {params.fitted} --threads {threads} "
-        "--input {input.image} --output {output.image} > {log} 2>&1"
+        "mrichain denoise --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} --threads {threads} "
+        "--input {input.image:q} --output {output.image:q} > {log:q} 2>&1"

@@ -43,8 +43,8 @@ rule score:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain score --manifest {input.manifest} --benchmarks {params.benchmarks} "
-        "--out-tsv {output.tsv} --out-figures {output.figures} > {log} 2>&1"
+        "mrichain score --manifest {input.manifest:q} --benchmarks {params.benchmarks:q} "
+        "--out-tsv {output.tsv:q} --out-figures {output.figures:q} > {log:q} 2>&1"
 
 
 # Every stage at every condition it runs at (mrichain.conditions): the acquisitions, and for the
@@ -78,9 +78,9 @@ rule aggregate:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain aggregate --primary-acq {params.primary} --scores {input} "
-        "--out-metrics {output.metrics} --out-by-acq {output.by_acq} --out-summary {output.summary} --out-comparison {output.comparison} "
-        "--out-differences {output.differences} --seed {params.seed} > {log} 2>&1"
+        "mrichain aggregate --primary-acq {params.primary:q} --scores {input:q} "
+        "--out-metrics {output.metrics:q} --out-by-acq {output.by_acq:q} --out-summary {output.summary:q} --out-comparison {output.comparison:q} "
+        "--out-differences {output.differences:q} --seed {params.seed:q} > {log:q} 2>&1"
 
 
 # What each upstream choice costs downstream: the error budget (oracle -> fully sampled chain ->
@@ -110,6 +110,6 @@ rule budget:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain budget --conditions {params.conditions:q} --feed {params.feed} --seed {params.seed} --scores {input} "
-        "--out-budget {output.budget} --out-sweep {output.sweep} --out-limits {output.limits} "
-        "--out-budget-png {output.budget_png} --out-sweep-png {output.sweep_png} > {log} 2>&1"
+        "mrichain budget --conditions {params.conditions:q} --feed {params.feed:q} --seed {params.seed:q} --scores {input:q} "
+        "--out-budget {output.budget:q} --out-sweep {output.sweep:q} --out-limits {output.limits:q} "
+        "--out-budget-png {output.budget_png:q} --out-sweep-png {output.sweep_png:q} > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule mrf_dictionary:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain mrf-dictionary --mrf {params.mrf:q} --out {output} > {log} 2>&1"
+        "mrichain mrf-dictionary --mrf {params.mrf:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule mrf_train:
@@ -49,9 +49,9 @@ rule mrf_train:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log}; "
-        "mrichain mrf-train --dictionary {input} --params {params.method_params:q} --seed {params.seed} "
-        "--threads {threads} --out {output.model} >> {log} 2>&1"
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log:q}; "
+        "mrichain mrf-train --dictionary {input:q} --params {params.method_params:q} --seed {params.seed:q} "
+        "--threads {threads} --out {output.model:q} >> {log:q} 2>&1"
 
 
 rule mrf_map:
@@ -66,7 +66,7 @@ rule mrf_map:
         sequence=json.dumps(config["acquire"]["sequence"][C], sort_keys=True),
         gt_dir=mrf_gt_dir,
         contrast=C,
-        model=lambda wc, input: f"--model {input.model}" if "model" in input.keys() else "",
+        model=lambda wc, input: shell_options({"model": input.model if "model" in input.keys() else None}),
         method=lambda wc: MRF_PLAN.method_of(wc.method),
     wildcard_constraints:
         method="|".join(MRF_PLAN.label(m) for m in MRF_PLAN.methods),
@@ -81,10 +81,10 @@ rule mrf_map:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain mrf-map --method {params.method} --gt-dir {params.gt_dir} --dictionary {input.dictionary} "
-        "{params.model} --mrf {params.mrf:q} --seed {params.seed} --contrast {params.contrast} --sequence {params.sequence:q} "
-        "--threads {threads} --out-t1map {output.T1map} --out-t2map {output.T2map} --out-pdmap {output.PDmap} "
-        "--out-synthetic {output.T1w} --out-timing {output.timing} > {log} 2>&1"
+        "mrichain mrf-map --method {params.method:q} --gt-dir {params.gt_dir:q} --dictionary {input.dictionary:q} "
+        "{params.model} --mrf {params.mrf:q} --seed {params.seed:q} --contrast {params.contrast:q} --sequence {params.sequence:q} "
+        "--threads {threads} --out-t1map {output.T1map} --out-t2map {output.T2map} --out-pdmap {output.PDmap:q} "
+        "--out-synthetic {output.T1w} --out-timing {output.timing:q} > {log:q} 2>&1"
 
 
 rule mrf_slab:
@@ -107,7 +107,7 @@ rule mrf_slab:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain mrf-slab --image {input.image} --gt-dir {params.gt_dir} --mrf {params.mrf:q} --out {output} > {log} 2>&1"
+        "mrichain mrf-slab --image {input.image:q} --gt-dir {params.gt_dir:q} --mrf {params.mrf:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule mrf_segment:
@@ -119,7 +119,7 @@ rule mrf_segment:
     params:
         feed=PLAN.feed("segment"),
         method_params=params_json("segment", PLAN.feed("segment")),
-        fitted=" ".join(f"--{k} {v}" for k, v in PLAN.fitted("segment", PLAN.feed("segment")).items()),
+        fitted=shell_options(PLAN.fitted("segment", PLAN.feed("segment"))),
         contrast=C,
     wildcard_constraints:
         method="|".join(MRF_PLAN.segmented),
@@ -134,8 +134,8 @@ rule mrf_segment:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain segment --method {params.feed} --params {params.method_params:q} {params.fitted} --threads {threads} "
-        "--contrast {params.contrast} --input {input.image} --output {output.labels} > {log} 2>&1"
+        "mrichain segment --method {params.feed:q} --params {params.method_params:q} {params.fitted} --threads {threads} "
+        "--contrast {params.contrast:q} --input {input.image:q} --output {output.labels:q} > {log:q} 2>&1"
 
 
 rule mrf_score:
@@ -158,5 +158,5 @@ rule mrf_score:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain mrf-score --manifest {input.manifest} --out-tsv {output.tsv} --out-downstream {output.downstream} "
-        "--out-figures {output.figures} > {log} 2>&1"
+        "mrichain mrf-score --manifest {input.manifest:q} --out-tsv {output.tsv:q} --out-downstream {output.downstream:q} "
+        "--out-figures {output.figures:q} > {log:q} 2>&1"

@@ -23,5 +23,5 @@ rule predict:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain predict --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
-        "--manifest {input.manifest} --out-predictions {output.predictions} --out-model {output.model} > {log} 2>&1"
+        "mrichain predict --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} "
+        "--manifest {input.manifest:q} --out-predictions {output.predictions:q} --out-model {output.model:q} > {log:q} 2>&1"

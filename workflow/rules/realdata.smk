@@ -20,8 +20,8 @@ if REAL.kind == "bids":
         output:
             **REAL.prepared(),
         params:
-            mask=lambda wc, input: f"--mask {input.mask}" if input.mask else "",
-            age=lambda wc: "" if REAL.inputs[wc.real].age is None else f"--age {REAL.inputs[wc.real].age}",
+            mask=lambda wc, input: shell_options({"mask": input.mask[0] if input.mask else None}),
+            age=lambda wc: shell_options({"age": REAL.inputs[wc.real].age}),
             resolution=REAL.voxel_mm,
         log:
             layout.log("real_prepare", "{real}"),
@@ -34,9 +34,9 @@ if REAL.kind == "bids":
         conda:
             "../../envs/ants.yaml"
         shell:
-            "mrichain prepare --input {input.image} {params.mask} {params.age} --resolution {params.resolution} "
-            "--threads {threads} --out-image {output.image} --out-mask {output.mask} --out-prep {output.prep} "
-            "--out-info {output.info} > {log} 2>&1"
+            "mrichain prepare --input {input.image:q} {params.mask} {params.age} --resolution {params.resolution:q} "
+            "--threads {threads} --out-image {output.image:q} --out-mask {output.mask:q} --out-prep {output.prep:q} "
+            "--out-info {output.info:q} > {log:q} 2>&1"
 
     rule real_image_stage:
         # denoising of the prepared image (rimage T1w), segmentation of the denoising feed's output (dseg)
@@ -64,8 +64,8 @@ if REAL.kind == "bids":
         conda:
             "../../envs/ants.yaml"
         shell:
-            "mrichain {params.stage} --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
-            "--threads {threads} --real-input {params.suffix} --input {input.image} --output {output} > {log} 2>&1"
+            "mrichain {params.stage:q} --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} "
+            "--threads {threads} --real-input {params.suffix:q} --input {input.image:q} --output {output:q} > {log:q} 2>&1"
 
     rule real_restore:
         input:
@@ -84,7 +84,7 @@ if REAL.kind == "bids":
         conda:
             "../../envs/evaluate.yaml"
         shell:
-            "mrichain restore --input {input.image} --prep {input.prep} {params.labels} --output {output} > {log} 2>&1"
+            "mrichain restore --input {input.image:q} --prep {input.prep:q} {params.labels} --output {output:q} > {log:q} 2>&1"
 
     rule real_predict_manifest:
         output:
@@ -120,8 +120,8 @@ if REAL.kind == "bids":
         conda:
             "../../envs/evaluate.yaml"
         shell:
-            "mrichain predict --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
-            "--manifest {input.manifest} --out-predictions {output.predictions} --out-model {output.model} > {log} 2>&1"
+            "mrichain predict --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} "
+            "--manifest {input.manifest:q} --out-predictions {output.predictions:q} --out-model {output.model:q} > {log:q} 2>&1"
 
 
 if REAL.kind == "fastmri":
@@ -149,10 +149,10 @@ if REAL.kind == "fastmri":
         conda:
             "../../envs/evaluate.yaml"
         shell:
-            "mrichain reconstruct --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
-            "--threads {threads} --real-input {wildcards.suffix} --input {input.kspace} "
-            "--acceleration {params.acceleration} --center-fraction {params.center_fraction} --seed {params.seed} "
-            "--output {output} > {log} 2>&1"
+            "mrichain reconstruct --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} "
+            "--threads {threads} --real-input {wildcards.suffix:q} --input {input.kspace:q} "
+            "--acceleration {params.acceleration:q} --center-fraction {params.center_fraction:q} --seed {params.seed:q} "
+            "--output {output:q} > {log:q} 2>&1"
 
     rule fastmri_denoise:
         input:
@@ -174,8 +174,8 @@ if REAL.kind == "fastmri":
         conda:
             "../../envs/ants.yaml"
         shell:
-            "mrichain denoise --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
-            "--threads {threads} --real-input {wildcards.suffix} --input {input.image} --output {output} > {log} 2>&1"
+            "mrichain denoise --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} "
+            "--threads {threads} --real-input {wildcards.suffix:q} --input {input.image:q} --output {output:q} > {log:q} 2>&1"
 
     rule fastmri_score:
         input:
@@ -184,7 +184,7 @@ if REAL.kind == "fastmri":
         output:
             REAL.fastmri_scores(),
         params:
-            methods=" ".join(REAL.methods("reconstruct")),
+            methods=lambda wc: list(REAL.methods("reconstruct")),
         log:
             layout.log("fastmri_score", "{real}_acq-{acq}"),
         threads: 1
@@ -194,8 +194,8 @@ if REAL.kind == "fastmri":
         conda:
             "../../envs/evaluate.yaml"
         shell:
-            "mrichain fastmri-score --kspace {input.kspace} --methods {params.methods} --recons {input.recons} "
-            "--key {wildcards.real} --acq {wildcards.acq} --out {output} > {log} 2>&1"
+            "mrichain fastmri-score --kspace {input.kspace:q} --methods {params.methods:q} --recons {input.recons:q} "
+            "--key {wildcards.real:q} --acq {wildcards.acq:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule real_summary_manifest:
@@ -218,7 +218,7 @@ rule real_summary:
         **{k: (report(v, caption="../report/realdata.rst", category="Real inputs") if k == "table" else v)
            for k, v in REAL.summary_files().items()},
     params:
-        brain_age=lambda wc, output: f"--out-brain-age {output.brain_age}" if "brain_age" in output.keys() else "",
+        brain_age=lambda wc, output: shell_options({"out-brain-age": output.brain_age if "brain_age" in output.keys() else None}),
     log:
         layout.log("real_summary"),
     threads: 1
@@ -229,5 +229,5 @@ rule real_summary:
         "../../envs/evaluate.yaml"
     shell:
         # the scans.tsv tables (one per subject/session folder) are named in the manifest, not here
-        "mrichain real-summary --manifest {input.manifest} --out-metrics {output.metrics} --out-table {output.table} "
-        "{params.brain_age} --out-description {output.description} > {log} 2>&1"
+        "mrichain real-summary --manifest {input.manifest:q} --out-metrics {output.metrics:q} --out-table {output.table:q} "
+        "{params.brain_age} --out-description {output.description:q} > {log:q} 2>&1"

@@ -23,5 +23,5 @@ rule reconstruct:
     conda:
         "../../envs/simulate.yaml"
     shell:
-        "mrichain reconstruct --method {wildcards.method} --params {params.method_params:q} {params.fitted} "
-        "--input {input.kspace} --output {output.image} > {log} 2>&1"
+        "mrichain reconstruct --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} "
+        "--input {input.kspace:q} --output {output.image:q} > {log:q} 2>&1"

@@ -24,7 +24,7 @@ rule register:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain register --method {wildcards.method} --params {params.method_params:q} {params.fitted} --threads {threads} "
-        "--seed {params.seed} --moving {input.moving} --fixed {input.fixed} --labels {input.labels} "
-        "--out-image {output.image} --out-labels {output.labels} --out-jacobian {output.jacobian} "
-        "--out-timing {output.timing} > {log} 2>&1"
+        "mrichain register --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} --threads {threads} "
+        "--seed {params.seed:q} --moving {input.moving:q} --fixed {input.fixed:q} --labels {input.labels:q} "
+        "--out-image {output.image:q} --out-labels {output.labels:q} --out-jacobian {output.jacobian:q} "
+        "--out-timing {output.timing:q} > {log:q} 2>&1"

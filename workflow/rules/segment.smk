@@ -23,5 +23,5 @@ rule segment:
     conda:
         "../../envs/ants.yaml"
     shell:
-        "mrichain segment --method {wildcards.method} --params {params.method_params:q} {params.fitted} --threads {threads} "
-        "--contrast {params.contrast} --input {input.image} --output {output.labels} > {log} 2>&1"
+        "mrichain segment --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} --threads {threads} "
+        "--contrast {params.contrast:q} --input {input.image:q} --output {output.labels:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule template:
     conda:
         "../../envs/simulate.yaml"
     shell:
-        "mrichain template --resolution {params.resolution} --outdir {params.outdir} > {log} 2>&1"
+        "mrichain template --resolution {params.resolution:q} --outdir {params.outdir:q} > {log:q} 2>&1"
 
 
 rule simulate_subject:
@@ -43,5 +43,5 @@ rule simulate_subject:
     conda:
         "../../envs/simulate.yaml"
     shell:
-        "mrichain subject --config-json {params.cfg:q} --sub {wildcards.sub} "
-        "--template-dir {params.template} --outdir {params.outdir} > {log} 2>&1"
+        "mrichain subject --config-json {params.cfg:q} --sub {wildcards.sub:q} "
+        "--template-dir {params.template:q} --outdir {params.outdir:q} > {log:q} 2>&1"

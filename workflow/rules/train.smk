@@ -32,7 +32,7 @@ rule train:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log}; "
-        "mrichain train --stage {wildcards.stage} --method {wildcards.method} --manifest {input.manifest} "
-        "--params {params.method_params:q} --seed {params.seed} --threads {threads} --out {output.model} "
-        "--domain {params.domain:q} >> {log} 2>&1"
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log:q}; "
+        "mrichain train --stage {wildcards.stage:q} --method {wildcards.method:q} --manifest {input.manifest:q} "
+        "--params {params.method_params:q} --seed {params.seed:q} --threads {threads} --out {output.model:q} "
+        "--domain {params.domain:q} >> {log:q} 2>&1"

@@ -25,5 +25,5 @@ rule tune:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain tune --manifest {input.manifest} --grid {params.grid:q} --params {params.method_params:q} "
-        "--seed {params.seed} --threads {threads} --out {output.card} > {log} 2>&1"
+        "mrichain tune --manifest {input.manifest:q} --grid {params.grid:q} --params {params.method_params:q} "
+        "--seed {params.seed:q} --threads {threads} --out {output.card:q} > {log:q} 2>&1"
