@@ -211,10 +211,19 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
 
 
 def load_model(model: str, device="cpu") -> tuple[DnCNN, dict]:
-    """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json."""
-    from mrichain.train import load_trained
+    """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json.
+    The card's hyper-parameters are checked against the method's declared params
+    (:func:`mrichain.train.params.check_hyper_parameters`) before the network is built."""
+    from pathlib import Path
 
-    return load_trained(model, build, device)
+    from mrichain.train import load_trained
+    from mrichain.train.params import check_hyper_parameters
+
+    defaults = {"depth": DEFAULTS["depth"], "channels": DEFAULTS["channels"], "in_channels": 1, "norm": DEFAULTS["norm"]}
+    card = Path(model).with_suffix(".json")
+    return load_trained(model, lambda hp: build(check_hyper_parameters(
+        card, hp, "denoise", "dncnn", defaults, extra={"in_channels": {"const": 1}},
+        required=("depth", "channels"))), device)
 
 
 def dncnn(image: nib.Nifti1Image, *, model: str, threads: int = 1, batch_size: int = 16,

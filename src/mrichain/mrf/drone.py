@@ -211,10 +211,19 @@ def train(dictionary: Dictionary | str, params: dict | None, out_path: str, seed
 
 
 def load_model(model: str, device="cpu") -> tuple[Drone, dict]:
-    """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json."""
-    from mrichain.train import load_trained
+    """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json.
+    The card's hyper-parameters are checked against the method's declared params
+    (:func:`mrichain.train.params.check_hyper_parameters`) before the network is built."""
+    from pathlib import Path
 
-    return load_trained(model, build, device)
+    from mrichain.train import load_trained
+    from mrichain.train.params import check_hyper_parameters
+
+    defaults = {"n_timepoints": 1, "hidden": DEFAULTS["hidden"]}
+    card = Path(model).with_suffix(".json")
+    return load_trained(model, lambda hp: build(check_hyper_parameters(
+        card, hp, "mrf", "drone", defaults, extra={"n_timepoints": {"type": "integer", "minimum": 1, "maximum": 10_000}},
+        required=("n_timepoints", "hidden"))), device)
 
 
 @torch.no_grad()

@@ -29,6 +29,9 @@ slice gaps, if any, are not known and not modelled.
 
 Memory: k-space is read ``batch_slices`` slices at a time through h5py (a 20-coil brain slice is
 33 MB, a volume about 0.5 GB); only the cropped float32 images [S, h, w] are kept for the volume.
+Every size a file claims is checked before it is read (:func:`mrichain.io.check_kspace_dataset`:
+coils, rows, columns, slices, stored bytes; the header's matrices; one batch and the output volume
+against :func:`mrichain.io.max_image_bytes`), so a small file cannot make the reader allocate more.
 """
 from __future__ import annotations
 
@@ -45,12 +48,15 @@ import numpy as np
 
 from mrichain import metrics
 from mrichain.fft import ifft2c, rss
-from mrichain.io import InputImageError
+from mrichain.io import (MAX_MATRIX, PLAUSIBLE_VOXEL_MM, InputImageError, check_claimed_bytes, check_image_dataset,
+                         check_kspace_dataset, check_mask_dataset)
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 
 #: fastMRI's centre fraction for its two challenge accelerations (used when none is given)
 FASTMRI_CENTER_FRACTIONS = {4: 0.08, 8: 0.04}
+#: most bytes an ``ismrmrd_header`` dataset may claim (a scanner's header is 10-30 kB of XML)
+MAX_HEADER_BYTES = 1024 ** 2
 
 
 @dataclass(frozen=True)
@@ -161,8 +167,17 @@ def parse_header(xml: str | bytes, source: str | os.PathLike = "<ismrmrd_header>
     if min(header.recon_matrix) < 1 or min(header.encoded_matrix) < 1:
         raise InputImageError(f"{source}: ismrmrd_header has an empty matrix "
                               f"(encoded {header.encoded_matrix}, recon {header.recon_matrix})")
-    if min(header.recon_fov_mm) <= 0:
+    for space, matrix in (("encodedSpace", header.encoded_matrix), ("reconSpace", header.recon_matrix)):
+        if max(matrix) > MAX_MATRIX:
+            raise InputImageError(f"{source}: ismrmrd_header {space} matrixSize {matrix} is too large; "
+                                  f"allowed 1-{MAX_MATRIX} along each axis")
+    if not (min(header.recon_fov_mm) > 0 and np.all(np.isfinite(header.recon_fov_mm))):
         raise InputImageError(f"{source}: ismrmrd_header reconSpace fieldOfView_mm {header.recon_fov_mm} must be > 0")
+    lo, hi = PLAUSIBLE_VOXEL_MM
+    if not all(lo <= v <= hi for v in header.voxel_size_mm):
+        shown = ", ".join(f"{v:g}" for v in header.voxel_size_mm)
+        raise InputImageError(f"{source}: ismrmrd_header voxel size ({shown}) mm (reconSpace fieldOfView_mm / "
+                              f"matrixSize) is outside the plausible range {lo:g}-{hi:g} mm")
     return header
 
 
@@ -187,7 +202,10 @@ def read_header(path: str | os.PathLike) -> FastMRIHeader:
         with h5py.File(path, "r") as f:
             if "ismrmrd_header" not in f:
                 raise InputImageError(f"{path}: no 'ismrmrd_header' dataset (a fastMRI file carries one)")
-            xml = f["ismrmrd_header"][()]
+            dset = f["ismrmrd_header"]
+            if not isinstance(dset, h5py.Dataset) or dset.size * dset.dtype.itemsize > MAX_HEADER_BYTES:
+                raise InputImageError(f"{path}: ismrmrd_header is not a string of at most {MAX_HEADER_BYTES} bytes")
+            xml = dset[()]
     except InputImageError:
         raise
     except Exception as exc:
@@ -219,7 +237,9 @@ def iter_kspace_batches(path: str | os.PathLike, batch_slices: int = 1) -> Itera
         raise ValueError(f"batch_slices must be >= 1, got {batch_slices}")
     with _open(path) as f:
         dset = _kspace_dataset(f, path)
-        S = _shape(dset, path)[0]
+        S, C, H, W = _shape(dset, path)
+        check_claimed_bytes(path, min(batch_slices, S) * C * H * W * max(dset.dtype.itemsize, 8),
+                            f"a batch of {min(batch_slices, S)} kspace slices")
         for s0 in range(0, S, batch_slices):
             try:
                 k = dset[s0: min(s0 + batch_slices, S)]
@@ -246,20 +266,16 @@ def _open(path: Path):
 
 
 def _kspace_dataset(f: h5py.File, path: Path) -> h5py.Dataset:
-    if "kspace" not in f or not isinstance(f["kspace"], h5py.Dataset):
+    """The ``kspace`` dataset, its type, shape bounds and stored bytes checked (nothing read)."""
+    if "kspace" not in f:
         raise InputImageError(f"{path}: no 'kspace' dataset (fastMRI layout expected)")
     dset = f["kspace"]
-    if dset.dtype.kind != "c":
-        raise InputImageError(f"{path}: kspace must be complex, got {dset.dtype}")
+    check_kspace_dataset(dset, path)
     return dset
 
 
 def _shape(dset: h5py.Dataset, path: Path) -> tuple[int, int, int, int]:
-    if dset.ndim == 3:
-        return (dset.shape[0], 1, *dset.shape[1:])
-    if dset.ndim != 4:
-        raise InputImageError(f"{path}: kspace must be [slices, coils, H, W] or [slices, H, W], got shape {dset.shape}")
-    return tuple(dset.shape)
+    return check_kspace_dataset(dset, path)
 
 
 def read_file_mask(path: str | os.PathLike) -> np.ndarray | None:
@@ -268,6 +284,7 @@ def read_file_mask(path: str | os.PathLike) -> np.ndarray | None:
     with _open(path) as f:
         if "mask" not in f:
             return None
+        check_mask_dataset(f["mask"], path)
         mask = np.asarray(f["mask"][()], dtype=np.float32).reshape(-1)
         W = _shape(_kspace_dataset(f, path), path)[-1]
     if mask.shape[0] != W:
@@ -405,6 +422,7 @@ def reconstruct_fastmri(path: str | os.PathLike, method: str = "zerofilled", par
     kwargs = dict(params or {})
     if _takes_scale(fn) and "scale" not in kwargs:
         kwargs["scale"] = volume_scale(path, mask, batch_slices)
+    check_claimed_bytes(path, S * crop[0] * crop[1] * 4, f"the reconstructed volume {(S, *crop)}")
     out = np.empty((S, *crop), dtype=np.float32)
     for s0, k in iter_kspace_batches(path, batch_slices):
         img = np.asarray(fn(k, mask, **kwargs), dtype=np.float32)
@@ -425,9 +443,8 @@ def read_target(path: str | os.PathLike) -> np.ndarray | None:
     with _open(path) as f:
         if "reconstruction_rss" not in f:
             return None
+        check_image_dataset(f["reconstruction_rss"], path)
         target = np.asarray(f["reconstruction_rss"][()], dtype=np.float32)
-    if target.ndim != 3:
-        raise InputImageError(f"{path}: reconstruction_rss must be [slices, h, w], got shape {target.shape}")
     crop = header.crop_size(W)
     try:
         return np.ascontiguousarray(center_crop(target, crop))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrichain.io import InputImageError, load_image, load_json, save_image, save_json
+from mrichain.io import PLAUSIBLE_VOXEL_MM, InputImageError, atomic_write, load_image, load_json, save_image, save_json
 
 NO_REFERENCE = "no reference"
 
@@ -29,12 +29,13 @@ def prepare_file(image, *, target_mm: float, out_image, out_mask, out_prep, out_
     mask: a user ``desc-brain_mask`` (replaces skull stripping); age: from ``participants.tsv``.
     Writes the float32 brain image and uint8 mask (RAS, ``target_mm`` isotropic), the PrepInfo JSON
     and ``{"age": years | null, "source": image}``. Returns the PrepInfo as a dict.
-    A file that is not a 3-D finite NIfTI fails here, naming it (:func:`mrichain.io.load_image`).
+    A file that is not a 3-D finite NIfTI, or whose voxel sizes are outside
+    :data:`mrichain.io.PLAUSIBLE_VOXEL_MM`, fails here, naming it (:func:`mrichain.io.load_image`).
     """
     from mrichain.realdata.structural import prepare_t1w
 
-    img = load_image(image)
-    user = load_image(mask) if mask else None
+    img = load_image(image, voxel_mm_range=PLAUSIBLE_VOXEL_MM)
+    user = load_image(mask, voxel_mm_range=PLAUSIBLE_VOXEL_MM) if mask else None
     prepared, brain, info = prepare_t1w(img, target_mm=target_mm, mask=user, threads=threads)
     if not np.any(np.asarray(brain.dataobj)):
         raise InputImageError(f"{image}: skull stripping found no brain (empty mask); give a desc-brain_mask "
@@ -76,8 +77,8 @@ def score_fastmri(kspace_file, recons: dict[str, str], out_tsv, *, key: str = ""
         scores = evaluate_volume(target, load_image(path))
         rows += [dict(key=key, acq=acq, method=method, metric=m, value=float(v), note="") for m, v in scores.items()]
     table = pd.DataFrame(rows, columns=["key", "acq", "method", "metric", "value", "note"])
-    Path(out_tsv).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_tsv, sep="\t", index=False, float_format="%.6g")
+    with atomic_write(out_tsv) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return table
 
 
@@ -147,8 +148,8 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
         if any("session" in ents.get(k, {}) for k in ages["key"]):
             ages.insert(1, "session_id", [f"ses-{ents[k]['session']}" if "session" in ents.get(k, {}) else "n/a"
                                           for k in ages["key"]])
-        Path(out["brain_age"]).parent.mkdir(parents=True, exist_ok=True)
-        ages.to_csv(out["brain_age"], sep="\t", index=False, float_format="%.6g", na_rep="n/a")
+        with atomic_write(out["brain_age"]) as tmp:
+            ages.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
         # BIDS: one scans.tsv per subject (session) folder, its columns described in scans.json
         intervals = [m for m in manifest["stages"]["predict"] if f"predicted_lower_{m}" in ages]
         columns = brainage_columns(manifest["stages"]["predict"], intervals)
@@ -167,8 +168,8 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
             write_scans_table(path, rs, columns)
     if "segment" in manifest["stages"]:
         write_dseg_tsv(root)
-    Path(out["table"]).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out["table"], sep="\t", index=False, float_format="%.6g")
+    with atomic_write(out["table"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     save_json(metrics, out["metrics"])
     write_dataset_description(root, version=version, source_dir=manifest.get("source"))
     return metrics

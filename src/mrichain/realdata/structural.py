@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import asdict, dataclass
 
 import nibabel as nib
@@ -33,7 +34,7 @@ from nibabel import processing as nip
 from scipy import ndimage as ndi
 
 from mrichain.antsbridge import ants_env, from_ants, to_ants
-from mrichain.io import nifti_image
+from mrichain.io import MAX_IMAGE_BYTES_ENV, InputImageError, max_image_bytes, nifti_image
 
 RAS = nio.axcodes2ornt(("R", "A", "S"))
 BET_ITERATIONS = 1000
@@ -108,9 +109,20 @@ def resample_to_resolution(img: nib.Nifti1Image, voxel_mm, order: int = 1) -> ni
     for labels and masks, 1 linear for images; outside the input 0). The grid starts at the input's
     first voxel centre (in mm) and spans its bounding box. Returns the data type of ``img``
     (integers rounded); no anti-alias smoothing is applied on downsampling.
+    The output grid is computed first: one whose array (at the input's bytes per voxel, at least
+    float32) would exceed :func:`mrichain.io.max_image_bytes` raises
+    :class:`mrichain.io.InputImageError` before anything is allocated.
     """
-    vox = np.broadcast_to(np.asarray(voxel_mm, dtype=np.float64), (3,))
-    out = nip.resample_to_output(img, voxel_sizes=tuple(float(v) for v in vox), order=int(order))
+    vox = tuple(float(v) for v in np.broadcast_to(np.asarray(voxel_mm, dtype=np.float64), (3,)))
+    shape, _ = nip.vox2out_vox((img.shape[:3], img.affine), vox)
+    nbytes = math.prod(int(n) for n in shape) * max(np.dtype(img.get_data_dtype()).itemsize, 4)
+    if nbytes > max_image_bytes():
+        input_mm = ", ".join(f"{v:g}" for v in nib.affines.voxel_sizes(img.affine)[:3])
+        raise InputImageError(
+            f"{img.get_filename() or 'image'}: resampling {tuple(img.shape[:3])} voxels of ({input_mm}) mm to "
+            f"{'x'.join(f'{v:g}' for v in vox)} mm needs a {tuple(int(n) for n in shape)} grid of {nbytes} bytes, "
+            f"above the limit of {max_image_bytes()} bytes (set {MAX_IMAGE_BYTES_ENV} to allow more)")
+    out = nip.resample_to_output(img, voxel_sizes=vox, order=int(order))
     return _as_dtype(out, img.get_data_dtype())
 
 

@@ -275,14 +275,19 @@ _CACHE: dict = {}
 
 
 def load_model(model: str, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the network from the card beside ``model`` (``.json``) and load the state dict."""
+    """Rebuild the network from the card beside ``model`` (``.json``) and load the state dict.
+    The card's hyper-parameters are checked against the method's declared params
+    (:func:`mrichain.train.params.check_hyper_parameters`) before the network is built."""
     from mrichain.train import load_trained
+    from mrichain.train.params import check_hyper_parameters
 
     path = Path(model)
     key = (str(path.resolve()), path.stat().st_mtime_ns, str(device))
     if key in _CACHE:
         return _CACHE[key]
-    net, _ = load_trained(path, lambda hp: build_model(**hp), device)
+    card = path.with_suffix(".json")
+    net, _ = load_trained(path, lambda hp: build_model(**check_hyper_parameters(card, hp, "reconstruct", "varnet",
+                                                                               MODEL_DEFAULTS)), device)
     _CACHE.clear()
     _CACHE[key] = net
     return net

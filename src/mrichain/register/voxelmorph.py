@@ -246,10 +246,15 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
 
 # ------------------------------------------------------------------------------------ inference
 def load_model(model: str | Path) -> tuple[HalfResVoxelMorph, dict]:
-    """Rebuild the network from the card JSON beside ``model`` and load its state dict."""
+    """Rebuild the network from the card JSON beside ``model`` and load its state dict.
+    The card's hyper-parameters are checked against the method's declared params
+    (:func:`mrichain.train.params.check_hyper_parameters`) before the network is built."""
     from mrichain.train import load_trained
+    from mrichain.train.params import check_hyper_parameters
 
-    return load_trained(model, build_model, "cpu", DEFAULT_HYPER)
+    card = Path(model).with_suffix(".json")
+    return load_trained(model, lambda hp: build_model(check_hyper_parameters(card, hp, "register", "voxelmorph",
+                                                                            DEFAULT_HYPER)), "cpu", DEFAULT_HYPER)
 
 
 def jacobian_determinant(ddf: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from mrichain.antsbridge import ants_env, to_ants
-from mrichain.io import nifti_image
+from mrichain.io import InputImageError, nifti_image
 from mrichain.segment.brainmask import brain_mask
 
 _ORDER = {"T1w": "ascending", "T2w": "descending"}
@@ -46,6 +46,9 @@ _ORDER = {"T1w": "ascending", "T2w": "descending"}
 BIAS_DEGREE = 2
 """Degree of the log-polynomial bias model (a cubic fits selection noise rather than the field)."""
 EDGE_MM = 4.0
+MIN_MASK_VOXELS = 8
+"""Fewest brain-mask voxels Atropos is run on (a 2x2x2 block splits into 3 classes; a mask of one
+voxel, the largest component of a few scattered bright voxels, makes Atropos exit with status 1)."""
 """Depth below the mask surface within which voxels darker than the background/CSF midpoint are
 returned to background."""
 
@@ -209,6 +212,9 @@ def atropos(
     Atropos labels seed :func:`refine_labels` (bias correction, partial-volume midpoints, mask edge;
     see the module docstring); without it they are returned as Atropos gives them.
     Returns uint8 [X, Y, Z] labels 0 BG, 1 CSF, 2 GM, 3 WM on the grid/affine of ``image``.
+    An image whose brain mask has fewer than :data:`MIN_MASK_VOXELS` voxels (all zero, constant,
+    a few scattered voxels) raises :class:`mrichain.io.InputImageError` (Atropos itself would exit
+    with status 1).
     """
     import ants
 
@@ -217,6 +223,11 @@ def atropos(
     mask = brain_mask(image)
     data = np.asarray(image.dataobj, dtype=np.float32)
     mask_arr = np.asarray(mask.dataobj) > 0
+    n_mask = int(np.count_nonzero(mask_arr))
+    if n_mask < MIN_MASK_VOXELS:
+        what = "is empty (an all-zero or constant image)" if n_mask == 0 else f"has only {n_mask} voxel(s)"
+        raise InputImageError(f"{image.get_filename() or 'the image'}: its brain mask {what}; Atropos needs at "
+                              f"least {MIN_MASK_VOXELS} brain voxels to split into 3 tissue classes")
     # Atropos' Gaussian classes fail on a (near-)singular variance (< 1e-6), which happens for
     # raw fastMRI-scale intensities (~1e-4) or noise-free input: scale the brain's 99th percentile
     # to 100 and add a fixed-seed jitter of SD 0.01 (SNR 1e4; far below any scanner noise).

@@ -145,10 +145,20 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
 
 
 def load_model(model: str, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json."""
-    from mrichain.train import load_trained
+    """The trained net (eval mode, on ``device``) and its card, from ``model`` (.pt) + its .json.
+    The card's hyper-parameters are checked against the method's declared params
+    (:func:`mrichain.train.params.check_hyper_parameters`) before the network is built."""
+    from pathlib import Path
 
-    return load_trained(model, build, device)
+    from mrichain.train import load_trained
+    from mrichain.train.params import check_hyper_parameters
+
+    defaults = {"channels": DEFAULTS["channels"], "num_res_units": DEFAULTS["num_res_units"],
+                "dropout": DEFAULTS["dropout"], "in_channels": 1, "out_channels": N_CLASSES}
+    card = Path(model).with_suffix(".json")
+    return load_trained(model, lambda hp: build(check_hyper_parameters(
+        card, hp, "segment", "unet", defaults, extra={"in_channels": {"const": 1}, "out_channels": {"const": N_CLASSES}},
+        required=("channels", "num_res_units"))), device)
 
 
 def unet(image: nib.Nifti1Image, *, model: str, contrast: str = "T1w", threads: int = 1,
