@@ -5,7 +5,9 @@ the allowed values, so a typo in a 40-job run fails in the first second, not the
 
 The sections of the method stages (``reconstruct: {methods, feed, params}`` ...) are not written
 in ``schema.yaml``: :func:`load_schema` generates them from :mod:`mrichain.stages`, so the allowed
-method names are the declared ones.
+method names, each method's params (``Method.params``, ``Method.infer``) and tuning grids
+(``Method.tunable``) are the declared ones. A key the workflow sets itself
+(:data:`mrichain.stages.RESERVED`: ``threads``, ``seed``, ``model`` ...) is refused with what sets it.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from mrichain.stages import METHOD_STAGES, MRF_METHODS
+from mrichain.stages import METHOD_STAGES, MRF_METHODS, RESERVED
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
@@ -24,28 +26,45 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and the allowed values."""
 
 
+RESERVED_KEYWORD = "x-reserved"
+"""Annotation of a generated mapping schema: ``{key: what sets it}`` for the keys it refuses
+because the workflow sets them (:data:`mrichain.stages.RESERVED`); :func:`_describe` says so."""
+
+
+def _keys(properties: dict, **extra) -> dict:
+    """Schema of a mapping taking only ``properties``, the reserved keys among the others annotated."""
+    reserved = {k: why for k, why in RESERVED.items() if k not in properties}
+    return {"type": "object", "additionalProperties": False, "properties": dict(properties),
+            RESERVED_KEYWORD: reserved, **extra}
+
+
+def params_schema(method, *, infer: bool | None = None) -> dict:
+    """JSON schema of ``<stage>.params.<method>``: the declared keys (``Method.params``) and, for a
+    learned method of a stage (``infer`` default: ``method.learned``), its ``infer`` sub-mapping
+    (``Method.infer``); any other key is refused."""
+    props = dict(method.params)
+    if method.learned if infer is None else infer:
+        props["infer"] = _keys(method.infer, description=f"{method.name}'s keyword arguments at inference")
+    return _keys(props)
+
+
 def stage_schema(stage) -> dict:
     """JSON schema of one method stage's config section, from its declaration."""
     names = list(stage.method_names)
     props = {
         "methods": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": names},
                     "description": f"{stage.name} methods run side by side on the same input"},
-        "params": {"$ref": "#/$defs/method_params"},
+        "params": {"$ref": "#/$defs/method_params",
+                   "properties": {m.name: params_schema(m) for m in stage.methods}},
     }
-    checked = {m.name: m.params_schema for m in stage.methods if m.params_schema}
-    if checked:
-        props["params"] = {
-            "$ref": "#/$defs/method_params",
-            "properties": {name: {"type": "object", "properties": dict(schema)} for name, schema in checked.items()},
-        }
     tunable = {m.name: m.tunable for m in stage.methods if m.tunable}
     if tunable:
         props["tune"] = {
             "type": "object", "additionalProperties": False,
             "description": "per classical method, {parameter: [values]}: the grid searched on the val split",
             "properties": {
-                name: {"type": "object", "additionalProperties": False, "minProperties": 1,
-                       "properties": {p: {"type": "array", "minItems": 1, "items": item} for p, item in params.items()}}
+                name: _keys({p: {"type": "array", "minItems": 1, "items": item} for p, item in params.items()},
+                            minProperties=1)
                 for name, params in tunable.items()
             },
         }
@@ -66,6 +85,8 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     mrf = schema["properties"]["mrf"]["properties"]
     for key in ("methods", "segment_from"):
         mrf[key]["items"] = {"enum": [m.name for m in MRF_METHODS]}
+    # only a trainer takes MRF params (the mapping methods none): no infer sub-mapping
+    mrf["params"]["properties"] = {m.name: params_schema(m, infer=False) for m in MRF_METHODS if m.params}
     return schema
 
 
@@ -94,7 +115,11 @@ def _describe(err: jsonschema.ValidationError) -> str:
         return f"config key '{full}' is missing (required)"
     if v == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
-        return f"config key '{key}': {err.message}; allowed keys: {', '.join(allowed)}"
+        reserved = err.schema.get(RESERVED_KEYWORD, {})
+        extra = sorted(set(err.instance) - set(allowed), key=str)
+        what = "; ".join(f"{k!r} is {reserved[k]}, not by the config" if k in reserved else f"unknown key {k!r}"
+                         for k in extra)
+        return f"config key '{key}': {what}; allowed keys: {', '.join(allowed) or 'none'}"
     if v == "enum":
         allowed = ", ".join(str(a) for a in err.validator_value)
         return f"config key '{key}': {err.instance!r} is not allowed; allowed values: {allowed}"
@@ -197,8 +222,10 @@ INPUT_KEYS = {"simulated": set(), "bids": {"bids_dir", "participant_label", "der
 
 def _input_checks(inp: dict) -> list[str]:
     """``input``: the keys of its kind present (``bids_dir`` for bids; ``dir``, ``accelerations``
-    and ``center_fractions`` for fastmri), none of another kind's, and one centre fraction per
-    acceleration that leaves outer lines (as for ``acquire``)."""
+    and ``center_fractions`` for fastmri), none of another kind's, one centre fraction per
+    acceleration that leaves outer lines (as for ``acquire``), and for bids an ``output_dir``
+    (or its default) outside ``bids_dir`` or under its ``derivatives/<pipeline>``
+    (:func:`mrichain.realdata.derivatives.inside_raw_dataset`)."""
     kind, msgs = inp["kind"], []
     required = {"simulated": [], "bids": ["bids_dir"], "fastmri": ["dir", "accelerations", "center_fractions"]}[kind]
     msgs += [f"config key 'input.{k}' is missing (required for input.kind {kind})" for k in required if k not in inp]
@@ -208,6 +235,15 @@ def _input_checks(inp: dict) -> list[str]:
              f"{', '.join(sorted(INPUT_KEYS[kind] | common - {'kind'}))}" for k in foreign]
     if kind == "fastmri" and "accelerations" in inp and "center_fractions" in inp:
         msgs += _centre_fraction_checks("input", inp["accelerations"], inp["center_fractions"])
+    if kind == "bids" and "bids_dir" in inp:
+        from mrichain.realdata.derivatives import DERIVATIVES_ROOT, inside_raw_dataset
+
+        out = inp.get("output_dir", DERIVATIVES_ROOT)
+        if inside_raw_dataset(out, inp["bids_dir"]):
+            default = "" if "output_dir" in inp else " (the default)"
+            msgs.append(f"config key 'input.output_dir': {out}{default} is inside input.bids_dir {inp['bids_dir']} "
+                        f"(resolved from {Path.cwd()}): the raw dataset is never written to; allowed: a folder "
+                        f"outside it, or {inp['bids_dir']}/derivatives/<pipeline> (e.g. derivatives/mrichain)")
     return msgs
 
 

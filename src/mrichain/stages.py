@@ -1,9 +1,11 @@
 """The one declaration of mrichain's scored stages and their methods.
 
 Everything else derives from :data:`STAGES`: the Snakemake rules' input functions and wildcard
-constraints, the config schema's method enums (:func:`mrichain.config.load_schema`), each stage
-package's ``METHODS``/``TRAINERS`` registries, ``evaluate.SCORERS``, the kinds in
-``comparison.tsv``, the DVC plots (checked against ``dvc.yaml``) and the tests.
+constraints, the config schema's method enums and each method's params and tuning grids
+(:func:`mrichain.config.load_schema`; the tests check the params against the methods' signatures
+and the trainers' defaults), each stage package's ``METHODS``/``TRAINERS`` registries,
+``evaluate.SCORERS``, the kinds in ``comparison.tsv``, the DVC plots (checked against
+``dvc.yaml``) and the tests.
 
 What a job reads is declared here too, as *references* that :class:`mrichain.manifests.Plan`
 resolves to paths through :mod:`mrichain.layout` for one subject and acquisition:
@@ -17,9 +19,10 @@ resolves to paths through :mod:`mrichain.layout` for one subject and acquisition
 ``age``                   the subject's true age in years (a value, not a file)
 ========================  =============================================================
 
-Adding a classical method: its module, and one :class:`Method` line below. A learned method:
-the same, with ``trainer`` and ``val_metric``. A stage: its package, one :class:`Stage` below,
-its rule file (``workflow/rules/<stage>.smk``) and its scorer in :mod:`mrichain.evaluate`.
+Adding a classical method: its module, and one :class:`Method` line below with its ``params``.
+A learned method: the same, with ``trainer``, ``val_metric`` and ``infer``. A stage: its
+package, one :class:`Stage` below, its rule file (``workflow/rules/<stage>.smk``) and its scorer
+in :mod:`mrichain.evaluate`.
 
 Import-light on purpose (standard library only): the Snakefile reads it at parse time.
 """
@@ -43,11 +46,17 @@ class Method:
     val_metric: the training-curve column (``models/<stage>-<method>_curve.tsv``) that selects the
         epoch on the val split; higher is better.
     reads: what a job of this method reads, if it differs from the stage's ``reads``.
+    params: every key a config may set under ``<stage>.params.<method>``, each with the JSON
+        schema of its value; the config schema is generated from it and refuses any other key.
+        A floor's or classical method's: the keyword arguments of its inference function (a brain-age
+        module's ``fit``) but :data:`RESERVED`. A learned method's: its trainer's, the keys of its
+        defaults dict and the ``TrainSettings`` fields (:mod:`mrichain.train.engine`) but ``seed``.
+    infer: a learned method's ``<stage>.params.<method>.infer`` keys (passed to inference, its
+        ``entry``): the keyword arguments of ``entry`` but :data:`RESERVED`.
     tunable: parameters of a classical method that a config may tune on the val split
         (``<stage>.tune.<method>.<param>: [grid values]``, rule ``tune``), each with the JSON
-        schema of one grid value; the config schema is generated from it.
-    params_schema: JSON schemas of ``<stage>.params.<method>.<key>`` values that the config check
-        validates before any job runs (other keys are checked by the method or its trainer).
+        schema of one grid value; the config schema and the check of a tuning card's chosen values
+        (:func:`mrichain.tune.tuned_params`) are generated from it. Each is one of ``params``.
     """
 
     name: str
@@ -57,7 +66,8 @@ class Method:
     val_metric: str | None = None
     reads: Mapping[str, str] | None = None
     tunable: Mapping[str, dict] = field(default_factory=dict)
-    params_schema: Mapping[str, dict] = field(default_factory=dict)
+    params: Mapping[str, dict] = field(default_factory=dict)
+    infer: Mapping[str, dict] = field(default_factory=dict)
 
     @property
     def learned(self) -> bool:
@@ -141,12 +151,71 @@ class Stage:
 
 _IMAGE = {"image": Output("{contrast}")}
 
-# JSON schema of one grid value of a tunable parameter (see Method.tunable).
+RESERVED: Mapping[str, str] = {
+    "threads": "set by the workflow (rule threads)",
+    "seed": "set by the workflow (config key 'seed')",
+    "model": "set by the workflow (the trained models/<stage>-<method>.pt)",
+    "contrast": "set by the workflow (config key 'acquire.contrast')",
+    "labels": "set by the workflow (the subject's label map)",
+    "acceleration": "set by the workflow (the acquisition's acceleration)",
+    "center_fraction": "set by the workflow (the acquisition's centre fraction)",
+    "scale": "set by the workflow (the whole volume's intensity normalisation)",
+    "maps": "set by the Python API only (an array of coil sensitivities)",
+    "compressed": "set by the method (matching_svd matches in the SVD space, matching does not)",
+    **{data: "set by the workflow (the job's input data)" for data in
+       ("image", "kspace", "mask", "moving", "fixed", "volumes", "ages", "image_paths", "fingerprints",
+        "dictionary", "n_voxels")},
+}
+"""Keyword arguments of the methods' functions that the job sets, never the config: each with
+what sets it (the config check's message when a config names one)."""
+
+# JSON schemas of one parameter value (Method.params, Method.infer, one grid value of Method.tunable).
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0}
 _NONNEGATIVE = {"type": "number", "minimum": 0}
+_BOOL = {"type": "boolean"}
 _COUNT = {"type": "integer", "minimum": 1}
 _RADIUS = {"type": "integer", "minimum": 1, "maximum": 5}
+_DROPOUT = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}
+_DEVICE = {"type": "string", "pattern": "^(auto|cpu|cuda(:[0-9]+)?)$"}
+_BATCH = {"type": "integer", "minimum": 1, "maximum": 65536}
+_THREADS = {"type": ["integer", "null"], "minimum": 1, "maximum": 1024}  # torch threads; null: torch's default
+_SNR_RANGE = {"type": "array", "minItems": 2, "maxItems": 2, "items": _POSITIVE}  # [lo, hi] (lo < hi: cross-check)
+
+
+def _width(hi: int = 1024) -> dict:
+    return {"type": "integer", "minimum": 1, "maximum": hi}
+
+
+def _widths(min_items: int = 1, max_items: int = 8, hi: int = 1024) -> dict:
+    """Channel counts per level of a network: [n_levels] integers in [1, hi]."""
+    return {"type": "array", "minItems": min_items, "maxItems": max_items, "items": _width(hi)}
+
+
+# The training loop's settings every trainer takes (mrichain.train.TrainSettings but seed).
+_TRAINING = {
+    "epochs": {"type": "integer", "minimum": 0, "maximum": 10000},
+    "batch_size": _BATCH,
+    "lr": _POSITIVE,
+    "weight_decay": _NONNEGATIVE,
+    "patience": {"type": "integer", "minimum": 1},
+    "max_batches_per_epoch": {"type": ["integer", "null"], "minimum": 1},
+    "device": _DEVICE,
+    "amp": _BOOL,
+    "grad_clip": {"type": ["number", "null"], "minimum": 0},  # 0 or null: no clipping
+}
+# Inference of a network on slices or volumes: batch size and device.
+_NETWORK_INFER = {"batch_size": _BATCH, "device": _DEVICE}
+
 VOLUME_FEATURES = ("csf", "gm", "wm", "ventricle")  # keys of mrichain.predict.volumes.tissue_volumes
+
+# The classical methods' tunable parameters (each also one of their params).
+_CS = {"lam": _POSITIVE, "iterations": _COUNT}
+_ANTSNLM = {"noise_model": {"enum": ["Rician", "Gaussian"]}, "patch_radius": _RADIUS, "search_radius": _RADIUS}
+_ANTSSYN = {"reg_iterations": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+            "grad_step": _POSITIVE}
+_ATROPOS = {"mrf_weight": _NONNEGATIVE, "iterations": _COUNT}
+_LINEAR = {"alpha": _POSITIVE, "features": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                            "items": {"enum": list(VOLUME_FEATURES)}}}
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -160,9 +229,17 @@ STAGES: tuple[Stage, ...] = (
         scorer="mrichain.evaluate:score_reconstruct",
         methods=(
             Method("zerofilled", FLOOR, "mrichain.recon.zerofilled:zerofilled"),
-            Method("cs", CLASSICAL, "mrichain.recon.cs:cs", tunable={"lam": _POSITIVE, "iterations": _COUNT}),
+            Method("cs", CLASSICAL, "mrichain.recon.cs:cs", tunable=_CS,
+                   params={**_CS, "wave_name": {"type": "string", "minLength": 1},
+                           "num_low_frequency": {"type": ["integer", "null"], "minimum": 1},
+                           "calib_width": _COUNT, "sake_iterations": {"type": "integer", "minimum": 0}}),
             Method("varnet", LEARNED, "mrichain.recon.varnet:varnet", trainer="mrichain.recon.varnet:train",
-                   val_metric="val_ssim"),
+                   val_metric="val_ssim",
+                   params={**_TRAINING, "loss": {"enum": ["ssim", "l1"]}, "include_fully_sampled": _BOOL,
+                           "val_max_slices": {"type": ["integer", "null"], "minimum": 1}, "num_threads": _THREADS,
+                           "cascades": _width(32), "channels": _width(256), "sens_channels": _width(256),
+                           "pad_factor": _width(256)},
+                   infer=_NETWORK_INFER),
         ),
         has_feed=True,
         directory="recon",
@@ -181,14 +258,16 @@ STAGES: tuple[Stage, ...] = (
         scorer="mrichain.evaluate:score_denoise",
         methods=(
             Method("antsnlm", CLASSICAL, "mrichain.denoise.antsnlm:antsnlm",
-                   tunable={"noise_model": {"enum": ["Rician", "Gaussian"]}, "patch_radius": _RADIUS,
-                            "search_radius": _RADIUS}),
+                   tunable=_ANTSNLM, params={**_ANTSNLM, "shrink_factor": _width(8)}),
             Method("dncnn", LEARNED, "mrichain.denoise.dncnn:dncnn", trainer="mrichain.denoise.dncnn:train",
                    val_metric="val_psnr_brain",
-                   # noise-level blind training: [lo, hi] SNR (lo < hi: config cross-check), or null
-                   params_schema={"noise_snr_range": {"type": ["array", "null"], "minItems": 2, "maxItems": 2,
-                                                      "items": _POSITIVE},
-                                  "noise_coils": {"type": ["integer", "null"], "minimum": 1}}),
+                   params={**_TRAINING, "depth": {"type": "integer", "minimum": 2, "maximum": 64},
+                           "channels": _width(512), "norm": {"enum": [None, "batch", "instance", "layer", "group", "localresponse", "syncbatch"]},
+                           "loss": {"enum": ["l1", "mse"]}, "flips": _BOOL, "threads": _THREADS,
+                           # noise-level blind training: [lo, hi] SNR, or null (the manifest's pairs)
+                           "noise_snr_range": {**_SNR_RANGE, "type": ["array", "null"]},
+                           "noise_coils": {"type": ["integer", "null"], "minimum": 1, "maximum": 128}},
+                   infer=_NETWORK_INFER),
         ),
         has_feed=True,
         directory="denoise",
@@ -210,10 +289,13 @@ STAGES: tuple[Stage, ...] = (
         methods=(
             Method("affine", FLOOR, "mrichain.register.antssyn:affine"),
             Method("antssyn", CLASSICAL, "mrichain.register.antssyn:antssyn",
-                   tunable={"reg_iterations": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
-                            "grad_step": _POSITIVE}),
+                   tunable=_ANTSSYN, params={**_ANTSSYN, "type_of_transform": {"type": "string", "minLength": 1}}),
             Method("voxelmorph", LEARNED, "mrichain.register.voxelmorph:voxelmorph",
-                   trainer="mrichain.register.voxelmorph:train", val_metric="val_dice"),
+                   trainer="mrichain.register.voxelmorph:train", val_metric="val_dice",
+                   params={**_TRAINING, "channels": _widths(2, 12, 512), "final_conv_channels": _widths(1, 8, 512),
+                           "int_steps": {"type": "integer", "minimum": 0, "maximum": 20}, "lambda": _NONNEGATIVE,
+                           "ncc_kernel": {"type": "integer", "minimum": 1, "maximum": 31},
+                           "lambda_dice": _NONNEGATIVE}),
         ),
         directory="register",
         space="MNI152NLin2009aSym",
@@ -234,9 +316,14 @@ STAGES: tuple[Stage, ...] = (
         methods=(
             Method("kmeans", FLOOR, "mrichain.segment.kmeans:kmeans"),
             Method("atropos", CLASSICAL, "mrichain.segment.atropos:atropos",
-                   tunable={"mrf_weight": _NONNEGATIVE, "iterations": _COUNT}),
+                   tunable=_ATROPOS, params={**_ATROPOS, "partial_volume": _BOOL}),
             Method("unet", LEARNED, "mrichain.segment.unet:unet", trainer="mrichain.segment.unet:train",
-                   val_metric="val_dice_mean"),
+                   val_metric="val_dice_mean",
+                   params={**_TRAINING, "channels": _widths(2, 8), "num_res_units": {"type": "integer", "minimum": 0,
+                                                                                      "maximum": 8},
+                           "dropout": _DROPOUT, "contrast": {"enum": ["T1w", "T2w"]}, "flips": _BOOL,
+                           "threads": _THREADS},
+                   infer=_NETWORK_INFER),
         ),
         has_feed=True,
         directory="segment",
@@ -254,11 +341,17 @@ STAGES: tuple[Stage, ...] = (
         methods=(
             Method("mean", FLOOR, "mrichain.predict.mean"),
             Method("linear", CLASSICAL, "mrichain.predict.linear", reads={"labels": "feed.segment"},
-                   tunable={"alpha": _POSITIVE,
-                            "features": {"type": "array", "minItems": 1, "uniqueItems": True,
-                                         "items": {"enum": list(VOLUME_FEATURES)}}}),
+                   tunable=_LINEAR, params=_LINEAR),
             Method("sfcn", LEARNED, "mrichain.predict.sfcn:predict_images", trainer="mrichain.predict.sfcn:train",
-                   val_metric="val_neg_mae_years", reads={"images": "feed.denoise"}),
+                   val_metric="val_neg_mae_years", reads={"images": "feed.denoise"},
+                   params={**_TRAINING, "channels": _widths(1, 8, 512), "dropout": _DROPOUT,
+                           "voxel_mm": {"type": "number", "minimum": 0.5, "maximum": 16},
+                           "input_shape": {"type": "array", "minItems": 3, "maxItems": 3, "items": _width(512)},
+                           "heteroscedastic": _BOOL, "max_shift": {"type": "integer", "minimum": 0, "maximum": 32},
+                           "flip": _BOOL},
+                   infer={"mc_samples": _width(10000), "interval": {"type": "number", "exclusiveMinimum": 0,
+                                                                    "exclusiveMaximum": 1},
+                          "draws": _width(100000)}),
         ),
         per_subject=False,
         directory="predict",
@@ -276,13 +369,16 @@ MRF_METHODS: tuple[Method, ...] = (
     Method("matching", CLASSICAL, "mrichain.mrf.matching:match"),
     Method("matching_svd", CLASSICAL, "mrichain.mrf.matching:match"),
     Method("drone", LEARNED, "mrichain.mrf.drone:predict", trainer="mrichain.mrf.drone:train",
-           val_metric="val_neg_mape"),
+           val_metric="val_neg_mape",
+           params={**_TRAINING, "hidden": _width(8192), "noise_snr_range": _SNR_RANGE, "n_val": _width(10**7),
+                   "threads": _THREADS}),
 )
 """The MR fingerprinting branch (config ``mrf``, ``workflow/rules/mrf.smk``, :mod:`mrichain.mrf`),
 ``mrf`` in the score tables: not a link of the chain (it reads the ground-truth tissue maps,
 not k-space, and runs once per test subject, not per acquisition), so not a :class:`Stage`; its
 methods are declared here beside the stages' (the config schema's method names and the
-``kind`` column derive from it; ``entry`` is what :func:`mrichain.mrf.run.map_subject` calls).
+``kind`` column derive from it; ``entry`` is what :func:`mrichain.mrf.run.map_subject` calls,
+with no config params: only DRONE's trainer takes some, ``mrf.params.drone``).
 ``constant`` is its floor: every voxel given the white-matter T1/T2 (no fingerprint read); the
 DRONE network trains on the dictionary."""
 

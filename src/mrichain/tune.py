@@ -21,12 +21,20 @@ schedules) and every point is a full pipeline job; Optuna and friends add nothin
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import tempfile
 import time
 from pathlib import Path
 
+import jsonschema
 import numpy as np
+
+from mrichain import UserError
+
+
+class TuningCardError(UserError, ValueError):
+    """A tuning card is unreadable, belongs to another job, or chose what its method cannot tune."""
 
 
 def grid_points(grid: dict) -> list[dict]:
@@ -35,11 +43,53 @@ def grid_points(grid: dict) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def tuned_params(params: dict, card_path) -> dict:
-    """A method's keyword arguments at inference: ``params`` with the card's chosen values over them."""
-    from mrichain.io import load_json
+def tuned_params(params: dict, card_path, *, stage: str | None = None, method: str | None = None) -> dict:
+    """A method's keyword arguments at inference: ``params`` with the card's chosen values over them.
 
-    return {**params, **load_json(card_path)["chosen"]}
+    The card is checked first (:func:`read_card`); ``stage``/``method``: the job's, which the card's
+    must be (None: whichever it names).
+    """
+    return {**params, **read_card(card_path, stage=stage, method=method)["chosen"]}
+
+
+def read_card(card_path, *, stage: str | None = None, method: str | None = None) -> dict:
+    """Read and check a tuning card (:func:`tune` writes it): JSON, of ``stage``/``method`` (when
+    given) and of a declared classical method, whose ``chosen`` maps parameters the method declares
+    tunable (``Method.tunable``) to values its schema allows. Raises :class:`TuningCardError`
+    naming the card and the key."""
+    from mrichain.stages import method as declared
+
+    try:
+        with open(card_path) as fh:
+            card = json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TuningCardError(f"{card_path}: not a readable JSON tuning card ({exc})") from exc
+    if not isinstance(card, dict):
+        raise TuningCardError(f"{card_path}: a tuning card is a JSON object, got {type(card).__name__}")
+    for key, want in (("stage", stage), ("method", method)):
+        if want is not None and card.get(key) != want:
+            raise TuningCardError(f"{card_path}: '{key}' is {card.get(key)!r}, but this job runs {key} {want!r}")
+    try:
+        m = declared(str(card.get("stage")), str(card.get("method")))
+    except KeyError as exc:
+        raise TuningCardError(f"{card_path}: {exc.args[0]}") from None
+    if not m.tunable:
+        raise TuningCardError(f"{card_path}: {m.name} has no tunable parameters")
+    if "chosen" not in card:
+        raise TuningCardError(f"{card_path}: no 'chosen' values (a card written by rule tune has them)")
+    chosen = card["chosen"]
+    if not isinstance(chosen, dict):
+        raise TuningCardError(f"{card_path}: 'chosen' must map parameters to values, got {chosen!r}")
+    allowed = ", ".join(sorted(m.tunable))
+    for key, value in chosen.items():
+        if key not in m.tunable:
+            raise TuningCardError(f"{card_path}: chosen {key!r} is not a tunable parameter of {card['stage']}-"
+                                  f"{m.name}; allowed keys: {allowed}")
+        try:
+            jsonschema.validate(value, m.tunable[key])
+        except jsonschema.ValidationError as err:
+            raise TuningCardError(f"{card_path}: chosen {key!r}: {err.message}") from None
+    return card
 
 
 def _outputs(stage, root: Path, sub: str) -> dict[str, str]:
