@@ -215,6 +215,25 @@ def output_path(root, key: str, entities: dict, **fill) -> Path:
     return derivative_path(root, {**ents, **spec}, desc=desc, suffix=suffix, extension=extension)
 
 
+# ------------------------------------------------------------------ where derivatives may go
+
+
+def inside_raw_dataset(path, bids_dir) -> bool:
+    """Whether writing ``path`` would write into the raw BIDS dataset ``bids_dir``.
+
+    True for ``bids_dir`` itself and anything inside it, except strictly inside its
+    ``derivatives/`` folder (a pipeline's folder such as ``derivatives/mrichain``, where BIDS puts
+    derivatives; ``derivatives/`` itself holds other pipelines' folders and is refused too). Both
+    are resolved first (relative to the working directory, symlinks followed: a DataLad dataset, a
+    link to the dataset), so ``..``, ``.`` and links cannot hide a path inside it.
+    """
+    raw = Path(bids_dir).expanduser().resolve()
+    p = Path(path).expanduser().resolve()
+    if p != raw and raw not in p.parents:
+        return False
+    return (raw / "derivatives") not in p.parents
+
+
 # ------------------------------------------------------------------ fastMRI files
 
 

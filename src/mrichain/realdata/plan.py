@@ -92,6 +92,24 @@ def fastmri_inputs(directory) -> list[RealInput]:
     return out
 
 
+UNSUPPORTED_NAME = re.compile(r"[{}\x00-\x1f\x7f]")
+"""Characters an input's path may not hold: braces are wildcards to Snakemake (a path from an input
+function is expanded like a pattern), control characters (newlines) break its job logs. Every
+other character, ``$(...)``, ``;`` and spaces included, reaches the jobs shell-quoted."""
+
+
+def check_input_names(inputs) -> None:
+    """Refuse, before any job, a real input (or its brain mask) whose path Snakemake cannot carry
+    (:data:`UNSUPPORTED_NAME`); the error names the file."""
+    from mrichain import UserError
+
+    for i in inputs:
+        for path in (i.path, i.mask):
+            if path is not None and UNSUPPORTED_NAME.search(str(path)):
+                raise UserError(f"{path!r}: a real input's path may not hold braces or control characters "
+                                "(Snakemake reads braces as wildcards); rename or link it without them")
+
+
 def key_dir(key: str) -> str:
     """The derivative folder of a key: ``sub-01_ses-02_run-1`` -> ``sub-01/ses-02/anat``."""
     parts = key.split("_")
@@ -110,6 +128,7 @@ class RealPlan:
         self.kind = inp["kind"]
         self.plan = plan
         self.root = inp.get("output_dir", DERIVATIVES)
+        self.bids_dir = inp.get("bids_dir") if self.kind == "bids" else None
         self.voxel_mm = float(config["cohort"]["resolution_mm"])
         self.acqs: dict[str, tuple[float, float]] = {}
         if self.kind == "fastmri":
@@ -119,7 +138,28 @@ class RealPlan:
                          for r, cf in zip(inp["accelerations"], inp["center_fractions"])}
         if inputs is None:
             inputs = self._discover(inp)
+        check_input_names(inputs)
         self.inputs = {i.key: i for i in inputs}
+        self.outside_dataset([self.root, WORK])
+
+    def outside_dataset(self, paths) -> list[str]:
+        """``paths``, checked to lie outside the raw BIDS dataset (``input.bids_dir``) or under its
+        ``derivatives/<pipeline>`` (:func:`mrichain.realdata.derivatives.inside_raw_dataset`);
+        :class:`mrichain.UserError` naming the first that does not. Every path the plan builds
+        is under :attr:`root` or :data:`WORK`, checked when the plan is made; :meth:`outputs`
+        and :meth:`summary_files` check theirs again, so no job of the plan writes into it."""
+        paths = list(paths)
+        if self.bids_dir is None:
+            return paths
+        from mrichain import UserError
+        from mrichain.realdata.derivatives import inside_raw_dataset
+
+        for p in paths:
+            if inside_raw_dataset(p, self.bids_dir):
+                raise UserError(f"{p} is inside the BIDS dataset {self.bids_dir} (input.bids_dir) and outside its "
+                                "derivatives/<pipeline>: the raw dataset is never written to; set input.output_dir "
+                                "outside it (and run from a working directory outside it)")
+        return paths
 
     @staticmethod
     def _discover(inp: dict) -> list[RealInput]:
@@ -237,6 +277,7 @@ class RealPlan:
             out["scans"] = sorted({self.scans_table(k) for k in self.inputs} | {f"{self.root}/scans.json"})
         if "segment" in self.stages:
             out["dseg"] = f"{self.root}/dseg.tsv"
+        self.outside_dataset(p for v in out.values() for p in (v if isinstance(v, list) else [v]))
         return out
 
     def summary_manifest(self) -> dict:
@@ -269,4 +310,4 @@ class RealPlan:
                 out.append(self.derivative(key, desc="brain", suffix="mask"))
                 out += [self.restored(s, key, m) for s in ("denoise", "segment") for m in self.methods(s)]
                 out += [self.stage_output("predict", key, m) for m in self.methods("predict")]
-        return out
+        return self.outside_dataset(out)

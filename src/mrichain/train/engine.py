@@ -11,6 +11,10 @@
 - writes a checkpoint after every epoch (model, optimiser, AMP scaler, curve, best weights) and
   resumes from it when restarted with the same fingerprint (settings, model, data); a checkpoint
   of other settings is ignored, never resumed;
+- reads checkpoints and model files with ``torch.load(weights_only=True)`` only (tensors,
+  containers and numbers: a pickle that would run code is refused, never executed). A checkpoint
+  that does not load so, or is not one of ours, is ignored with a printed line saying why; a
+  model file that does not is a :class:`ModelFileError` naming it;
 - stops early when the validation score (higher is better) has not improved for ``patience`` epochs;
 - shows a tqdm progress bar, writes the training curve as TSV and PNG, the best weights as the
   state dict ``out_path`` (``models/<stage>-<method>.pt``) and a model card JSON beside it.
@@ -71,6 +75,29 @@ NO_GPU_VALUES = ("", "-1", "NoDevFiles")
 
 #: The one-line install hint of :class:`CudaUnavailableError`; ``{version}`` is torch's release.
 CUDA_INSTALL_HINT = "pip install torch=={version} --index-url https://download.pytorch.org/whl/cu128"
+
+
+class ModelFileError(UserError, ValueError):
+    """A model file (``models/<stage>-<method>.pt``) is not a state dict torch loads safely
+    (``weights_only=True``), or does not fit the network its card describes."""
+
+
+def _unsafe_load_reason(exc: Exception) -> str:
+    """One line from a failed ``torch.load(weights_only=True)``: the unpickler's own reason (e.g.
+    ``Unsupported global: GLOBAL builtins.exec ...``) without torch's advice to reload unsafely."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first.split(". ")[0].rstrip(".")
+
+
+def safe_load(path: str | Path, map_location=None):
+    """``torch.load(path, weights_only=True)``: tensors, dicts, lists, tuples, strings and numbers
+    only. Raises what torch raises (``pickle.UnpicklingError`` for a pickle that names any other
+    global: it is refused before anything of it runs)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 class CudaUnavailableError(UserError, RuntimeError):
@@ -177,6 +204,36 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: What every checkpoint of :func:`fit` holds (the fingerprint, and what a resume restores).
+CHECKPOINT_KEYS = frozenset({"fingerprint", "epoch", "model", "optimiser", "scaler", "best_score", "best_epoch",
+                             "bad_epochs", "curve", "best_state"})
+
+
+def _read_checkpoint(path: Path, fingerprint: str, device) -> dict | None:
+    """The checkpoint at ``path`` when it is one :func:`fit` wrote for ``fingerprint``, else None.
+
+    Read with :func:`safe_load`; a file that does not load so (a pickle naming other globals, a
+    corrupt file), is not a dict, or has another fingerprint is ignored (a printed line says which
+    and why) and never resumed: training starts from scratch and overwrites it."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = safe_load(path, map_location=device)
+    except Exception as exc:  # noqa: BLE001 - whatever the file is, it is not resumed
+        why = f"it cannot be loaded with torch.load(weights_only=True) ({_unsafe_load_reason(exc)})"
+    else:
+        if not isinstance(ckpt, dict):
+            why = f"it is not a dict but a {type(ckpt).__name__}"
+        elif ckpt.get("fingerprint") != fingerprint:
+            why = "it belongs to other settings or data"
+        elif not CHECKPOINT_KEYS <= set(ckpt):
+            why = f"it lacks {', '.join(sorted(CHECKPOINT_KEYS - set(ckpt)))}"
+        else:
+            return ckpt
+    print(f"ignoring checkpoint {path}: {why}; training from scratch")
+    return None
+
+
 def fit(
     model: torch.nn.Module,
     train_data: Dataset,
@@ -215,19 +272,16 @@ def fit(
     best_state = copy.deepcopy(model.state_dict())
     resumed = None
     elapsed_before = 0.0
-    if ckpt_file.exists():
-        ckpt = torch.load(ckpt_file, map_location=device, weights_only=False)
-        if ckpt.get("fingerprint") == fingerprint:
-            model.load_state_dict(ckpt["model"])
-            optimiser.load_state_dict(ckpt["optimiser"])
-            scaler.load_state_dict(ckpt["scaler"])
-            start_epoch, best_score, best_epoch = ckpt["epoch"] + 1, ckpt["best_score"], ckpt["best_epoch"]
-            bad_epochs, curve, best_state = ckpt["bad_epochs"], ckpt["curve"], ckpt["best_state"]
-            elapsed_before = ckpt.get("elapsed", 0.0)
-            resumed = start_epoch
-            print(f"resuming {out_path.name} from checkpoint after epoch {ckpt['epoch']}")
-        else:
-            print(f"ignoring checkpoint {ckpt_file}: it belongs to other settings or data")
+    ckpt = _read_checkpoint(ckpt_file, fingerprint, device)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimiser"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_score, best_epoch = ckpt["epoch"] + 1, ckpt["best_score"], ckpt["best_epoch"]
+        bad_epochs, curve, best_state = ckpt["bad_epochs"], ckpt["curve"], ckpt["best_state"]
+        elapsed_before = ckpt.get("elapsed", 0.0)
+        resumed = start_epoch
+        print(f"resuming {out_path.name} from checkpoint after epoch {ckpt['epoch']}")
 
     t0 = time.perf_counter()
     stopped = bad_epochs >= settings.patience
@@ -319,12 +373,38 @@ def load_trained(model: str | Path, build: Callable[[dict], torch.nn.Module], de
 
     ``build(hyper_parameters)`` rebuilds the architecture from the card's ``hyper_parameters``
     (merged over ``defaults``, for cards written before a hyper-parameter existed).
+
+    The weights are read with :func:`safe_load` (nothing of a file from elsewhere runs) and must
+    be a state dict (parameter names -> tensors) that fits the network: otherwise
+    :class:`ModelFileError` naming ``model``.
     """
     from mrichain.io import load_json
 
-    card = load_json(Path(model).with_suffix(".json"))
+    card_path = Path(model).with_suffix(".json")
+    try:
+        card = load_json(card_path)
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{card_path}: cannot read the model card ({exc})") from None
+    if not isinstance(card, dict):
+        raise ModelFileError(f"{card_path}: a model card is a JSON object, got {type(card).__name__}")
     net = build({**(defaults or {}), **card.get("hyper_parameters", {})})
-    net.load_state_dict(torch.load(model, map_location=device, weights_only=True))
+    try:
+        state = safe_load(model, map_location=device)
+    except OSError as exc:
+        raise ModelFileError(f"{model}: cannot read the model file ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - an unreadable or unsafe file is the user's to fix
+        raise ModelFileError(f"{model}: not a model file torch loads safely with weights_only=True "
+                             f"({_unsafe_load_reason(exc)}); a model file holds a state dict of tensors only "
+                             f"(torch.save(model.state_dict(), path))") from None
+    if not (isinstance(state, dict) and all(isinstance(k, str) for k in state)):
+        raise ModelFileError(f"{model}: not a state dict (names -> tensors) but a {type(state).__name__}; "
+                             f"a model file holds torch.save(model.state_dict(), path)")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise ModelFileError(f"{model}: its state dict does not match the network its card "
+                             f"{Path(model).with_suffix('.json').name} describes ({detail[:300]})") from None
     return net.to(device).eval(), card
 
 
