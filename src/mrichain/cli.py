@@ -18,6 +18,62 @@ from mrichain import UserError
 
 log = logging.getLogger("mrichain")
 
+CONTRASTS = ("T1w", "T2w")
+"""The contrasts the chain simulates and its methods take (:data:`mrichain.simulate.signal.CONTRASTS`)."""
+
+INPUT_OPTIONS = ("input", "moving", "fixed", "labels", "kspace", "manifest", "model", "tuning", "prep", "mask",
+                 "dictionary", "image", "gt_dir", "template_dir", "scores", "recons", "benchmarks")
+"""Options (argparse ``dest``) that name a file or directory a command reads. An output option is
+``output``, ``out``, ``outdir`` or ``out_*``; no output may be the same file as an input."""
+
+
+class UsageError(UserError, ValueError):
+    """A command line the parser accepts but the command refuses before reading or writing anything
+    (an output that is one of the inputs, a method the stage does not train)."""
+
+
+def _is_output_option(dest: str) -> bool:
+    return dest in ("output", "out", "outdir") or dest.startswith("out_")
+
+
+def _paths(value) -> list[str]:
+    """The path(s) an option holds: a string, a list of strings (``nargs``), else none (flags, numbers)."""
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    if isinstance(value, (list, tuple)):
+        return [os.fspath(v) for v in value if isinstance(v, (str, os.PathLike))]
+    return []
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file: equal once symlinks and ``..`` are resolved, or
+    (both existing) the same inode (a hard link)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def refuse_output_over_input(a: argparse.Namespace) -> None:
+    """Raise :class:`UsageError` if any output option of the parsed command line names the same
+    file as an input option (:data:`INPUT_OPTIONS`), under any spelling: writing it would destroy
+    the input."""
+    inputs = [(dest, p) for dest in INPUT_OPTIONS for p in _paths(getattr(a, dest, None))]
+    for dest, value in vars(a).items():
+        if not _is_output_option(dest):
+            continue
+        for out in _paths(value):
+            for in_dest, inp in inputs:
+                if _same_file(out, inp):
+                    raise UsageError(f"{_flag(dest)} {out} is the same file as {_flag(in_dest)} {inp}: an output "
+                                     "may not overwrite an input; write it to another path")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
 
 def _threads(n: int) -> None:
     """Limit ITK/BLAS/torch threads to what the rule declared (torch is very slow oversubscribed)."""
@@ -61,7 +117,7 @@ def _params(a) -> dict:
     from mrichain.tune import tuned_params
 
     params = json.loads(a.params)
-    return tuned_params(params, a.tuning) if getattr(a, "tuning", None) else params
+    return tuned_params(params, a.tuning, stage=a.command, method=a.method) if getattr(a, "tuning", None) else params
 
 
 def _check_domain(a) -> None:
@@ -130,8 +186,12 @@ def cmd_tune(a):
 
 
 def cmd_train(a):
-    from mrichain.stages import trainer_registry
+    from mrichain.stages import stage, trainer_registry
 
+    learned = [m.name for m in stage(a.stage).methods if m.learned]
+    if a.method not in learned:
+        raise UsageError(f"--method {a.method} is not a learned method of stage {a.stage}; "
+                         f"its learned methods: {', '.join(learned)}")
     _threads(a.threads)
     trainer = trainer_registry(a.stage)[a.method]
     result = trainer(_manifest(a.manifest), json.loads(a.params), a.out, a.seed)
@@ -275,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-noisefree", required=True)
     s.set_defaults(func=cmd_acquire)
 
-    from mrichain.stages import METHOD_STAGES
+    from mrichain.stages import METHOD_STAGES, MRF_METHODS, stage
 
     # One sub-command per declared stage whose job reads one file and writes one (mrichain.stages):
     # k-space -> image (reconstruct), image -> image (denoise, segment, and any such new stage).
@@ -290,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--model", help=f"trained weights of a learned method (models/{st.name}-<method>.pt)")
         s.add_argument("--tuning", help=f"tuning card of a classical method (results/tuning/{st.name}-<method>.json)")
         s.add_argument("--threads", type=int, default=1)
-        s.add_argument("--contrast", default="T1w", choices=["T1w", "T2w"], help="for methods that use it")
+        s.add_argument("--contrast", default="T1w", choices=CONTRASTS, help="for methods that use it")
         s.add_argument("--real-input", metavar="SUFFIX",
                        help="the input is a real scan of this BIDS suffix (T1w, FLAIR...): a learned method's "
                             "card is checked against it first (contrast refused, voxel size and coils warned)")
@@ -303,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=cmd_reconstruct if "kspace" in st.reads else cmd_image_stage)
 
     s = sub.add_parser("register", help="register a subject image to the template, carrying labels")
-    s.add_argument("--method", required=True)
+    s.add_argument("--method", required=True, choices=stage("register").method_names)
     s.add_argument("--params", default="{}")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--seed", type=int, default=0)
@@ -319,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_register)
 
     s = sub.add_parser("predict", help="fit brain age on the train split and predict every subject")
-    s.add_argument("--method", required=True)
+    s.add_argument("--method", required=True, choices=stage("predict").method_names)
     s.add_argument("--params", default="{}")
     s.add_argument("--manifest", required=True,
                    help="JSON file {subjects: [...], splits: {subject: split}, info: [...], labels | images: [...]}, "
@@ -359,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("fastmri-score", help="score reconstructions of a fastMRI file against its reconstruction_rss")
     s.add_argument("--kspace", required=True)
-    s.add_argument("--methods", nargs="+", required=True)
+    s.add_argument("--methods", nargs="+", required=True, choices=stage("reconstruct").method_names)
     s.add_argument("--recons", nargs="+", required=True, help="one NIfTI per method, same order")
     s.add_argument("--key", default="")
     s.add_argument("--acq", default="")
@@ -374,8 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_real_summary)
 
     s = sub.add_parser("train", help="train a learned method on the train split, select on val")
-    s.add_argument("--stage", required=True)
-    s.add_argument("--method", required=True)
+    learned = {st.name: [m.name for m in st.methods if m.learned] for st in METHOD_STAGES}
+    s.add_argument("--stage", required=True, choices=[name for name, methods in learned.items() if methods])
+    s.add_argument("--method", required=True, choices=sorted({m for methods in learned.values() for m in methods}),
+                   help="a learned method of --stage")
     s.add_argument("--manifest", required=True, help="JSON file {train: [...], val: [...]} of input files")
     s.add_argument("--params", default="{}")
     s.add_argument("--seed", type=int, default=0)
@@ -399,13 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_mrf_train)
 
     s = sub.add_parser("mrf-map", help="simulate one subject's fingerprints and map T1/T2/PD with one method")
-    s.add_argument("--method", required=True)
+    s.add_argument("--method", required=True, choices=[m.name for m in MRF_METHODS])
     s.add_argument("--gt-dir", required=True)
     s.add_argument("--dictionary", required=True)
     s.add_argument("--model", help="DRONE's weights (method drone)")
     s.add_argument("--mrf", required=True, help="JSON: the config's mrf section")
     s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--contrast", required=True, help="contrast of the synthetic image (acquire.contrast)")
+    s.add_argument("--contrast", required=True, choices=CONTRASTS,
+                   help="contrast of the synthetic image (acquire.contrast)")
     s.add_argument("--sequence", required=True, help="JSON: acquire.sequence[contrast]")
     s.add_argument("--threads", type=int, default=1)
     for out in ("t1map", "t2map", "pdmap", "synthetic", "timing"):
@@ -446,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("budget", help="error budget, acceleration sweep and acceleration limits from the scores")
     s.add_argument("--conditions", required=True, help="JSON {label: Condition fields} (mrichain.conditions)")
-    s.add_argument("--feed", required=True, help="the reconstruction feed method (the plain acquisitions' recon)")
+    s.add_argument("--feed", required=True, choices=stage("reconstruct").method_names,
+                   help="the reconstruction feed method (the plain acquisitions' recon)")
     s.add_argument("--scores", nargs="+", required=True)
     s.add_argument("--out-budget", required=True)
     s.add_argument("--out-sweep", required=True)
@@ -471,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
+        refuse_output_over_input(args)
         args.func(args)
     except UserError as exc:  # one line (naming the file, or the fix) to the rule's log and stderr
         log.error("%s", exc)

@@ -11,6 +11,12 @@ writes ``outputs`` (the stage's output keys -> paths). Per stage:
   images) -> ``predictions`` (TSV), ``model`` (JSON).
 
 ``model`` is a learned method's trained weights (``models/<stage>-<method>.pt``), None otherwise.
+
+Orientation: a method sees its input images in RAS+ voxel order (:func:`mrichain.realdata.structural.to_ras`,
+a permutation/flip of the voxel array, no interpolation), as the pipeline's own images are stored;
+its image outputs are written back in the voxel order of the image whose grid they are on (the
+input image; for register the fixed image) by :func:`~mrichain.realdata.structural.from_ras`. An
+input already stored RAS+ passes through untouched (the same bytes out as without this step).
 """
 from __future__ import annotations
 
@@ -45,13 +51,15 @@ def run_image(stage_name: str, method: str, inputs: dict, outputs: dict, params:
     """``METHODS[method](image, threads=, [contrast=], [model=], **params)`` of an image-to-image stage."""
     import numpy as np
 
-    from mrichain.io import load_image, save_image
+    from mrichain.io import check_volume, load_image, save_image
     from mrichain.stages import stage
 
     s = stage(stage_name)
     fn = importlib.import_module(s.package).METHODS[method]
     extra = {"contrast": contrast} if "contrast" in inspect.signature(fn).parameters else {}
-    out = fn(load_image(inputs["image"]), threads=threads, **extra, **_model_kw(model), **params)
+    image = check_volume(load_image(inputs["image"]), inputs["image"])
+    out = fn(_ras(image), threads=threads, **extra, **_model_kw(model), **params)
+    out = _stored_like(out, image)
     save_image(np.asarray(out.dataobj), out.affine, outputs[s.primary_output], dtype=out.get_data_dtype())
 
 
@@ -59,16 +67,19 @@ def run_register(method: str, inputs: dict, outputs: dict, params: dict, *, mode
                  seed: int = 0, **_) -> None:
     import numpy as np
 
-    from mrichain.io import load_image, save_image, save_json
+    from mrichain.io import check_volume, load_image, save_image, save_json
     from mrichain.register import METHODS
 
-    moving, fixed = load_image(inputs["moving"]), load_image(inputs["fixed"])
+    moving, fixed = (check_volume(load_image(inputs[k]), inputs[k]) for k in ("moving", "fixed"))
     labels = load_image(inputs["labels"]) if inputs.get("labels") else None
-    res = METHODS[method](moving, fixed, labels=labels, seed=seed, threads=threads, **_model_kw(model), **params)
-    save_image(res.warped.get_fdata(dtype="float32"), res.warped.affine, outputs["image"])
+    res = METHODS[method](_ras(moving), _ras(fixed), labels=None if labels is None else _ras(labels), seed=seed,
+                          threads=threads, **_model_kw(model), **params)
+    warped, jacobian = _stored_like(res.warped, fixed), _stored_like(res.jacobian, fixed)  # fixed space
+    save_image(warped.get_fdata(dtype="float32"), warped.affine, outputs["image"])
     if res.warped_labels is not None and outputs.get("labels"):
-        save_image(np.asarray(res.warped_labels.dataobj), res.warped_labels.affine, outputs["labels"], dtype=np.uint8)
-    save_image(res.jacobian.get_fdata(dtype="float32"), res.jacobian.affine, outputs["jacobian"])
+        warped_labels = _stored_like(res.warped_labels, fixed)
+        save_image(np.asarray(warped_labels.dataobj), warped_labels.affine, outputs["labels"], dtype=np.uint8)
+    save_image(jacobian.get_fdata(dtype="float32"), jacobian.affine, outputs["jacobian"])
     save_json({"method": method, "seconds_per_pair": res.seconds, "moving": str(inputs["moving"]),
                "fixed": str(inputs["fixed"])}, outputs["timing"])
 
@@ -92,6 +103,28 @@ def run_job(stage_name: str, method: str, inputs: dict, outputs: dict, params: d
     if runner is None:
         return run_image(stage_name, method, inputs, outputs, params, **kw)
     return runner(method, inputs, outputs, params, **kw)
+
+
+def _is_ras(img) -> bool:
+    """Whether ``img``'s voxel axes are already its closest RAS+ order (affine's axis codes R, A, S)."""
+    import nibabel as nib
+
+    return nib.aff2axcodes(img.affine) == ("R", "A", "S")
+
+
+def _ras(img):
+    """``img`` (nibabel [X, Y, Z]) in RAS+ voxel order: itself if already so, else reoriented (exact)."""
+    from mrichain.realdata.structural import to_ras
+
+    return img if _is_ras(img) else to_ras(img)
+
+
+def _stored_like(out, like):
+    """``out``, a method's output on the RAS+ grid of ``like`` (from :func:`_ras`), in ``like``'s
+    voxel order and affine; itself when ``like`` is stored RAS+ (no rewrite, same bytes)."""
+    from mrichain.realdata.structural import from_ras
+
+    return out if _is_ras(like) else from_ras(out, like)
 
 
 def _model_kw(model) -> dict:
