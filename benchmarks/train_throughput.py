@@ -57,6 +57,7 @@ def train_once(work: Path, stage: str, method: str, params: dict, device: str, s
     subprocess.run(cmd, check=True, cwd=work)
     card = json.loads(out.with_suffix(".json").read_text())
     curve = pd.read_csv(out.with_name(out.stem + "_curve.tsv"), sep="\t")
+    curve = curve[curve["epoch"] > 0]  # epoch 0 scores the untrained network: no training in it
     samples, seconds = float(curve["samples"].sum()), float(curve["seconds"].sum())
     return {"model": f"{stage}-{method}", "device": card["device"], "batch_size": card["training"]["batch_size"],
             "samples": samples, "seconds": round(seconds, 2), "samples_per_s": round(samples / seconds, 3),

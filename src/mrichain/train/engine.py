@@ -15,7 +15,15 @@
   containers and numbers: a pickle that would run code is refused, never executed). A checkpoint
   that does not load so, or is not one of ours, is ignored with a printed line saying why; a
   model file that does not is a :class:`ModelFileError` naming it;
+- optimises with AdamW (the default) or SGD with Nesterov momentum (nnU-Net's optimiser), the
+  learning rate following a per-step schedule (:func:`lr_factor`: constant, poly, cosine or step,
+  after an optional linear warm-up); the scheduler's state is checkpointed with the optimiser's;
+- scores the untrained network on val before the first step: curve row epoch 0 (train loss NaN,
+  0 steps) is the starting best, so a network that never beats its start keeps its initial
+  weights and its card says ``beats_start: false``;
 - stops early when the validation score (higher is better) has not improved for ``patience`` epochs;
+- states the budget as optimiser steps and samples seen (each curve row's cumulative ``steps`` and
+  its ``lr``; the card's ``optimiser_steps`` and ``samples_seen``, resumed runs included);
 - shows a tqdm progress bar, writes the training curve as TSV and PNG, the best weights as the
   state dict ``out_path`` (``models/<stage>-<method>.pt``) and a model card JSON beside it.
 
@@ -27,6 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -56,6 +65,93 @@ class TrainSettings:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # used only on CUDA
     grad_clip: float | None = 1.0
+    #: "adamw" (Adam with decoupled weight decay; Adam is VoxelMorph's and fastMRI's optimiser) or
+    #: "sgd": SGD with Nesterov momentum ``momentum`` (nnU-Net: lr 1e-2, momentum 0.99)
+    optimiser: str = "adamw"
+    momentum: float = 0.99
+    #: learning rate per optimiser step, as a factor of ``lr`` (see :func:`lr_factor`):
+    #: "constant" | "poly" (nnU-Net's (1 - t/T)^0.9) | "cosine" (to 0) | "step" (x ``step_gamma``
+    #: every ``step_epochs`` epochs: fastMRI's VarNet x0.1 at epoch 40)
+    schedule: str = "constant"
+    poly_exponent: float = 0.9
+    warmup_epochs: int = 0  # linear warm-up from lr/W to lr over this many epochs' steps
+    step_epochs: int | None = None
+    step_gamma: float = 0.1
+
+    def __post_init__(self):
+        if self.optimiser not in OPTIMISERS:
+            raise TrainSettingsError(f"optimiser: {self.optimiser!r} is not one of {list(OPTIMISERS)}")
+        if self.schedule not in SCHEDULES:
+            raise TrainSettingsError(f"schedule: {self.schedule!r} is not one of {list(SCHEDULES)}")
+        if self.schedule == "step" and not self.step_epochs:
+            raise TrainSettingsError("schedule: step needs step_epochs (lower the lr every this many epochs)")
+
+
+#: The optimisers and learning-rate schedules of :class:`TrainSettings`.
+OPTIMISERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "poly", "cosine", "step")
+
+
+class TrainSettingsError(UserError, ValueError):
+    """Loop settings that do not make a schedule or an optimiser (e.g. ``schedule: step`` without
+    ``step_epochs``)."""
+
+
+def lr_factor(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) as a factor of ``settings.lr``.
+
+    The run plans ``T = epochs x steps_per_epoch`` steps (``steps_per_epoch``: batches per epoch
+    after ``max_batches_per_epoch``); an early stop ends it sooner, never changes the curve of lr.
+
+    - warm-up: the first ``W = warmup_epochs x steps_per_epoch`` steps rise linearly, ``(k + 1) / W``,
+      so the first step is already non-zero and step W - 1 reaches ``lr`` (large steps on an
+      untrained network with momentum are what a warm-up prevents);
+    - then, with ``t = k - W`` steps after the warm-up and ``T' = T - W`` of them:
+      ``constant`` 1; ``poly`` ``(1 - t/T')^poly_exponent`` (nnU-Net's PolyLRScheduler, exponent 0.9);
+      ``cosine`` ``(1 + cos(pi t/T')) / 2`` (to 0 at the end, no restarts); ``step``
+      ``step_gamma^floor(epoch / step_epochs)`` with ``epoch = k // steps_per_epoch`` counted from
+      the start (fastMRI's StepLR: x0.1 at epoch 40 of 50).
+
+    The last planned step keeps a positive rate (``t = T' - 1``): no step is wasted at lr 0.
+    """
+    k = int(step)
+    per_epoch = max(int(steps_per_epoch), 1)
+    warm = settings.warmup_epochs * per_epoch
+    if k < warm:
+        return (k + 1) / warm
+    t, span = k - warm, max(settings.epochs * per_epoch - warm, 1)
+    frac = min(t / span, 1.0)
+    if settings.schedule == "poly":
+        return (1.0 - frac) ** settings.poly_exponent
+    if settings.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    if settings.schedule == "step":
+        return settings.step_gamma ** ((k // per_epoch) // settings.step_epochs)
+    return 1.0
+
+
+def make_optimiser(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW, or SGD with Nesterov momentum (plain SGD when ``momentum`` is 0: Nesterov needs
+    some), at ``settings.lr`` with ``settings.weight_decay``."""
+    if settings.optimiser == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                               nesterov=settings.momentum > 0, weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def make_scheduler(optimiser: torch.optim.Optimizer, settings: TrainSettings,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step ``LambdaLR`` of :func:`lr_factor`: call ``.step()`` after each optimiser step.
+    Its state (the step count) is a dict of numbers, checkpointed and restored with the optimiser's."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda k: lr_factor(settings, k, steps_per_epoch))
+
+
+def batches_per_epoch(n_train: int, settings: TrainSettings) -> int:
+    """Optimiser steps per epoch: ``ceil(n_train / batch_size)`` (the last batch may be short),
+    capped by ``max_batches_per_epoch``."""
+    n = math.ceil(n_train / settings.batch_size)
+    return n if settings.max_batches_per_epoch is None else min(n, settings.max_batches_per_epoch)
 
 
 @dataclass
@@ -67,6 +163,10 @@ class FitResult:
     device: str
     curve: list[dict] = field(default_factory=list)
     resumed_from_epoch: int | None = None
+    optimiser_steps: int = 0  # over the whole run, resumed legs included
+    samples_seen: int = 0  # training samples through the loss (steps x batch, the last batch short)
+    beats_start: bool = False  # some epoch's val score beat the untrained network's (epoch 0)
+    start_score: float = float("nan")  # the untrained network's val score (curve row epoch 0)
 
 
 #: Values of ``CUDA_VISIBLE_DEVICES`` (first entry) that give a process no GPU: "-1" hides every
@@ -205,8 +305,8 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 #: What every checkpoint of :func:`fit` holds (the fingerprint, and what a resume restores).
-CHECKPOINT_KEYS = frozenset({"fingerprint", "epoch", "model", "optimiser", "scaler", "best_score", "best_epoch",
-                             "bad_epochs", "curve", "best_state"})
+CHECKPOINT_KEYS = frozenset({"fingerprint", "epoch", "model", "optimiser", "scheduler", "scaler", "best_score",
+                             "best_epoch", "bad_epochs", "curve", "best_state", "steps", "samples_seen"})
 
 
 def _read_checkpoint(path: Path, fingerprint: str, device) -> dict | None:
@@ -253,8 +353,17 @@ def fit(
 
     card: JSON-serialisable facts about the model (``architecture``, model hyper-parameters,
     ``training_data_hash``, ...); it is part of the resume fingerprint and is completed with the
-    loop settings, seed, validation score, epochs, wall time and device.
-    on_epoch_end(epoch, row): called after each epoch's checkpoint (tests use it to interrupt).
+    loop settings, seed, validation score (best and at the start), ``beats_start``, epochs,
+    ``optimiser_steps``, ``samples_seen``, wall time and device.
+
+    The curve's rows (one per epoch; row 0 the untrained network): ``epoch``, ``train_loss`` (mean
+    over the epoch's batches; NaN at epoch 0), ``val_<score_name>``, ``seconds`` (of the epoch,
+    its scoring included), ``samples`` (of the epoch), ``steps`` (cumulative optimiser steps) and
+    ``lr`` (the rate of the epoch's last step; at epoch 0 the first step's).
+    The selected weights are those of the best row, epoch 0 included (ties keep the earlier);
+    ``epochs_run`` counts training epochs (rows after epoch 0).
+    on_epoch_end(epoch, row): called after each training epoch's checkpoint with its 0-based index
+    (tests use it to interrupt).
     """
     from tqdm import tqdm
 
@@ -263,27 +372,44 @@ def fit(
     device = select_device(settings.device)
     use_amp = bool(settings.amp and device.type == "cuda")
     model.to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    n_batches = batches_per_epoch(len(train_data), settings)
+    samples_per_epoch = min(len(train_data), n_batches * settings.batch_size)
+    optimiser = make_optimiser(model, settings)
+    scheduler = make_scheduler(optimiser, settings, n_batches)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     fingerprint = _fingerprint(settings, card)
     ckpt_file = checkpoint_path(out_path)
 
-    start_epoch, best_score, best_epoch, bad_epochs, curve = 0, -float("inf"), -1, 0, []
-    best_state = copy.deepcopy(model.state_dict())
+    def validate() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(score_fn(model, val_data, device))
+
+    start_epoch, bad_epochs, steps, samples_seen = 0, 0, 0, 0
     resumed = None
     elapsed_before = 0.0
+    t0 = time.perf_counter()
     ckpt = _read_checkpoint(ckpt_file, fingerprint, device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
+        scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best_score, best_epoch = ckpt["epoch"] + 1, ckpt["best_score"], ckpt["best_epoch"]
         bad_epochs, curve, best_state = ckpt["bad_epochs"], ckpt["curve"], ckpt["best_state"]
+        steps, samples_seen = ckpt["steps"], ckpt["samples_seen"]
         elapsed_before = ckpt.get("elapsed", 0.0)
         resumed = start_epoch
-        print(f"resuming {out_path.name} from checkpoint after epoch {ckpt['epoch']}")
+        print(f"resuming {out_path.name} from checkpoint after epoch {ckpt['epoch'] + 1}")
+    else:  # epoch 0: the untrained network is the start every epoch must beat
+        score = validate()
+        curve = [{"epoch": 0, "train_loss": math.nan, f"val_{score_name}": score,
+                  "seconds": time.perf_counter() - t0, "samples": 0, "steps": 0,
+                  "lr": optimiser.param_groups[0]["lr"]}]
+        best_score, best_epoch = (score if math.isfinite(score) else -math.inf), 0
+        best_state = copy.deepcopy(model.state_dict())
+        print(f"epoch 0 (untrained): val {score_name} {score:.5g}")
 
-    t0 = time.perf_counter()
     stopped = bad_epochs >= settings.patience
     for epoch in range(start_epoch, settings.epochs):
         if stopped:
@@ -293,14 +419,13 @@ def fit(
         loader = DataLoader(train_data, batch_size=settings.batch_size, shuffle=True, generator=gen,
                             collate_fn=collate_fn, drop_last=False)
         model.train()
-        t_epoch, losses = time.perf_counter(), []
-        n_batches = len(loader) if settings.max_batches_per_epoch is None else min(
-            len(loader), settings.max_batches_per_epoch)
+        t_epoch, losses, lr = time.perf_counter(), [], optimiser.param_groups[0]["lr"]
         bar = tqdm(loader, total=n_batches, desc=f"{out_path.stem} epoch {epoch + 1}/{settings.epochs}",
                    disable=not progress, leave=False, mininterval=2.0)
         for i, batch in enumerate(bar):
             if i >= n_batches:
                 break
+            lr = optimiser.param_groups[0]["lr"]  # this step's rate
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device.type, enabled=use_amp):
                 loss = loss_fn(model, batch, device)
@@ -310,14 +435,15 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             scaler.step(optimiser)
             scaler.update()
+            scheduler.step()
+            steps += 1
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        model.eval()
-        with torch.no_grad():
-            score = float(score_fn(model, val_data, device))
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        samples_seen += samples_per_epoch
+        score = validate()
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
                f"val_{score_name}": score, "seconds": time.perf_counter() - t_epoch,
-               "samples": min(len(train_data), n_batches * settings.batch_size)}
+               "samples": samples_per_epoch, "steps": steps, "lr": lr}
         curve.append(row)
         if score > best_score:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
@@ -326,19 +452,23 @@ def fit(
             bad_epochs += 1
         stopped = bad_epochs >= settings.patience
         _atomic_save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
-                      "optimiser": optimiser.state_dict(), "scaler": scaler.state_dict(),
-                      "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                      "curve": curve, "best_state": best_state,
-                      "elapsed": elapsed_before + time.perf_counter() - t0}, ckpt_file)
-        print(f"epoch {epoch + 1}: train loss {row['train_loss']:.5g}, val {score_name} {score:.5g}"
-              + (" (early stop)" if stopped else ""))
+                      "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(),
+                      "scaler": scaler.state_dict(), "best_score": best_score, "best_epoch": best_epoch,
+                      "bad_epochs": bad_epochs, "curve": curve, "best_state": best_state, "steps": steps,
+                      "samples_seen": samples_seen, "elapsed": elapsed_before + time.perf_counter() - t0},
+                     ckpt_file)
+        print(f"epoch {epoch + 1}: train loss {row['train_loss']:.5g}, val {score_name} {score:.5g}, "
+              f"lr {lr:.3g}, {steps} steps" + (" (early stop)" if stopped else ""))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
 
     wall = elapsed_before + time.perf_counter() - t0
     model.load_state_dict(best_state)
     _atomic_save(best_state, out_path)
-    result = FitResult(best_score, best_epoch, len(curve), wall, str(device), curve, resumed)
+    start_score = float(curve[0][f"val_{score_name}"])
+    result = FitResult(best_score if best_epoch > 0 else start_score, best_epoch, len(curve) - 1, wall,
+                       str(device), curve, resumed, optimiser_steps=steps, samples_seen=samples_seen,
+                       beats_start=best_epoch > 0, start_score=start_score)
     n_params = sum(p.numel() for p in model.parameters())
     write_card(out_path, {**card, "n_parameters": n_params}, settings, result, score_name)
     write_curve(out_path, curve, score_name)
@@ -356,8 +486,12 @@ def write_card(out_path: Path, card: dict, settings: TrainSettings, result: FitR
         "state_dict": out_path.name,
         "training": asdict(settings),
         "seed": settings.seed,
-        "validation_score": {"name": score_name, "value": result.best_score, "epoch": result.best_epoch},
+        "validation_score": {"name": score_name, "value": result.best_score, "epoch": result.best_epoch,
+                             "start": result.start_score},
+        "beats_start": result.beats_start,
         "epochs_run": result.epochs_run,
+        "optimiser_steps": result.optimiser_steps,
+        "samples_seen": result.samples_seen,
         "wall_seconds": round(result.wall_seconds, 2),
         "device": result.device,
         "torch": torch.__version__,
