@@ -133,7 +133,12 @@ def test_floors_come_from_the_stage_declaration(monkeypatch):
     # beats identity (+0.05) but not the strongest floor, affine (-0.05): no gain claimed
     assert vxm.floor == "affine" and vxm.gain < 0 and not vxm.beats_floor
     assert table.loc[("voxelmorph", "seconds")].floor == "affine"  # the only floor with seconds
-    assert table.loc[("voxelmorph", "seconds")].beats_floor  # 1 s < 2 s, all equal: degenerate interval
+    secs = table.loc[("voxelmorph", "seconds")]
+    assert secs.gain == secs.gain_ci_low == secs.gain_ci_high == -1.0  # 1 s < 2 s, all equal: degenerate interval
+    # ... but below the strongest floor on Dice it did not learn, so it beats nothing, not even on seconds
+    assert secs.learned is False and not secs.beats_floor and "does not beat the floor affine" in secs.learned_reason
+    assert not row(diffs, method_a="voxelmorph", method_b="affine", metric="seconds").better
+    assert table.loc[("antssyn", "dice_mean")].learned is None  # classical: no verdict
 
 
 def test_summary_intervals_and_cohort_rows():

@@ -72,7 +72,8 @@ def test_score_manifest(plan):
     pred = plan.score_manifest("predict", "R4")
     assert pred["methods"]["linear"]["predictions"] == "results/predict/acq-R4_desc-linear_predictions.tsv"
     files = manifest_files(seg)
-    assert all(f.startswith("results/") for f in files)
+    assert seg["cards"] == {"unet": "models/segment-unet.json"}  # whether the learned method beat its start
+    assert all(f.startswith("results/") for f in files if f not in seg["cards"].values())
     assert f"results/segment/{train}/{train}_acq-R4_desc-atropos_dseg.nii.gz" in files
 
 

@@ -198,6 +198,7 @@ def test_mrf_rows_reach_metrics_json_and_the_comparison(tmp_path):
     assert set(metrics) == {"mrf", "segment"}
     comp = pd.read_csv(out["comparison"], sep="\t").set_index(["stage", "method"])
     assert comp.loc[("mrf", "drone"), "kind"] == "learned" and comp.loc[("mrf", "drone"), "floor"] == "constant"
-    assert comp.loc[("mrf", "drone"), "gain"] == pytest.approx(-33.0) and bool(comp.loc[("mrf", "drone"), "beats_floor"])
+    # 3 test subjects: below the bootstrap's minimum n, so no "beats" is claimed either way
+    assert comp.loc[("mrf", "drone"), "gain"] == pytest.approx(-33.0) and pd.isna(comp.loc[("mrf", "drone"), "beats_floor"])
     diffs = pd.read_csv(out["differences"], sep="\t")
     assert ((diffs["stage"] == "mrf") & (diffs["method_a"] == "drone") & (diffs["method_b"] == "matching")).any()

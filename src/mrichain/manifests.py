@@ -19,7 +19,7 @@ from mrichain.conditions import ORACLE, SWEPT_STAGE, Condition, conditions
 from mrichain.mrf.plan import MrfPlan
 from mrichain.simulate.acquire import acq_label
 from mrichain.simulate.cohort import age_train_ids, assign_splits, subject_age, subject_ids
-from mrichain.stages import METHOD_STAGES, MRF, Stage, learned_methods, stage
+from mrichain.stages import METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
 
 MANIFEST_NAMES = {
     "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
@@ -323,14 +323,21 @@ class Plan:
             cond = self._derived(acq)
             run = self.sweep_methods(stage_name) if cond is not None and not cond.oracle else self.methods(stage_name)
             m["methods"] = {meth: self.outputs(stage_name, None, acq, meth) for meth in run}
-            return m
+            return self._with_cards(stage_name, m)
         m["subjects"] = {
             sub: {**{k: self.resolve(r, sub, acq) for k, r in s.score_reads.items()},
                   **({"methods": {meth: self.outputs(stage_name, sub, acq, meth)
                                   for meth in self.methods_run(stage_name, sub, acq)}} if s.methods else {})}
             for sub in self.scored_subjects(stage_name, acq)
         }
-        return m
+        return self._with_cards(stage_name, m)
+
+    def _with_cards(self, stage_name: str, m: dict) -> dict:
+        """A score manifest with the model cards of its learned methods (``cards: {method: path}``):
+        the scorer reads whether each beat its untrained start (:func:`mrichain.evaluate.start_rows`)."""
+        run = set(m.get("methods", {})) | {meth for e in m.get("subjects", {}).values() for meth in e.get("methods", {})}
+        cards = {meth: self.model(stage_name, meth, ".json") for meth in sorted(run) if is_learned(stage_name, meth)}
+        return {**m, "cards": cards} if cards else m
 
     def manifest(self, kind: str, name: str) -> dict:
         """The manifest a file ``results/manifests/<kind>/<name>.json`` holds (rule ``manifest``)."""

@@ -150,6 +150,11 @@ def interval_coverage(y, lo, hi) -> float:
     return float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))
 
 
+CHECK_PREFIX = "check_"
+"""Prefix of the per-subject rows that are evidence for the "did it learn" check
+(:mod:`mrichain.evaluate`, :func:`mrichain.aggregate.learned_checks`), not scores: no direction,
+kept out of ``metrics.json`` and the score tables."""
+
 _HIGHER = re.compile(r"^(psnr|ssim|dice|t1w_dice|speedup)(_|$)")
 _LOWER = re.compile(r"^(nmse|hd95|folding_percent|abs_error_years|mae_years|seconds|interval_width|t1_mape|t2_mape)(_|$)")
 
