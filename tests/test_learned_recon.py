@@ -1,5 +1,6 @@
 """Compressed sensing and the learned VarNet on a tiny synthetic multi-coil phantom."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def _mask(width=W, accel=4, acs=4):
     return m
 
 
-def _volume(seed=0, slices=S):
+def _volume(seed=0, slices=S, noise=1e-4):
     """Smooth phantom (blurred ellipses varying with slice) seen by C smooth complex coils."""
     from scipy.ndimage import gaussian_filter
 
@@ -44,24 +45,38 @@ def _volume(seed=0, slices=S):
                       for cx, cy in centres])
     coils /= np.sqrt((np.abs(coils) ** 2).sum(0, keepdims=True))
     k = fft2c(imgs[:, None] * coils[None])
-    k = k + 1e-4 * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+    k = k + noise * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
     return k.astype(np.complex64), rss(ifft2c(k), coil_axis=1).astype(np.float32)
 
 
 def _write(path, seed, mask=None):
+    """The k-space file of phantom ``seed`` (undersampled by ``mask``)."""
     k, target = _volume(seed)
     mask = _mask() if mask is None else mask
     kf = KSpaceFile(k * mask[None, None, None, :], mask, target, attrs={"acceleration": 4.0, "num_low_frequency": 4})
     return write_kspace(path, kf)
 
 
+def _write_item(path, seed, mask=None):
+    """The k-space file and, beside it, the noise-free target and a brain mask (NIfTI [X, Y, Z]):
+    a VarNet training item."""
+    from mrichain.io import save_image
+
+    h5 = _write(path, seed, mask)
+    truth = np.moveaxis(rss(ifft2c(_volume(seed, noise=0.0)[0]), coil_axis=1), 0, -1)  # [S,H,W] -> [X,Y,Z]
+    nf = save_image(truth, np.eye(4), Path(str(path).replace(".h5", "_noisefree.nii.gz")))
+    brain = save_image((truth > 0.1 * truth.max()).astype(np.float32), np.eye(4),
+                       Path(str(path).replace(".h5", "_brain.nii.gz")))
+    return {"kspace": str(h5), "target": str(nf), "mask": str(brain)}
+
+
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     d = tmp_path_factory.mktemp("kspace")
-    train = [{"kspace": str(_write(d / f"sub-00{i}_acq-R4_T1w.h5", i))} for i in (1, 2)]
-    full = str(_write(d / "sub-001_acq-R1_T1w.h5", 1, mask=np.ones(W, np.float32)))
-    val = [{"kspace": str(_write(d / "sub-003_acq-R4_T1w.h5", 3))}]
-    return {"train": train + [{"kspace": full}], "val": val}
+    train = [_write_item(d / f"sub-00{i}_acq-R4_T1w.h5", i) for i in (1, 2)]
+    full = _write_item(d / "sub-001_acq-R1_T1w.h5", 1, mask=np.ones(W, np.float32))
+    val = [_write_item(d / "sub-003_acq-R4_T1w.h5", 3)]
+    return {"train": train + [full], "val": val}
 
 
 def _batch(n=2):

@@ -122,7 +122,7 @@ def test_jacobian_determinant_of_known_fields():
 
 # ------------------------------------------------------------------------------------------- SFCN
 SFCN_PARAMS = {"epochs": 2, "batch_size": 4, "lr": 3e-3, "channels": [4, 8, 8], "input_shape": [16, 16, 16],
-               "voxel_mm": 2.0, "dropout": 0.3}
+               "voxel_mm": 2.0, "dropout": 0.3, "bin_range": [10.0, 90.0]}
 
 
 @pytest.fixture(scope="module")
@@ -144,20 +144,21 @@ def test_sfcn_registered_shapes_and_backward():
     net = sfcn.build_model({**sfcn.DEFAULT_HYPER, **SFCN_PARAMS})
     x = torch.rand(3, 1, 16, 16, 16)
     out = net(x)
-    assert out.shape == (3, 2)
-    loss = sfcn.AgeLoss()(net, (x, torch.randn(3)), torch.device("cpu"))
+    assert out.shape == (3, 80) and torch.allclose(out.exp().sum(1), torch.ones(3))  # log-probabilities over bins
+    loss = sfcn.AgeLoss({**sfcn.DEFAULT_HYPER, **SFCN_PARAMS})(net, (x, torch.tensor([25.0, 50.0, 75.0])),
+                                                              torch.device("cpu"))
     loss.backward()
     assert loss.ndim == 0 and all(p.grad is not None for p in net.parameters())
 
 
 def test_sfcn_loss_falls_on_a_fixed_batch(age_data):
     hyper = {**sfcn.DEFAULT_HYPER, **SFCN_PARAMS}
-    ds = sfcn.AgeDataset(age_data["train"], hyper, 47.0, 17.0, augment=False)
-    x, y = torch.stack(ds.x), ds.y
+    ds = sfcn.AgeDataset(age_data["train"], hyper, augment=False)
+    x, y = torch.stack(ds.x), ds.age
     seed_everything(0)
     net = sfcn.build_model(hyper)
     net.dropout.p = 0.0
-    losses = fixed_batch_losses(net, sfcn.AgeLoss(), (x, y), steps=15, lr=3e-3)
+    losses = fixed_batch_losses(net, sfcn.AgeLoss(hyper), (x, y), steps=15, lr=3e-3)
     assert losses[-1] < losses[0]
 
 
@@ -167,16 +168,19 @@ def test_sfcn_train_resume_and_mc_interval(age_data, tmp_path):
 
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["architecture"] == sfcn.ARCHITECTURE
-    # the card's score is minus the val MAE (years) of the saved weights, recomputed here
+    # the card's score is the selection score (years) of the saved weights' val and train MAE, recomputed here
     net, _ = sfcn.load_model(str(out))
     hyper = {**sfcn.DEFAULT_HYPER, **card["hyper_parameters"]}
-    mean, std = card["target"]["mean"], card["target"]["std"]
-    val_ds = sfcn.AgeDataset(age_data["val"], hyper, mean, std, augment=False)
-    with torch.no_grad():
-        mu, _ = sfcn.split_output(net.eval()(torch.stack(val_ds.x)))
-    mae = float(np.mean(np.abs(mu.double().numpy() * std + mean - [it["age"] for it in age_data["val"]])))
-    assert card["validation_score"]["value"] == pytest.approx(-mae, abs=1e-3)
-    assert card["target"]["std"] > 0 and (out.parent / "predict-sfcn_curve.tsv").exists()
+    centres = sfcn.bin_centres(hyper["bin_range"], hyper["bin_width"])
+    maes = {}
+    for split in ("train", "val"):
+        ds = sfcn.AgeDataset(age_data[split], hyper, augment=False)
+        pred = sfcn.predict_ages(net, torch.stack(ds.x), centres)
+        maes[split] = float(np.mean(np.abs(pred - [it["age"] for it in age_data[split]])))
+    constant = sfcn.best_constant_mae([it["age"] for it in age_data["val"]])
+    assert card["validation_score"]["value"] == pytest.approx(
+        sfcn.selection_score(maes["val"], constant, maes["train"]), abs=1e-3)
+    assert card["target"]["bins"] == 80 and (out.parent / "predict-sfcn_curve.tsv").exists()
 
     paths = [it["image"] for it in age_data["val"]]
     df = IMAGE_METHODS["sfcn"](str(out), paths, mc_samples=8, interval=0.9, seed=0)

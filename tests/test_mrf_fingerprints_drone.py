@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mrichain.mrf import drone
-from mrichain.mrf.dictionary import Grid, build_dictionary
+from mrichain.mrf.dictionary import Grid, build_dictionary, compress
 from mrichain.mrf.epg import simulate_fisp
 from mrichain.mrf.fingerprints import subject_fingerprints
 from mrichain.mrf.scores import map_scores, mape
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SEQ = FispSequence(n_timepoints=200, n_lobes=2)
 PARAMS = {"CSF": {"T1": 4000.0, "T2": 2000.0, "PD": 1.0}, "GM": {"T1": 1330.0, "T2": 110.0, "PD": 0.8},
           "WM": {"T1": 830.0, "T2": 80.0, "PD": 0.7}}
+RANK = 12
 TRAIN = {"epochs": 3, "batch_size": 64, "n_val": 64, "lr": 1e-3}
 
 
@@ -100,22 +101,22 @@ def test_scores_and_synthesis():
 
 @pytest.fixture(scope="module")
 def small_dictionary():
-    return build_dictionary(SEQ, Grid(t1_range_ms=(100.0, 5000.0), t1_steps=14, t2_range_ms=(20.0, 2500.0),
-                                      t2_steps=14))
+    return compress(build_dictionary(SEQ, Grid(t1_range_ms=(100.0, 5000.0), t1_steps=14, t2_range_ms=(20.0, 2500.0),
+                                               t2_steps=14)), RANK)
 
 
 def test_drone_forward_backward_shapes(small_dictionary):
     torch.manual_seed(0)
-    net = drone.build({"n_timepoints": SEQ.n_timepoints, "hidden": 300})
-    x = drone.network_input(small_dictionary.atoms[:8])
-    assert x.shape == (8, 400) and x.dtype == torch.float32
+    net = drone.build({"rank": RANK, "hidden": 300})
+    x = drone.network_input(drone.project(small_dictionary.atoms[:8], small_dictionary.basis))
+    assert x.shape == (8, 2 * RANK) and x.dtype == torch.float32
     out = net(x)
     assert out.shape == (8, 2)
     loss = drone.loss_fn(net, {"input": x, "target": torch.zeros(8, 2)}, "cpu")
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     n_params = sum(p.numel() for p in net.parameters())
-    assert n_params == 400 * 300 + 300 + 300 * 300 + 300 + 300 * 2 + 2
+    assert n_params == 2 * RANK * 300 + 300 + 300 * 300 + 300 + 300 * 2 + 2
 
 
 def test_drone_training_lowers_the_error_and_writes_its_card(small_dictionary, tmp_path):

@@ -2,9 +2,11 @@
 
 Volumes are [X, Y, Z] arrays (RAS, axial slices along Z). They are small (81x99x82 at 2 mm), so
 a dataset keeps every volume in memory and indexes (volume, z) pairs; a sample is a dict of
-``[1, H, W]`` tensors, one per array of the volume, zero-padded at the high end of X and Y to the
-dataset's common slice shape (the largest X, Y over volumes, rounded up to ``multiple`` so that a
-network with ``k`` stride-2 stages sees sizes divisible by ``2**k``).
+``[1, H, W]`` tensors, one per array of the volume (``[2c + 1, H, W]`` for the arrays given
+through-plane context ``c``: the slice and its ``c`` neighbours on each side, "2.5-D"),
+zero-padded at the high end of X and Y to the dataset's common slice shape (the largest X, Y over
+volumes, rounded up to ``multiple`` so that a network with ``k`` stride-2 stages sees sizes
+divisible by ``2**k``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,26 @@ def percentile_scale(data: np.ndarray, q: float = 99.0) -> float:
     if not s > 0:
         s = float(data.max()) if data.size else 0.0
     return s if s > 0 else 1.0
+
+
+def zscore_scale(data: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """(mean, SD) of ``data`` inside the boolean ``mask`` (nnU-Net's MRI normalisation: z-score
+    per volume over its foreground). Falls back to the whole volume when the mask is empty and to
+    SD 1 when the values are constant, so a degenerate volume never divides by zero."""
+    data = np.asarray(data, dtype=np.float64)
+    values = data[np.asarray(mask, bool)] if np.any(mask) else data.ravel()
+    mean, sd = (float(values.mean()), float(values.std())) if values.size else (0.0, 1.0)
+    return mean, (sd if sd > 0 else 1.0)
+
+
+def neighbour_stack(volume: np.ndarray, context: int) -> np.ndarray:
+    """[X, Y, Z] -> [2c + 1, X, Y, Z]: channel ``j`` holds slice ``z + j - c`` at slice ``z``,
+    clamped to the volume (the edge slice repeats), so a 2-D network sees ``c`` neighbours on each
+    side ("2.5-D" input). ``context`` 0 gives ``[1, X, Y, Z]``."""
+    vol = np.asarray(volume)
+    nz, c = vol.shape[-1], int(context)
+    z = np.clip(np.arange(nz)[None, :] + np.arange(-c, c + 1)[:, None], 0, nz - 1)  # [2c+1, Z]
+    return np.moveaxis(vol[..., z], -2, 0)
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -50,6 +72,14 @@ class SliceDataset(Dataset):
     with probability 1/2 per sample, drawn from torch's global RNG (the training engine seeds it
     per epoch, so augmentation is reproducible and resumable). Same flip for every array.
     multiple: the common slice shape is rounded up to a multiple of this.
+    context, context_keys: the arrays named in ``context_keys`` are given as ``[2c + 1, H, W]``,
+    the slice and ``context`` neighbours on each side (:func:`neighbour_stack`; 0: ``[1, H, W]``).
+    oversample, foreground: each sample is, with probability ``oversample`` (one draw of torch's
+    global generator, made before the flips and only when ``oversample`` > 0), replaced by a slice
+    drawn uniformly from the *foreground* slices, those where ``foreground(volume)`` (a boolean
+    [Z] per volume) is true: nnU-Net's foreground oversampling (a third of each batch forced to
+    hold foreground) at the level of whole slices. The fraction of foreground slices drawn is
+    then ``oversample + (1 - oversample) * f0``, with ``f0`` their share of the kept slices.
     """
 
     def __init__(
@@ -61,6 +91,10 @@ class SliceDataset(Dataset):
         min_voxels: int = 1,
         flip_axes: Sequence[int] = (),
         multiple: int = 1,
+        context: int = 0,
+        context_keys: Sequence[str] = ("input",),
+        oversample: float = 0.0,
+        foreground: Callable[[dict], np.ndarray] | None = None,
     ):
         self.items = list(items)
         self.volumes: list[dict[str, np.ndarray]] = [load_fn(it) for it in self.items]
@@ -86,15 +120,47 @@ class SliceDataset(Dataset):
             self.index.extend((vi, int(z)) for z in keep)
         if not self.index:
             raise ValueError("no slice holds brain voxels")
+        self.context, self.context_keys = int(context), tuple(context_keys)
+        if self.context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
+        self.set_oversampling(oversample, foreground)
+
+    def set_oversampling(self, oversample: float, foreground: Callable[[dict], np.ndarray] | None) -> None:
+        """Draw a fraction ``oversample`` of the samples from the ``foreground`` slices (see the
+        class docstring); a caller that picks the foreground from the loaded volumes (e.g. their
+        rarest class) calls this after construction."""
+        oversample = float(oversample)
+        if not 0.0 <= oversample < 1.0:
+            raise ValueError(f"oversample must lie in [0, 1), got {oversample}")
+        index = np.zeros(0, np.int64)
+        if oversample > 0:
+            if foreground is None:
+                raise ValueError("oversample > 0 needs a foreground function")
+            fg = [np.asarray(foreground(v), bool).reshape(-1) for v in self.volumes]
+            index = np.array([i for i, (vi, z) in enumerate(self.index) if fg[vi][z]], np.int64)
+            if not index.size:
+                raise ValueError("oversample > 0 but no kept slice is foreground")
+        self.oversample, self.foreground_index = oversample, index
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.oversample > 0 and bool(torch.rand(()) < self.oversample):
+            i = int(self.foreground_index[int(torch.randint(len(self.foreground_index), ()))])
         vi, z = self.index[i]
-        sample = {k: torch.from_numpy(pad2d(np.ascontiguousarray(a[:, :, z]), self.shape)[None].copy())
-                  for k, a in self.volumes[vi].items()}
+        sample = {k: torch.from_numpy(self._slice(k, a, z)) for k, a in self.volumes[vi].items()}
         return self.flip(sample)
+
+    def _slice(self, key: str, a: np.ndarray, z: int) -> np.ndarray:
+        """``[C, H, W]`` array of slice ``z`` of ``a`` (C = 2 context + 1 for ``context_keys``, else 1)."""
+        c = self.context if key in self.context_keys else 0
+        if c:
+            zs = np.clip(np.arange(z - c, z + c + 1), 0, a.shape[2] - 1)
+            s = np.moveaxis(a[:, :, zs], -1, 0)
+        else:
+            s = a[:, :, z][None]
+        return pad2d(np.ascontiguousarray(s), self.shape).copy()
 
     def flip(self, sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``sample`` with each of ``flip_axes`` flipped with probability 1/2 (one draw of torch's

@@ -202,6 +202,14 @@ _TRAINING = {
     "device": _DEVICE,
     "amp": _BOOL,
     "grad_clip": {"type": ["number", "null"], "minimum": 0},  # 0 or null: no clipping
+    # optimiser and per-step learning-rate schedule (mrichain.train.engine.lr_factor)
+    "optimiser": {"enum": ["adamw", "sgd"]},
+    "momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},  # sgd (Nesterov when > 0)
+    "schedule": {"enum": ["constant", "poly", "cosine", "step"]},
+    "poly_exponent": {"type": "number", "exclusiveMinimum": 0},
+    "warmup_epochs": {"type": "integer", "minimum": 0, "maximum": 10000},
+    "step_epochs": {"type": ["integer", "null"], "minimum": 1},  # schedule step: every this many epochs
+    "step_gamma": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
 }
 # Inference of a network on slices or volumes: batch size and device.
 _NETWORK_INFER = {"batch_size": _BATCH, "device": _DEVICE}
@@ -235,7 +243,8 @@ STAGES: tuple[Stage, ...] = (
                            "calib_width": _COUNT, "sake_iterations": {"type": "integer", "minimum": 0}}),
             Method("varnet", LEARNED, "mrichain.recon.varnet:varnet", trainer="mrichain.recon.varnet:train",
                    val_metric="val_ssim",
-                   params={**_TRAINING, "loss": {"enum": ["ssim", "l1"]}, "include_fully_sampled": _BOOL,
+                   params={**_TRAINING, "loss": {"enum": ["ssim", "l1"]}, "target": {"enum": ["noisefree", "rss"]},
+                           "include_fully_sampled": _BOOL,
                            "val_max_slices": {"type": ["integer", "null"], "minimum": 1}, "num_threads": _THREADS,
                            "cascades": _width(32), "channels": _width(256), "sens_channels": _width(256),
                            "pad_factor": _width(256)},
@@ -248,7 +257,8 @@ STAGES: tuple[Stage, ...] = (
         reads={"kspace": "kspace"},
         # fastMRI's scores against the noisy fully sampled RSS, and ours against the noise-free truth
         score_reads={"reference": "kspace", "truth": "noisefree", "mask": "gt.brain_mask"},
-        train_reads={"kspace": "kspace"},
+        # VarNet's target (params target: noisefree) and the brain mask its val score is taken in
+        train_reads={"kspace": "kspace", "target": "noisefree", "mask": "gt.brain_mask"},
         train_acqs="undersampled",
         primary_metric="ssim_truth",
     ),
@@ -295,7 +305,7 @@ STAGES: tuple[Stage, ...] = (
                    params={**_TRAINING, "channels": _widths(2, 12, 512), "final_conv_channels": _widths(1, 8, 512),
                            "int_steps": {"type": "integer", "minimum": 0, "maximum": 20}, "lambda": _NONNEGATIVE,
                            "ncc_kernel": {"type": "integer", "minimum": 1, "maximum": 31},
-                           "lambda_dice": _NONNEGATIVE}),
+                           "lambda_dice": _NONNEGATIVE, "norm": {"enum": ["instance", None]}}),
         ),
         directory="register",
         space="MNI152NLin2009aSym",
@@ -322,6 +332,9 @@ STAGES: tuple[Stage, ...] = (
                    params={**_TRAINING, "channels": _widths(2, 8), "num_res_units": {"type": "integer", "minimum": 0,
                                                                                       "maximum": 8},
                            "dropout": _DROPOUT, "contrast": {"enum": ["T1w", "T2w"]}, "flips": _BOOL,
+                           "normalisation": {"enum": ["zscore", "percentile"]},
+                           "context": {"type": "integer", "minimum": 0, "maximum": 3},  # 2.5-D neighbours
+                           "oversample_foreground": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
                            "threads": _THREADS},
                    infer=_NETWORK_INFER),
         ),
@@ -347,11 +360,13 @@ STAGES: tuple[Stage, ...] = (
                    params={**_TRAINING, "channels": _widths(1, 8, 512), "dropout": _DROPOUT,
                            "voxel_mm": {"type": "number", "minimum": 0.5, "maximum": 16},
                            "input_shape": {"type": "array", "minItems": 3, "maxItems": 3, "items": _width(512)},
-                           "heteroscedastic": _BOOL, "max_shift": {"type": "integer", "minimum": 0, "maximum": 32},
-                           "flip": _BOOL},
+                           "bin_range": {"type": ["array", "null"], "minItems": 2, "maxItems": 2,
+                                         "items": {"type": "number", "minimum": 0, "maximum": 150}},
+                           "bin_width": {"type": "number", "minimum": 0.1, "maximum": 50},
+                           "label_sigma": {"type": "number", "minimum": 0, "maximum": 50},
+                           "max_shift": {"type": "integer", "minimum": 0, "maximum": 32}, "flip": _BOOL},
                    infer={"mc_samples": _width(10000), "interval": {"type": "number", "exclusiveMinimum": 0,
-                                                                    "exclusiveMaximum": 1},
-                          "draws": _width(100000)}),
+                                                                    "exclusiveMaximum": 1}}),
         ),
         per_subject=False,
         directory="predict",

@@ -1,31 +1,56 @@
 """DRONE: a fully connected network from MR fingerprints to T1 and T2 (Cohen, Zhu & Rosen,
-"MR fingerprinting deep reconstruction network (DRONE)", MRM 80:885, 2018).
+"MR fingerprinting deep reconstruction network (DRONE)", MRM 80:885, 2018), on the dictionary's
+SVD-compressed fingerprints.
 
 Architecture (as published): input layer, two hidden layers of ``hidden`` = 300 units, an output
-layer of 2 (T1, T2).
+layer of 2 (T1, T2). The paper's EPI-MRF input was 25 magnitudes; here the input is the
+fingerprint's rank-``r`` projection, 2r values (r = 25 by default: 50 inputs).
 
-- Input: the fingerprint divided by its norm, real and imaginary parts (2T values, interleaved per
-  time point: a view of the complex tensor, no copy), times sqrt(T) so the entries are of order 1. Normalising removes PD (the scale) as matching does; the
-  complex parts keep the sign of the inversion-recovery signal, which the magnitude (used in the
-  paper's EPI-MRF) folds over. The simulated fingerprints share the dictionary's receiver phase
-  (no B0 or coil phase in the simulation); real data would need a global phase correction first.
+- Input (:func:`project`, :func:`network_input`): the fingerprint ``f`` [T] projected onto the
+  dictionary's SVD basis ``V_r`` [T, r] (:func:`mrichain.mrf.dictionary.compress`), ``c = f V_r``,
+  the same matrix product SVD matching computes (:func:`mrichain.mrf.matching.match`,
+  ``compressed=True``); then ``sqrt(r) c / ||c||``, real and imaginary parts of each coefficient
+  side by side (2r values of order 1). Dividing by the norm removes PD (the scale) as matching's
+  normalised inner product does; the complex parts keep the sign of the inversion-recovery
+  signal, which the magnitude (the paper's EPI-MRF) folds over. Why the projection: in real
+  multiply-adds per voxel, full matching costs 4 x n_atoms x T and a network on the full
+  fingerprint 2T x hidden + hidden^2 (0.69 M for T = 1,000), which caps the speed-up near
+  n_atoms / 170 (about 115x at 20k atoms); the projection (4 x T x r) plus this network cost about
+  0.21 M, so the cap moves near n_atoms / 51 (about 390x at 20k atoms). The rank is the
+  dictionary's (``mrf.dictionary.svd_rank``), and a network only means something with the basis
+  it was trained on: its SHA-256 (:func:`basis_hash`) is a buffer of the state dict and on the
+  card, and :func:`predict` refuses another basis (:class:`BasisMismatchError`). The simulated
+  fingerprints share the dictionary's receiver phase (no B0 or coil phase in the simulation);
+  real data would need a global phase correction first.
 - Output: log T1 and log T2, standardised by the mean and SD of the training atoms' log values
   (stored as buffers, so the state dict carries them). T1 and T2 span two to three decades and
   are scored by relative error; a squared error on the log is a relative error of every
   magnitude alike, where a squared error in ms would be dominated by CSF.
-- Training: the dictionary's atoms (unit norm) with complex Gaussian noise added per item at an
-  SNR drawn uniformly in dB from ``noise_snr_range`` (SNR as in :mod:`mrichain.mrf.fingerprints`:
-  RMS signal / RMS noise; an atom's RMS is 1/sqrt(T)), MSE on the standardised logs, through the
+- Training: the dictionary's projected atoms with complex Gaussian noise added per item at an SNR
+  drawn uniformly in dB from ``noise_snr_range`` (SNR as in :mod:`mrichain.mrf.fingerprints`: RMS
+  signal / RMS noise; a unit atom's RMS is 1/sqrt(T)), MSE on the standardised logs, through the
   shared engine :func:`mrichain.train.fit` (checkpoints, resume, card). The noise is drawn in the
-  batch's collate function from torch's generator, which the engine seeds per epoch: a resumed
-  run draws what an uninterrupted one would.
+  r-dimensional space (:func:`noisy_coefficients`): white noise of SD ``s`` per time point,
+  projected onto the orthonormal columns of ``V_r``, is white noise of SD ``s`` per coefficient,
+  so the training items have the distribution of projected noisy fingerprints at r / T of the
+  cost. It is drawn in the batch's collate function from torch's generator, which the engine
+  seeds per epoch: a resumed run draws what an uninterrupted one would.
+- Recipe: Adam as in the paper (AdamW without weight decay), lr 3e-3 decayed by a cosine over the
+  planned steps, batch 64, 100 epochs. The paper trained 10-74 minutes on ~80k atoms on a GPU; the
+  default dictionary here has 3k atoms, so an epoch is 48 steps and the budget is 4,800 steps
+  (about half a minute on one CPU core with the 50-value input). The noise is redrawn every
+  epoch, so at a constant lr the estimates keep jittering at the gradient-noise floor; the decay
+  lets the last epochs settle, and with it the last epoch is the best one on validation rather
+  than a lucky one. A few hundred steps (30 epochs of 256) leave the network far from converged.
 - Validation: ``n_val`` (T1, T2) pairs drawn log-uniformly *between* the grid's points (T2 < T1),
-  simulated with the EPG, noise at the middle of the SNR range; the score is
-  ``-(T1 MAPE + T2 MAPE) / 2`` (higher is better).
+  simulated with the EPG, noise on the full fingerprint at the middle of the SNR range, then
+  projected (the path a measured fingerprint takes); the score is ``-(T1 MAPE + T2 MAPE) / 2``
+  (higher is better).
 - PD: a network gives no scale, so PD is the scale of the fingerprint against the *nearest
   dictionary atom* of the predicted (T1, T2) (:meth:`~mrichain.mrf.dictionary.Dictionary.nearest`:
-  log-grid rounding, O(1) per voxel, plus one inner product of length T), not a fresh EPG
-  simulation of the predicted values (1000 EPG steps per voxel would cost more than matching).
+  log-grid rounding, O(1) per voxel), in the subspace as SVD matching computes it:
+  ``|<c_j, f V_r>| / (norm_j cnorm_j)`` (r multiply-adds), not a fresh EPG simulation of the
+  predicted values (1000 EPG steps per voxel would cost more than matching).
 """
 from __future__ import annotations
 
@@ -35,21 +60,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from mrichain import UserError
 from mrichain.mrf.dictionary import Dictionary, load_dictionary
 from mrichain.mrf.epg import simulate_fisp
 from mrichain.train.params import split_params
 
 #: Training parameters and their defaults (loop settings go to ``TrainSettings``, the rest to the card).
 DEFAULTS: dict = {
-    "epochs": 30,
-    "batch_size": 256,
-    "lr": 1e-3,
+    "epochs": 100,
+    "batch_size": 64,
+    "lr": 3e-3,
     "weight_decay": 0.0,
-    "patience": 8,
+    "patience": 25,
     "max_batches_per_epoch": None,
     "device": "auto",
     "amp": False,  # small dense layers: AMP saves nothing and costs precision on the log targets
     "grad_clip": 1.0,
+    "schedule": "cosine",  # per optimiser step over the planned steps (module docstring)
     "hidden": 300,
     "noise_snr_range": [20.0, 50.0],  # dB, uniform per training item
     "n_val": 1000,
@@ -57,21 +84,44 @@ DEFAULTS: dict = {
 }
 
 
-class Drone(nn.Module):
-    """[B, 2T] (normalised fingerprint, :func:`network_input`) -> [B, 2] standardised (log T1, log T2)."""
+class BasisMismatchError(UserError, ValueError):
+    """A DRONE network applied with an SVD basis other than the one it was trained on."""
 
-    def __init__(self, n_timepoints: int, hidden: int = 300):
+
+def basis_hash(basis: torch.Tensor) -> str:
+    """SHA-256 (hex) of an SVD basis [T, r]: its shape and its complex64 values."""
+    b = np.ascontiguousarray(basis.detach().cpu().to(torch.complex64).numpy())
+    h = hashlib.sha256(repr(tuple(b.shape)).encode())
+    h.update(b.tobytes())
+    return h.hexdigest()
+
+
+class Drone(nn.Module):
+    """[B, 2r] (normalised projected fingerprint, :func:`network_input`) -> [B, 2] standardised
+    (log T1, log T2). Buffers: the log standardisation and the SHA-256 of the training basis."""
+
+    def __init__(self, rank: int, hidden: int = 300):
         super().__init__()
+        self.rank = int(rank)
         self.net = nn.Sequential(
-            nn.Linear(2 * n_timepoints, hidden), nn.ReLU(),
+            nn.Linear(2 * self.rank, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, 2),
         )
         self.register_buffer("log_mean", torch.zeros(2))
         self.register_buffer("log_std", torch.ones(2))
+        self.register_buffer("basis_sha256", torch.zeros(32, dtype=torch.uint8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    @property
+    def basis_hash(self) -> str:
+        """Hex SHA-256 of the basis the network was trained on (:func:`basis_hash`)."""
+        return bytes(self.basis_sha256.cpu().tolist()).hex()
+
+    def set_basis(self, basis: torch.Tensor) -> None:
+        self.basis_sha256.copy_(torch.tensor(list(bytes.fromhex(basis_hash(basis))), dtype=torch.uint8))
 
     def to_ms(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Network output [B, 2] -> (T1, T2) in ms, [B] each."""
@@ -80,39 +130,66 @@ class Drone(nn.Module):
 
 
 def build(hyper_parameters: dict) -> Drone:
-    return Drone(int(hyper_parameters["n_timepoints"]), int(hyper_parameters["hidden"]))
+    return Drone(int(hyper_parameters["rank"]), int(hyper_parameters["hidden"]))
 
 
-def network_input(fingerprints: torch.Tensor) -> torch.Tensor:
-    """Complex [n, T] -> float32 [n, 2T]: ``sqrt(T) f / ||f||``, real and imaginary part of each
-    time point side by side (a zero-copy view of the complex tensor, then one scaling pass)."""
-    n_t = fingerprints.shape[-1]
-    x = torch.view_as_real(fingerprints.to(torch.complex64)).reshape(fingerprints.shape[0], 2 * n_t)
-    scale = np.sqrt(n_t) / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-30)
-    return x * scale
+def project(fingerprints: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Complex [n, T] -> complex [n, r]: ``f V_r``, the fingerprints' coefficients in the
+    dictionary's SVD basis (``basis`` [T, r]; SVD matching's projection), in the basis's dtype."""
+    return fingerprints.to(basis.dtype) @ basis
+
+
+def network_input(coefficients: torch.Tensor) -> torch.Tensor:
+    """Complex [n, r] -> float32 [n, 2r]: ``sqrt(r) c / ||c||``, real and imaginary part of each
+    coefficient side by side (a zero-copy view of the complex tensor, then one scaling pass)."""
+    rank = coefficients.shape[-1]
+    return _normalise(torch.view_as_real(coefficients.to(torch.complex64)).reshape(coefficients.shape[0], 2 * rank))
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """Interleaved coefficients [n, 2r] -> ``sqrt(r) x / ||x||``."""
+    return x * (np.sqrt(x.shape[1] / 2) / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-30))
+
+
+def _sigma(snr_db: torch.Tensor, n_timepoints: int) -> torch.Tensor:
+    """SD of each real part of the complex noise at ``snr_db`` [n] for a unit atom of T points, [n, 1]."""
+    return (10.0 ** (-snr_db.double() / 20.0) / np.sqrt(n_timepoints) / np.sqrt(2.0)).float()[:, None]
+
+
+def _complex_noise(shape, sigma: torch.Tensor, generator, device) -> torch.Tensor:
+    re = torch.randn(shape, generator=generator, device=device)
+    im = torch.randn(shape, generator=generator, device=device)
+    return torch.complex(re * sigma, im * sigma)
 
 
 def noisy_atoms(atoms: torch.Tensor, snr_db: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Unit-norm atoms [n, T] plus complex noise of RMS ``10^(-snr/20) / sqrt(T)`` per item
     (``snr_db`` [n]); draws from torch's default generator unless ``generator`` is given."""
-    n_t = atoms.shape[-1]
-    sigma = (10.0 ** (-snr_db.double() / 20.0) / np.sqrt(n_t) / np.sqrt(2.0)).float()[:, None]
-    re = torch.randn(atoms.shape, generator=generator, device=atoms.device)
-    im = torch.randn(atoms.shape, generator=generator, device=atoms.device)
-    return atoms + torch.complex(re * sigma, im * sigma)
+    return atoms + _complex_noise(atoms.shape, _sigma(snr_db, atoms.shape[-1]), generator, atoms.device)
+
+
+def noisy_coefficients(coefficients: torch.Tensor, snr_db: torch.Tensor, n_timepoints: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Projected unit atoms ``a V_r`` [n, r] plus the projection of :func:`noisy_atoms`'s noise:
+    complex white noise of the same SD per coefficient as per time point (``V_r`` has orthonormal
+    columns), so the result is distributed as ``noisy_atoms(a) V_r`` without the T-length draw."""
+    return coefficients + _complex_noise(coefficients.shape, _sigma(snr_db, n_timepoints), generator,
+                                         coefficients.device)
 
 
 class _AtomCollate:
     """Collate function: atom indices -> {"input": noisy network input, "target": standardised logs}."""
 
-    def __init__(self, atoms, targets, snr_range):
-        self.atoms, self.targets, self.snr_range = atoms, targets, snr_range
+    def __init__(self, coefficients, n_timepoints, targets, snr_range):
+        self.coefficients, self.n_timepoints = coefficients, n_timepoints
+        self.targets, self.snr_range = targets, snr_range
 
     def __call__(self, indices):
         idx = torch.as_tensor(indices, dtype=torch.int64)
         lo, hi = self.snr_range
         snr = lo + (hi - lo) * torch.rand(idx.numel(), dtype=torch.float64)
-        return {"input": network_input(noisy_atoms(self.atoms[idx], snr)), "target": self.targets[idx]}
+        noisy = noisy_coefficients(self.coefficients[idx], snr, self.n_timepoints)
+        return {"input": network_input(noisy), "target": self.targets[idx]}
 
 
 def loss_fn(model, batch, device):
@@ -130,9 +207,18 @@ def score_fn(model, val_data: dict, device) -> float:
     return float(-50.0 * (e1 + e2))
 
 
+def _require_basis(dictionary: Dictionary) -> torch.Tensor:
+    if dictionary.basis is None:
+        raise ValueError("DRONE reads the dictionary's SVD projection, and this dictionary has no SVD basis "
+                         "(mrichain.mrf.dictionary.compress; config mrf.dictionary.svd_rank)")
+    return dictionary.basis
+
+
 def validation_set(dictionary: Dictionary, n: int, snr_db: float, seed: int) -> dict:
     """``n`` off-grid (T1, T2) pairs (log-uniform in the grid's ranges, T2 < T1), their noisy EPG
-    fingerprints as network input, and the true values (float64 [n])."""
+    fingerprints projected onto the dictionary's basis as network input [n, 2r], and the true
+    values (float64 [n])."""
+    basis = _require_basis(dictionary)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 12, 1]))
     (a1, b1), (a2, b2) = dictionary.grid.t1_range_ms, dictionary.grid.t2_range_ms
     t1, t2 = [], []
@@ -147,26 +233,30 @@ def validation_set(dictionary: Dictionary, n: int, snr_db: float, seed: int) -> 
     sig = sig / torch.linalg.vector_norm(sig, dim=1, keepdim=True)
     gen = torch.Generator().manual_seed(int(seed))
     noisy = noisy_atoms(sig.to(torch.complex64), torch.full((n,), float(snr_db)), gen)
-    return {"input": network_input(noisy), "t1": torch.from_numpy(t1), "t2": torch.from_numpy(t2)}
+    return {"input": network_input(project(noisy, basis)), "t1": torch.from_numpy(t1), "t2": torch.from_numpy(t2)}
 
 
 def dictionary_hash(dictionary: Dictionary) -> str:
-    """SHA-256 of the atoms, their (T1, T2, B1) and the sequence (the card's training_data_hash)."""
+    """SHA-256 of the atoms, their (T1, T2, B1), the SVD basis (if any) and the sequence (the
+    card's training_data_hash)."""
     h = hashlib.sha256()
     for x in (dictionary.atoms, dictionary.t1, dictionary.t2, dictionary.b1):
         h.update(np.ascontiguousarray(x.detach().cpu().numpy()).tobytes())
+    if dictionary.basis is not None:
+        h.update(basis_hash(dictionary.basis).encode())
     h.update(repr(sorted(dictionary.sequence.to_dict().items())).encode())
     return h.hexdigest()
 
 
 def train(dictionary: Dictionary | str, params: dict | None, out_path: str, seed: int, *,
           on_epoch_end=None, progress: bool = True):
-    """Train DRONE on ``dictionary`` (a :class:`Dictionary` or its HDF5 path) through
-    :func:`mrichain.train.fit`; returns its ``FitResult``.
+    """Train DRONE on ``dictionary`` (a :class:`Dictionary` with an SVD basis, or its HDF5 path)
+    through :func:`mrichain.train.fit`; returns its ``FitResult``.
 
     params: overrides of :data:`DEFAULTS` (``noise_snr_range: [lo, hi]`` in dB). Writes
-    ``out_path`` (state dict, with the log standardisation as buffers), the card JSON beside it
-    (architecture, hyper-parameters, noise model, training-data hash), curve TSV/PNG, checkpoint.
+    ``out_path`` (state dict, with the log standardisation and the basis hash as buffers), the
+    card JSON beside it (architecture, hyper-parameters, basis rank and hash, noise model,
+    training-data hash), curve TSV/PNG, checkpoint.
     """
     from mrichain.train import fit, seed_everything
 
@@ -175,27 +265,32 @@ def train(dictionary: Dictionary | str, params: dict | None, out_path: str, seed
         torch.set_num_threads(int(rest["threads"]))
     if not isinstance(dictionary, Dictionary):
         dictionary = load_dictionary(dictionary)
+    basis = _require_basis(dictionary)
     lo, hi = (float(v) for v in rest["noise_snr_range"])
     if not lo <= hi:
         raise ValueError(f"noise_snr_range: low {lo} is above high {hi}")
-    n_t = dictionary.atoms.shape[1]
-    hp = {"n_timepoints": int(n_t), "hidden": int(rest["hidden"])}
+    n_t, rank = (int(v) for v in basis.shape)
+    hp = {"rank": rank, "hidden": int(rest["hidden"])}
     logs = torch.stack([dictionary.t1.double().log(), dictionary.t2.double().log()], dim=1)
     mean, std = logs.mean(0), logs.std(0).clamp_min(1e-6)
     targets = ((logs - mean) / std).float()
-    collate = _AtomCollate(dictionary.atoms, targets, (lo, hi))
+    collate = _AtomCollate(project(dictionary.atoms, basis), n_t, targets, (lo, hi))
     val = validation_set(dictionary, int(rest["n_val"]), 0.5 * (lo + hi), seed)
     card = {
-        "architecture": "DRONE (Cohen et al. 2018): fully connected, 2 hidden layers, ReLU",
+        "architecture": "DRONE (Cohen et al. 2018): fully connected, 2 hidden layers, ReLU, on the SVD projection",
         "method": "drone",
         "stage": "mrf",
         "hyper_parameters": hp,
-        "input": "sqrt(T) f / ||f||, (real, imag) interleaved per time point",
+        "input": "sqrt(r) c / ||c||, c = f V_r (the dictionary's rank-r SVD basis), (real, imag) interleaved "
+                 "per coefficient: 2r values",
+        "basis": {"rank": rank, "n_timepoints": n_t, "sha256": basis_hash(basis)},
         "output": "standardised log T1, log T2 (ms); mean/std in the state dict buffers",
         "loss": "MSE on the standardised logs",
         "noise_levels": {"snr_range_db": [lo, hi], "distribution": "uniform in dB, one draw per item",
-                         "snr_definition": "RMS noise-free fingerprint / RMS complex noise"},
-        "validation": {"n": int(rest["n_val"]), "snr_db": 0.5 * (lo + hi), "points": "off-grid, log-uniform"},
+                         "snr_definition": "RMS noise-free fingerprint / RMS complex noise",
+                         "drawn_in": "the rank-r subspace (white noise projected onto orthonormal V_r)"},
+        "validation": {"n": int(rest["n_val"]), "snr_db": 0.5 * (lo + hi), "points": "off-grid, log-uniform",
+                       "noise": "on the full fingerprint, then projected"},
         "training_data_hash": dictionary_hash(dictionary),
         "dictionary": {"atoms": len(dictionary), "grid": dictionary.grid.to_dict(),
                        "quantisation_error": dictionary.grid.quantisation_error(),
@@ -205,6 +300,7 @@ def train(dictionary: Dictionary | str, params: dict | None, out_path: str, seed
     model = build(hp)
     model.log_mean.copy_(mean.float())
     model.log_std.copy_(std.float())
+    model.set_basis(basis)
     return fit(model, list(range(len(dictionary))), val, loss_fn=loss_fn, score_fn=score_fn, settings=settings,
                out_path=out_path, card=card, score_name="neg_mape", collate_fn=collate,
                on_epoch_end=on_epoch_end, progress=progress)
@@ -219,28 +315,47 @@ def load_model(model: str, device="cpu") -> tuple[Drone, dict]:
     from mrichain.train import load_trained
     from mrichain.train.params import check_hyper_parameters
 
-    defaults = {"n_timepoints": 1, "hidden": DEFAULTS["hidden"]}
+    defaults = {"rank": 1, "hidden": DEFAULTS["hidden"]}
     card = Path(model).with_suffix(".json")
     return load_trained(model, lambda hp: build(check_hyper_parameters(
-        card, hp, "mrf", "drone", defaults, extra={"n_timepoints": {"type": "integer", "minimum": 1, "maximum": 10_000}},
-        required=("n_timepoints", "hidden"))), device)
+        card, hp, "mrf", "drone", defaults, extra={"rank": {"type": "integer", "minimum": 1, "maximum": 10_000}},
+        required=("rank", "hidden"))), device)
+
+
+def check_basis(model: Drone, dictionary: Dictionary, where: str = "DRONE") -> None:
+    """Raise :class:`BasisMismatchError` (``where`` names the model and the dictionary) unless
+    ``dictionary``'s SVD basis is the one ``model`` was trained on (same rank and SHA-256)."""
+    basis = _require_basis(dictionary)
+    got, want = basis_hash(basis), model.basis_hash
+    if got != want or int(basis.shape[1]) != model.rank:
+        raise BasisMismatchError(
+            f"{where}: the network was trained on the SVD basis {want[:16]} (rank {model.rank}) but the dictionary's "
+            f"basis is {got[:16]} (rank {int(basis.shape[1])}); its input would be another projection: retrain "
+            f"DRONE on this dictionary")
 
 
 @torch.no_grad()
-def predict(model: Drone, fingerprints: torch.Tensor, dictionary: Dictionary | None = None, *,
-            batch_size: int = 65536) -> dict[str, torch.Tensor]:
-    """T1, T2 (ms) of every fingerprint [n_voxels, T] (complex), float32 [n_voxels] each, and with
-    ``dictionary``, PD from the nearest atom of the prediction (module docstring) and its index."""
+def predict(model: Drone, fingerprints: torch.Tensor, dictionary: Dictionary, *, batch_size: int = 65536,
+            projected: bool = False) -> dict[str, torch.Tensor]:
+    """T1, T2 (ms) of every fingerprint, PD from the nearest atom of the prediction (module
+    docstring) and that atom's index: float32 [n_voxels] each (index int64).
+
+    fingerprints: complex [n_voxels, T], or with ``projected`` their coefficients [n_voxels, r]
+    already in the dictionary's basis (:func:`project`, e.g. shared with SVD matching).
+    Refuses a dictionary whose basis is not the model's (:func:`check_basis`).
+    """
+    check_basis(model, dictionary)
     device = next(model.parameters()).device
+    basis = dictionary.basis.to(device)
+    comp, scale = dictionary.compressed, dictionary.norms * dictionary.compressed_norms
     parts: dict[str, list] = {"t1": [], "t2": [], "pd": [], "index": []}
     for s in range(0, fingerprints.shape[0], batch_size):
-        f = fingerprints[s:s + batch_size]
-        t1, t2 = model.to_ms(model(network_input(f.to(device))))
-        parts["t1"].append(t1.float().cpu())
-        parts["t2"].append(t2.float().cpu())
-        if dictionary is not None:
-            idx = dictionary.nearest(parts["t1"][-1], parts["t2"][-1])
-            ip = (dictionary.atoms[idx].conj() * f.cpu().to(dictionary.atoms.dtype)).sum(dim=1).abs()
-            parts["pd"].append((ip / dictionary.norms[idx]).float())
-            parts["index"].append(idx)
-    return {k: torch.cat(v) for k, v in parts.items() if v}
+        f = fingerprints[s:s + batch_size].to(device)
+        c = f.to(basis.dtype) if projected else project(f, basis)  # [n, r]
+        t1, t2 = model.to_ms(model(network_input(c)))
+        t1, t2 = t1.float().cpu(), t2.float().cpu()
+        idx = dictionary.nearest(t1, t2)
+        ip = (comp[idx].conj() * c.cpu()).sum(dim=1).abs()
+        for key, value in (("t1", t1), ("t2", t2), ("pd", (ip / scale[idx]).float()), ("index", idx)):
+            parts[key].append(value)
+    return {k: torch.cat(v) for k, v in parts.items()}

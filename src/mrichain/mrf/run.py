@@ -124,8 +124,10 @@ def map_subject(method: str, gt_dir: str | Path, dictionary_path: str | Path, mr
 
     torch.set_num_threads(int(threads))
     d = load_dictionary(dictionary_path)
-    fp = subject_fingerprints(gt_dir, mrf_cfg, seed, d, noiseless=method == "constant")
     net = drone.load_model(model)[0] if method == "drone" else None
+    if net is not None:  # refused before any work: a network means nothing with another basis
+        drone.check_basis(net, d, where=f"{model} applied with {dictionary_path}")
+    fp = subject_fingerprints(gt_dir, mrf_cfg, seed, d, noiseless=method == "constant")
     t0 = time.perf_counter()
     if method == "constant":
         res = constant_maps(len(fp))

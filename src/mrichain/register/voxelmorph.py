@@ -1,21 +1,23 @@
-"""Learned registration: an unsupervised, diffeomorphic VoxelMorph network to a fixed template.
+"""Learned registration: a diffeomorphic VoxelMorph network to a fixed template, trained semi-supervised.
 
 The model is assembled from MONAI's named parts (as voxelmorph's ``networks.py``/``layers.py``):
 
 - backbone: :class:`monai.networks.nets.VoxelMorphUNet` on the concatenated (moving, fixed) pair,
   run at **half resolution** (both images average-pooled by 2) for CPU speed; it outputs a
-  stationary velocity field ``v`` [B, 3, X/2, Y/2, Z/2] in half-resolution voxel units;
+  stationary velocity field ``v`` [B, 3, X/2, Y/2, Z/2] in half-resolution voxel units
+  (Kaiming init and instance norm keep its activations alive: :class:`HalfResVoxelMorph`);
 - integration: :class:`monai.networks.blocks.DVF2DDF` (scaling and squaring, ``int_steps``
   squarings) turns ``v`` into a diffeomorphic displacement ``u`` at half resolution, which is
   upsampled trilinearly (x2 in size and magnitude) to a full-resolution DDF [B, 3, X, Y, Z]
   in voxel units of the fixed grid (``phi(x) = x + u(x)``: where fixed voxel ``x`` samples moving);
 - warping: :class:`monai.networks.blocks.Warp` (bilinear for images, nearest for labels).
 
-Loss (unsupervised): local normalised cross-correlation
+Loss (VoxelMorph's semi-supervised recipe): local normalised cross-correlation
 (:class:`monai.losses.LocalNormalizedCrossCorrelationLoss`, ``ncc_kernel`` voxels) between warped
 moving and fixed, plus ``lambda`` x bending energy (:class:`monai.losses.BendingEnergyLoss`) of
-the half-resolution displacement. Intensities are normalised per image (divided by the 99th
-percentile of the non-zero voxels, clipped to [0, 1.5]).
+the half-resolution displacement, plus ``lambda_dice`` (0.01) x soft Dice of the warped train
+labels against the template labels (training only; inference needs no labels). Intensities are
+normalised per image (divided by the 99th percentile of the non-zero voxels, clipped to [0, 1.5]).
 
 Inference resamples the moving image (and labels, nearest neighbour) onto the fixed grid first
 when the grids differ (``nibabel.processing.resample_from_to``, world coordinates, no affine
@@ -40,39 +42,80 @@ DEFAULT_HYPER = {
     "int_steps": 7,
     "lambda": 1.0,
     "ncc_kernel": 9,
-    "lambda_dice": 0.0,
+    "lambda_dice": 0.01,
+    "norm": "instance",
 }
-DEFAULT_LOOP = {"epochs": 8, "lr": 5e-4, "batch_size": 1, "patience": 4, "max_batches_per_epoch": 16,
-                "grad_clip": 1.0, "weight_decay": 0.0}
+#: The loop: Adam as VoxelMorph, but at 1e-3 rather than its 1e-4 (its 150,000 steps are ~1,000x
+#: this cohort's budget; with live activations a 2-voxel shift is learned in ~10 steps at 1e-3),
+#: one epoch of linear warm-up (Adam's first steps are large on an untrained instance-normed
+#: network) and a cosine decay to 0 over the planned steps, so the last epochs refine rather than
+#: jump and the val score of the selected epoch is not one lucky step's. Batch 1 as VoxelMorph.
+DEFAULT_LOOP = {"epochs": 8, "lr": 1e-3, "batch_size": 1, "patience": 4, "max_batches_per_epoch": 16,
+                "grad_clip": 1.0, "weight_decay": 0.0, "schedule": "cosine", "warmup_epochs": 1}
 
 
 # --------------------------------------------------------------------------------------- model
+#: LeakyReLU slope of VoxelMorph's convolutions (its TensorFlow default, kept by MONAI's backbone).
+NEGATIVE_SLOPE = 0.2
+#: Standard deviation of the flow head's initial weights (VoxelMorph's ``Normal(0, 1e-5)``): the
+#: untrained network is the identity warp to within ~1e-4 voxel.
+FLOW_INIT_SD = 1e-5
+
+
 class HalfResVoxelMorph(torch.nn.Module):
     """VoxelMorph with the backbone and the velocity integration at half resolution.
 
     forward(moving, fixed): moving, fixed [B, 1, X, Y, Z] (any size; padded internally) ->
     (warped [B, 1, X, Y, Z], ddf [B, 3, X, Y, Z] in voxels, half-res ddf [B, 3, ~X/2, ~Y/2, ~Z/2]).
+
+    Activations are kept alive from the input to the flow head. MONAI's backbone with no
+    normalisation and PyTorch's default init (weight variance 1/(3 fan_in), about a sixth of the
+    2/(1.04 fan_in) that keeps the SD through a LeakyReLU(0.2)) shrinks the activation SD level by
+    level, about 17x from the input to the flow head on a 2 mm brain pair: the head's weight gradient (and with
+    Adam, whose steps are ~lr per weight, the flow change per step, which scales with the head's
+    input) is then so small that a few hundred steps move the warp by a fraction of a voxel.
+    So: every convolution but the head is Kaiming-initialised for LeakyReLU(0.2) (fan-in, zero
+    bias) and, with ``norm="instance"`` (default), followed by an affine instance norm (the
+    normalisation of nnU-Net and of later registration networks, independent of the batch size,
+    which is 1 here). The flow head (the last, 3-channel conv) keeps VoxelMorph's Normal(0, 1e-5)
+    init and has neither norm nor activation, so the untrained network is the identity warp and
+    the first steps grow the head's weights against a live input.
     """
 
-    def __init__(self, channels=(16, 32, 32, 32, 32, 32), final_conv_channels=(16, 16), int_steps: int = 7):
+    def __init__(self, channels=(16, 32, 32, 32, 32, 32), final_conv_channels=(16, 16), int_steps: int = 7,
+                 norm: str | None = "instance"):
         super().__init__()
         from monai.networks.blocks import DVF2DDF, Warp
         from monai.networks.nets import VoxelMorphUNet
 
+        if norm not in (None, "instance"):
+            raise ValueError(f"norm: {norm!r} is not one of ['instance', None]")
         self.backbone = VoxelMorphUNet(
             spatial_dims=3, in_channels=2, unet_out_channels=int(channels[-1]), channels=tuple(int(c) for c in channels),
             final_conv_channels=tuple(int(c) for c in final_conv_channels),
+            norm=("instance", {"affine": True}) if norm == "instance" else None,
         )
-        # VoxelMorph's flow head (the backbone's last, 3-channel conv) starts near zero: identity warp.
-        head = [m for m in self.backbone.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+        # the flow head: no normalisation (it would rescale the flow to unit SD), no activation
+        head_block = self.backbone.net[1].final_conv_out
+        if hasattr(head_block, "adn"):
+            del head_block.adn
+        convs = [m for m in self.backbone.modules() if isinstance(m, torch.nn.Conv3d)]
         with torch.no_grad():
-            head.weight.normal_(0.0, 1e-5)
-            head.bias.zero_()
+            for conv in convs[:-1]:
+                torch.nn.init.kaiming_normal_(conv.weight, a=NEGATIVE_SLOPE, mode="fan_in", nonlinearity="leaky_relu")
+                torch.nn.init.zeros_(conv.bias)
+            convs[-1].weight.normal_(0.0, FLOW_INIT_SD)
+            convs[-1].bias.zero_()
         self.levels = len(channels) // 2
         self.int_steps = int(int_steps)
         self.dvf2ddf = DVF2DDF(num_steps=self.int_steps, mode="bilinear", padding_mode="border") if self.int_steps > 0 else None
         self.warp = Warp(mode="bilinear", padding_mode="border")
         self.warp_nearest = Warp(mode="nearest", padding_mode="zeros")
+
+    @property
+    def flow_head(self) -> torch.nn.Conv3d:
+        """The last convolution: live features [B, final_conv_channels[-1], ...] -> velocity [B, 3, ...]."""
+        return self.backbone.net[1].final_conv_out.conv
 
     def velocity(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         """Half-resolution velocity [B, 3, ...] and the full-resolution padding used."""
@@ -97,9 +140,25 @@ class HalfResVoxelMorph(torch.nn.Module):
         return self.warp(moving, ddf), ddf, ddf_half
 
 
+def activation_sds(model: HalfResVoxelMorph, moving: torch.Tensor, fixed: torch.Tensor) -> list[tuple[str, float]]:
+    """SD of the input of every convolution of ``model``'s backbone, in forward order, on one pair
+    (moving, fixed [B, 1, X, Y, Z]); the first entry is the (pooled) image pair, the last the flow
+    head's input. A collapse shows as a last/first ratio far below 1."""
+    sds: list[tuple[str, float]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: sds.append((name, float(inp[0].std()))))
+             for name, m in model.backbone.named_modules() if isinstance(m, torch.nn.Conv3d)]
+    try:
+        with torch.no_grad():
+            model.velocity(moving, fixed)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sds
+
+
 def build_model(hyper: dict) -> HalfResVoxelMorph:
     return HalfResVoxelMorph(channels=hyper["channels"], final_conv_channels=hyper["final_conv_channels"],
-                             int_steps=hyper["int_steps"])
+                             int_steps=hyper["int_steps"], norm=hyper["norm"])
 
 
 # ---------------------------------------------------------------------------------- data utils
@@ -159,14 +218,19 @@ class PairDataset(Dataset):
 
 # --------------------------------------------------------------------------------------- losses
 class RegistrationLoss:
-    """Local NCC(warped, fixed) + lambda * bending energy of the half-resolution displacement.
+    """Local NCC(warped, fixed) + lambda * bending energy of the half-resolution displacement
+    + lambda_dice * soft Dice loss of the warped training labels against the fixed labels.
 
-    With ``lambda_dice > 0`` (VoxelMorph's auxiliary-segmentation variant, Balakrishnan et al.
-    2019) a soft Dice loss between the bilinearly warped one-hot training labels and the fixed
-    labels is added; 0 (default) keeps the loss unsupervised.
+    The Dice term is VoxelMorph's semi-supervised variant (Balakrishnan et al. 2019, auxiliary
+    segmentations at training time only): the train split's labels (labels 0-3) are one-hot
+    encoded [B, 4, X, Y, Z], warped bilinearly with the same ``ddf`` (so the term has a gradient
+    in the flow) and compared with the one-hot fixed labels by MONAI's ``DiceLoss`` without the
+    background channel (0 = perfect overlap, 1 = none). Its default weight 0.01 is VoxelMorph's
+    segmentation weight; it is added only for items that carry labels, and inference never needs
+    them. ``lambda_dice = 0`` gives the unsupervised loss.
     """
 
-    def __init__(self, lam: float, ncc_kernel: int, lambda_dice: float = 0.0):
+    def __init__(self, lam: float, ncc_kernel: int, lambda_dice: float = DEFAULT_HYPER["lambda_dice"]):
         from monai.losses import BendingEnergyLoss, DiceLoss, LocalNormalizedCrossCorrelationLoss
 
         self.lam, self.lambda_dice = float(lam), float(lambda_dice)
@@ -211,10 +275,13 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
     """Train the network on ``manifest`` and write ``out_path`` (.pt), its card (.json) and curve.
 
     manifest: ``{"fixed": T1w.nii.gz, "fixed_labels": dseg.nii.gz, "train": [{"moving", "labels"}],
-    "val": [{"moving", "labels"}]}`` (labels of train items are optional: the loss is unsupervised).
-    params: loop keys (``epochs, lr, batch_size, patience, max_batches_per_epoch, grad_clip,
-    weight_decay``) and model keys (``channels, final_conv_channels, int_steps, lambda,
-    ncc_kernel, lambda_dice``); defaults in ``DEFAULT_LOOP``/``DEFAULT_HYPER``. Validation score: mean Dice.
+    "val": [{"moving", "labels"}]}``. The train items' labels feed the semi-supervised Dice term
+    (``lambda_dice`` > 0; an item without labels trains on NCC + bending only); the card's
+    ``n_train_labelled`` says how many did.
+    params: loop keys (:class:`mrichain.train.engine.TrainSettings`: ``epochs, lr, schedule,
+    warmup_epochs, ...``) and model keys (``channels, final_conv_channels, int_steps, lambda,
+    ncc_kernel, lambda_dice, norm``); defaults in ``DEFAULT_LOOP``/``DEFAULT_HYPER``.
+    Validation score: mean Dice of the nearest-neighbour warped val labels (labels 1-3).
     """
     from mrichain.train import fit, hash_files, seed_everything
     from mrichain.train.params import hyper_parameters, split_params
@@ -233,9 +300,12 @@ def train(manifest: dict, params: dict, out_path: str, seed: int = 0, *, on_epoc
         "training_data_hash": hash_files(paths),
         "n_train": len(train_ds),
         "n_val": len(val_ds),
+        "n_train_labelled": sum(lab is not None for lab in train_ds.labels) if train_ds.fixed_labels is not None else 0,
         "fixed_shape": list(fixed.shape[:3]),
-        "description": "VoxelMorphUNet (MONAI) at half resolution -> stationary velocity -> DVF2DDF "
-                       "(scaling and squaring) -> x2 trilinear -> Warp; loss LNCC + lambda*bending energy",
+        "description": f"VoxelMorphUNet (MONAI; Kaiming init, {'instance norm' if hyper['norm'] else 'no norm'}, "
+                       "flow head Normal(0, 1e-5)) at half "
+                       "resolution -> stationary velocity -> DVF2DDF (scaling and squaring) -> x2 trilinear "
+                       "-> Warp; loss LNCC + lambda*bending energy + lambda_dice*Dice of warped train labels",
     }
     seed_everything(int(seed))
     model = build_model(hyper)
