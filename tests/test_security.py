@@ -1205,13 +1205,19 @@ def _model_args(method, models):
     return ["--model", models[method]] if method in models else []
 
 
-@pytest.mark.parametrize("method", stage("segment").method_names)
-def test_segmentation_does_not_depend_on_the_stored_voxel_order(method, data, models, tmp_path):
+def _run_both_storages(command, method, suffix, data, models, tmp_path) -> dict:
+    """``mrichain <command>`` on the RAS and the LPS copy of the subject: {codes: output path}."""
     out = {}
     for codes in ("RAS", "LPS"):
-        out[codes] = str(tmp_path / f"{codes}_dseg.nii.gz")
-        assert main(["segment", "--method", method, "--input", data["sub"][codes]["image"], "--output", out[codes],
+        out[codes] = str(tmp_path / f"{codes}_{suffix}.nii.gz")
+        assert main([command, "--method", method, "--input", data["sub"][codes]["image"], "--output", out[codes],
                      *_model_args(method, models)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("method", stage("segment").method_names)
+def test_segmentation_does_not_depend_on_the_stored_voxel_order(method, data, models, tmp_path):
+    out = _run_both_storages("segment", method, "dseg", data, models, tmp_path)
     _check_stored_like(out["LPS"], data["sub"]["LPS"]["image"])
     ras, lps = _arr(out["RAS"]), _ras_data(out["LPS"])
     assert len(np.unique(ras)) >= 3  # a real segmentation, not a constant map
@@ -1221,11 +1227,7 @@ def test_segmentation_does_not_depend_on_the_stored_voxel_order(method, data, mo
 
 @pytest.mark.parametrize("method", stage("denoise").method_names)
 def test_denoising_does_not_depend_on_the_stored_voxel_order(method, data, models, tmp_path):
-    out = {}
-    for codes in ("RAS", "LPS"):
-        out[codes] = str(tmp_path / f"{codes}_T1w.nii.gz")
-        assert main(["denoise", "--method", method, "--input", data["sub"][codes]["image"], "--output", out[codes],
-                     *_model_args(method, models)]) == 0
+    out = _run_both_storages("denoise", method, "T1w", data, models, tmp_path)
     _check_stored_like(out["LPS"], data["sub"]["LPS"]["image"])
     ras, lps, inp = _arr(out["RAS"]), _ras_data(out["LPS"]), _arr(data["sub"]["RAS"]["image"])
     assert np.abs(ras - inp).max() > 1e-3  # the method changed the image

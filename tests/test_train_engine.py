@@ -10,14 +10,15 @@ from mrichain.train import TrainSettings, fit, seed_everything, select_device
 from mrichain.train.engine import checkpoint_path
 
 
-def _problem():
+def _problem(n_train=48):
+    """A linear regression with a little noise: (train, val) datasets of 8 features, 16 val items."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 8, generator=g)
-    y = x @ (torch.arange(8.0) / 8) + 0.05 * torch.randn(64, generator=g)
-    return TensorDataset(x[:48], y[:48]), TensorDataset(x[48:], y[48:])
+    x = torch.randn(n_train + 16, 8, generator=g)
+    y = x @ (torch.arange(8.0) / 8) + 0.05 * torch.randn(n_train + 16, generator=g)
+    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
 
 
-def _model(seed):
+def _model(seed=3):
     seed_everything(seed)
     return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 1))
 

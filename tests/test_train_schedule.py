@@ -7,36 +7,14 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from mrichain import UserError, stages
-from mrichain.train import TrainSettings, fit, seed_everything
+from mrichain.train import TrainSettings, fit
 from mrichain.train.engine import checkpoint_path, make_optimiser, make_scheduler, safe_load
 from mrichain.train.params import split_params
+from test_train_engine import _model, _problem, loss_fn, score_fn
 
 torch.set_num_threads(1)
-
-
-def _problem(n_train=48):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_train + 16, 8, generator=g)
-    y = x @ (torch.arange(8.0) / 8) + 0.05 * torch.randn(n_train + 16, generator=g)
-    return TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:])
-
-
-def _model(seed=3):
-    seed_everything(seed)
-    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.1), torch.nn.Linear(16, 1))
-
-
-def loss_fn(model, batch, device):
-    x, y = (t.to(device) for t in batch)
-    return torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
-
-
-def score_fn(model, data, device):
-    x, y = data.tensors
-    return -torch.nn.functional.mse_loss(model(x.to(device)).squeeze(-1), y.to(device)).item()
 
 
 def _settings(**kw):
