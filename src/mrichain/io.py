@@ -132,17 +132,24 @@ def _check_nifti_header(img, path: Path) -> None:
     check_claimed_bytes(path, math.prod(shape) * max(itemsize, 8 if scaled else 0), f"the image {shape}")
 
 
-def check_voxel_sizes(affine: np.ndarray, path, voxel_mm_range=PLAUSIBLE_VOXEL_MM) -> tuple[float, float, float]:
-    """The voxel sizes (mm, of the first three axes, from the 4x4 ``affine``), refused by name
-    (:class:`InputImageError`) when non-finite or outside ``voxel_mm_range`` (lo, hi) mm."""
+def check_voxel_mm(vox, path, what: str = "voxel size", voxel_mm_range=PLAUSIBLE_VOXEL_MM,
+                   why: str = "a header in other units, e.g. micrometres, or a wrong affine") -> tuple[float, ...]:
+    """``vox`` (voxel sizes in mm), refused by name (:class:`InputImageError` naming ``path`` and
+    ``what``) when non-finite or outside ``voxel_mm_range`` (lo, hi) mm."""
     lo, hi = voxel_mm_range
-    aff = np.asarray(affine, dtype=np.float64)
-    vox = tuple(float(v) for v in nib.affines.voxel_sizes(aff)[:3]) if np.all(np.isfinite(aff)) else (np.nan,) * 3
-    if not all(lo <= v <= hi for v in vox):
+    vox = tuple(float(v) for v in vox)
+    if not all(lo <= v <= hi for v in vox):  # NaN fails every comparison
         shown = ", ".join(f"{v:g}" for v in vox)
-        raise InputImageError(f"{path}: voxel size ({shown}) mm is outside the plausible range {lo:g}-{hi:g} mm "
-                              "(a header in other units, e.g. micrometres, or a wrong affine)")
+        raise InputImageError(f"{path}: {what} ({shown}) mm is outside the plausible range {lo:g}-{hi:g} mm ({why})")
     return vox
+
+
+def check_voxel_sizes(affine: np.ndarray, path, voxel_mm_range=PLAUSIBLE_VOXEL_MM) -> tuple[float, float, float]:
+    """The voxel sizes (mm, of the first three axes, from the 4x4 ``affine``), checked by
+    :func:`check_voxel_mm`."""
+    aff = np.asarray(affine, dtype=np.float64)
+    vox = nib.affines.voxel_sizes(aff)[:3] if np.all(np.isfinite(aff)) else (np.nan,) * 3
+    return check_voxel_mm(vox, path, voxel_mm_range=voxel_mm_range)
 
 
 def load_image(path: str | os.PathLike, *, ndim: int = 3, voxel_mm_range: tuple[float, float] | None = None

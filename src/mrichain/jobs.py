@@ -113,10 +113,11 @@ def _is_ras(img) -> bool:
 
 
 def _ras(img):
-    """``img`` (nibabel [X, Y, Z]) in RAS+ voxel order: itself if already so, else reoriented (exact)."""
+    """``img`` (nibabel [X, Y, Z]) in RAS+ voxel order (exact; nibabel returns an image already so
+    unchanged)."""
     from mrichain.realdata.structural import to_ras
 
-    return img if _is_ras(img) else to_ras(img)
+    return to_ras(img)
 
 
 def _stored_like(out, like):

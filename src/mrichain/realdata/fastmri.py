@@ -48,8 +48,8 @@ import numpy as np
 
 from mrichain import metrics
 from mrichain.fft import ifft2c, rss
-from mrichain.io import (MAX_MATRIX, PLAUSIBLE_VOXEL_MM, InputImageError, check_claimed_bytes, check_image_dataset,
-                         check_kspace_dataset, check_mask_dataset)
+from mrichain.io import (MAX_MATRIX, InputImageError, check_claimed_bytes, check_image_dataset, check_kspace_dataset,
+                         check_mask_dataset, check_voxel_mm)
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 
@@ -173,11 +173,8 @@ def parse_header(xml: str | bytes, source: str | os.PathLike = "<ismrmrd_header>
                                   f"allowed 1-{MAX_MATRIX} along each axis")
     if not (min(header.recon_fov_mm) > 0 and np.all(np.isfinite(header.recon_fov_mm))):
         raise InputImageError(f"{source}: ismrmrd_header reconSpace fieldOfView_mm {header.recon_fov_mm} must be > 0")
-    lo, hi = PLAUSIBLE_VOXEL_MM
-    if not all(lo <= v <= hi for v in header.voxel_size_mm):
-        shown = ", ".join(f"{v:g}" for v in header.voxel_size_mm)
-        raise InputImageError(f"{source}: ismrmrd_header voxel size ({shown}) mm (reconSpace fieldOfView_mm / "
-                              f"matrixSize) is outside the plausible range {lo:g}-{hi:g} mm")
+    check_voxel_mm(header.voxel_size_mm, source, "ismrmrd_header voxel size",
+                   why="reconSpace fieldOfView_mm / matrixSize")
     return header
 
 
@@ -222,7 +219,7 @@ def kspace_shape(path: str | os.PathLike) -> tuple[int, int, int, int]:
     """(slices, coils, H, W) of the file's ``kspace`` without reading it (single-coil: coils = 1)."""
     path = Path(path)
     with _open(path) as f:
-        return _shape(_kspace_dataset(f, path), path)
+        return _kspace_dataset(f, path)[1]
 
 
 def iter_kspace_batches(path: str | os.PathLike, batch_slices: int = 1) -> Iterator[tuple[int, np.ndarray]]:
@@ -236,8 +233,7 @@ def iter_kspace_batches(path: str | os.PathLike, batch_slices: int = 1) -> Itera
     if batch_slices < 1:
         raise ValueError(f"batch_slices must be >= 1, got {batch_slices}")
     with _open(path) as f:
-        dset = _kspace_dataset(f, path)
-        S, C, H, W = _shape(dset, path)
+        dset, (S, C, H, W) = _kspace_dataset(f, path)
         check_claimed_bytes(path, min(batch_slices, S) * C * H * W * max(dset.dtype.itemsize, 8),
                             f"a batch of {min(batch_slices, S)} kspace slices")
         for s0 in range(0, S, batch_slices):
@@ -265,17 +261,12 @@ def _open(path: Path):
         raise InputImageError(f"{path}: cannot read HDF5 file ({type(exc).__name__}: {exc})") from exc
 
 
-def _kspace_dataset(f: h5py.File, path: Path) -> h5py.Dataset:
-    """The ``kspace`` dataset, its type, shape bounds and stored bytes checked (nothing read)."""
+def _kspace_dataset(f: h5py.File, path: Path) -> tuple[h5py.Dataset, tuple[int, int, int, int]]:
+    """The ``kspace`` dataset and its (slices, coils, H, W), its type, shape bounds and stored bytes
+    checked (:func:`mrichain.io.check_kspace_dataset`; nothing read)."""
     if "kspace" not in f:
         raise InputImageError(f"{path}: no 'kspace' dataset (fastMRI layout expected)")
-    dset = f["kspace"]
-    check_kspace_dataset(dset, path)
-    return dset
-
-
-def _shape(dset: h5py.Dataset, path: Path) -> tuple[int, int, int, int]:
-    return check_kspace_dataset(dset, path)
+    return f["kspace"], check_kspace_dataset(f["kspace"], path)
 
 
 def read_file_mask(path: str | os.PathLike) -> np.ndarray | None:
@@ -286,7 +277,7 @@ def read_file_mask(path: str | os.PathLike) -> np.ndarray | None:
             return None
         check_mask_dataset(f["mask"], path)
         mask = np.asarray(f["mask"][()], dtype=np.float32).reshape(-1)
-        W = _shape(_kspace_dataset(f, path), path)[-1]
+        W = _kspace_dataset(f, path)[1][-1]
     if mask.shape[0] != W:
         raise InputImageError(f"{path}: mask length {mask.shape[0]} does not match kspace width {W}")
     return mask

@@ -146,8 +146,8 @@ class RealPlan:
         """``paths``, checked to lie outside the raw BIDS dataset (``input.bids_dir``) or under its
         ``derivatives/<pipeline>`` (:func:`mrichain.realdata.derivatives.inside_raw_dataset`);
         :class:`mrichain.UserError` naming the first that does not. Every path the plan builds
-        is under :attr:`root` or :data:`WORK`, checked when the plan is made; :meth:`outputs`
-        and :meth:`summary_files` check theirs again, so no job of the plan writes into it."""
+        is under :attr:`root` or :data:`WORK`, the two checked when the plan is made, so no job of
+        the plan writes into it."""
         paths = list(paths)
         if self.bids_dir is None:
             return paths
@@ -277,7 +277,6 @@ class RealPlan:
             out["scans"] = sorted({self.scans_table(k) for k in self.inputs} | {f"{self.root}/scans.json"})
         if "segment" in self.stages:
             out["dseg"] = f"{self.root}/dseg.tsv"
-        self.outside_dataset(p for v in out.values() for p in (v if isinstance(v, list) else [v]))
         return out
 
     def summary_manifest(self) -> dict:
@@ -310,4 +309,4 @@ class RealPlan:
                 out.append(self.derivative(key, desc="brain", suffix="mask"))
                 out += [self.restored(s, key, m) for s in ("denoise", "segment") for m in self.methods(s)]
                 out += [self.stage_output("predict", key, m) for m in self.methods("predict")]
-        return self.outside_dataset(out)
+        return out
