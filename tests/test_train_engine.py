@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from mrichain.train import TrainSettings, fit, seed_everything, select_device
 from mrichain.train.engine import checkpoint_path
+from trainer_checks import Killed, assert_same_run, kill_after
 
 
 def _problem(n_train=48):
@@ -58,26 +59,16 @@ def test_interrupted_training_resumes_to_the_same_state(tmp_path):
     full = fit(_model(3), train, val, loss_fn=loss_fn, score_fn=score_fn, settings=_settings(),
                out_path=tmp_path / "a" / "m.pt", card={"architecture": "mlp"}, progress=False)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_third(epoch, row):
-        if epoch == 2:
-            raise Killed
-
     out = tmp_path / "b" / "m.pt"
     with pytest.raises(Killed):
         fit(_model(3), train, val, loss_fn=loss_fn, score_fn=score_fn, settings=_settings(), out_path=out,
-            card={"architecture": "mlp"}, on_epoch_end=kill_after_third, progress=False)
+            card={"architecture": "mlp"}, on_epoch_end=kill_after(3), progress=False)
     assert checkpoint_path(out).exists() and not out.exists()
     resumed = fit(_model(99), train, val, loss_fn=loss_fn, score_fn=score_fn, settings=_settings(),
                   out_path=out, card={"architecture": "mlp"}, progress=False)
     assert resumed.resumed_from_epoch == 3
-    for key in ("train_loss", "val_score", "steps", "lr"):  # NaN-aware: epoch 0 has no train loss
-        np.testing.assert_array_equal([r[key] for r in resumed.curve], [r[key] for r in full.curve])
-    assert (resumed.optimiser_steps, resumed.samples_seen) == (full.optimiser_steps, full.samples_seen) == (36, 288)
-    a, b = torch.load(tmp_path / "a" / "m.pt"), torch.load(out)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(full, resumed, tmp_path / "a" / "m.pt", out, keys=("train_loss", "val_score", "steps", "lr"))
+    assert (full.optimiser_steps, full.samples_seen) == (36, 288)
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(tmp_path):

@@ -13,6 +13,7 @@ from mrichain.train import TrainSettings, fit
 from mrichain.train.engine import checkpoint_path, make_optimiser, make_scheduler, safe_load
 from mrichain.train.params import split_params
 from test_train_engine import _model, _problem, loss_fn, score_fn
+from trainer_checks import Killed, assert_same_run, kill_after
 
 torch.set_num_threads(1)
 
@@ -183,25 +184,15 @@ def test_a_resumed_scheduled_run_reproduces_the_uninterrupted_one(tmp_path):
     settings = _settings(epochs=5, optimiser="sgd", momentum=0.9, lr=5e-2, schedule="poly", warmup_epochs=1)
     full = _fit(tmp_path / "a" / "m.pt", settings)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_second(epoch, row):
-        if epoch == 1:
-            raise Killed
-
     out = tmp_path / "b" / "m.pt"
     with pytest.raises(Killed):
-        _fit(out, settings, on_epoch_end=kill_after_second)
+        _fit(out, settings, on_epoch_end=kill_after(2))
     ckpt = safe_load(checkpoint_path(out))
     assert ckpt["scheduler"]["last_epoch"] == ckpt["steps"] == 12  # the schedule's position is saved
     resumed = _fit(out, settings, model=_model(99))
     assert resumed.resumed_from_epoch == 2
-    for key in ("train_loss", "val_score", "steps", "lr"):
-        np.testing.assert_array_equal([r[key] for r in resumed.curve], [r[key] for r in full.curve])
-    assert (resumed.optimiser_steps, resumed.samples_seen) == (full.optimiser_steps, full.samples_seen) == (30, 240)
-    a, b = torch.load(tmp_path / "a" / "m.pt"), torch.load(out)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(full, resumed, tmp_path / "a" / "m.pt", out, keys=("train_loss", "val_score", "steps", "lr"))
+    assert (full.optimiser_steps, full.samples_seen) == (30, 240)
     last_a = safe_load(checkpoint_path(tmp_path / "a" / "m.pt"))["model"]
     last_b = safe_load(checkpoint_path(out))["model"]
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)

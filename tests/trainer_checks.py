@@ -11,9 +11,23 @@ class Killed(Exception):
     """Stands for a job killed between epochs."""
 
 
-def _kill_after_first(epoch, row):
-    if epoch == 0:
-        raise Killed
+def kill_after(n_epochs: int):
+    """An ``on_epoch_end`` callback that raises :class:`Killed` once ``n_epochs`` epochs are done."""
+    def kill(epoch, row):
+        if epoch == n_epochs - 1:
+            raise Killed
+
+    return kill
+
+
+def assert_same_run(full, resumed, full_path, resumed_path, keys=("train_loss", "steps", "lr")) -> None:
+    """A resumed run reproduced the uninterrupted one: the same curve (NaN-aware: epoch 0, the
+    untrained network, has no train loss), budget and saved weights."""
+    for key in keys:
+        np.testing.assert_array_equal([r[key] for r in resumed.curve], [r[key] for r in full.curve])
+    assert (resumed.optimiser_steps, resumed.samples_seen) == (full.optimiser_steps, full.samples_seen)
+    a, b = torch.load(full_path), torch.load(resumed_path)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def assert_resumes_identically(train, manifest, params, tmp_path, seed, name="m.pt"):
@@ -22,16 +36,12 @@ def assert_resumes_identically(train, manifest, params, tmp_path, seed, name="m.
     full = train(manifest, params, str(tmp_path / "a" / name), seed, progress=False)
     out = tmp_path / "b" / name
     with pytest.raises(Killed):
-        train(manifest, params, str(out), seed, on_epoch_end=_kill_after_first, progress=False)
+        train(manifest, params, str(out), seed, on_epoch_end=kill_after(1), progress=False)
     assert checkpoint_path(out).exists() and not out.exists()
     resumed = train(manifest, params, str(out), seed, progress=False)
     assert full.resumed_from_epoch is None and resumed.resumed_from_epoch == 1
     assert resumed.curve[0]["epoch"] == 0 and len(resumed.curve) == len(full.curve)
-    for key in ("train_loss", "steps", "lr"):  # NaN-aware: epoch 0 (the untrained network) has no train loss
-        np.testing.assert_array_equal([r[key] for r in resumed.curve], [r[key] for r in full.curve])
-    assert (resumed.optimiser_steps, resumed.samples_seen) == (full.optimiser_steps, full.samples_seen)
-    a, b = torch.load(tmp_path / "a" / name), torch.load(out)
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(full, resumed, tmp_path / "a" / name, out)
     return full, resumed
 
 
