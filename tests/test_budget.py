@@ -93,6 +93,20 @@ def test_acceleration_limits(synthetic):
     assert (t.max_acceleration_ci.fillna(0) <= t.max_acceleration).all()
 
 
+def test_below_the_minimum_n_the_budget_prints_no_interval(synthetic):
+    """With fewer test subjects than aggregate.MIN_N (5 here) the means stay and every interval,
+    and the interval-based limit, is empty; the fixture's 12 subjects get them."""
+    scores, conds = synthetic
+    few = scores[scores.subject.isin([f"sub-{i:03d}" for i in range(5)])]
+    t = budget.error_budget(few, conds, "zerofilled", seed=1)
+    assert t.value.notna().all() and t[["ci_low", "ci_high", "loss_ci_low", "loss_ci_high"]].isna().all().all()
+    limits = budget.acceleration_limits(few, conds, "zerofilled", seed=1)
+    assert limits.max_acceleration.notna().all() and limits.max_acceleration_ci.isna().all()
+    assert "[" not in " ".join(limits.harm_by_acceleration)
+    full = budget.error_budget(scores, conds, "zerofilled", seed=1)
+    assert full.ci_low.notna().all()
+
+
 def test_no_fully_sampled_acquisition_gives_no_limits():
     conds = conditions({"R4": (4, 0.16)}, ["zerofilled", "cs"], "zerofilled")
     scores = _scores({"R4": 0.9, "R4cs": 0.9, ORACLE: 0.95}, {"R4": 9.0})

@@ -131,3 +131,19 @@ def test_valid_input_sections(default):
                 {"kind": "fastmri", "dir": "/data/brain", "accelerations": [4, 8], "center_fractions": [0.08, 0.04],
                  "output_dir": "out"}):
         validate_config({**copy.deepcopy(default), "input": inp})
+
+
+def test_training_params_get_what_the_workflow_knows(default):
+    """Unset, an age-bin model's bins are the cohort's age range and noise-blind training's coils
+    the acquisition's; a configured value is kept; inference-only keys never reach the trainer."""
+    from mrichain.config import train_params
+
+    cfg = copy.deepcopy(default)
+    cfg["cohort"]["age_range"] = [18, 90]
+    cfg["predict"]["params"]["sfcn"] = {"epochs": 3, "infer": {"mc_samples": 5}}
+    assert train_params(cfg, "predict", "sfcn") == {"epochs": 3, "bin_range": [18.0, 90.0]}
+    cfg["predict"]["params"]["sfcn"]["bin_range"] = [30, 60]
+    assert train_params(cfg, "predict", "sfcn")["bin_range"] == [30, 60]
+    cfg["denoise"]["params"]["dncnn"] = {"noise_snr_range": [20, 80]}
+    assert train_params(cfg, "denoise", "dncnn")["noise_coils"] == cfg["acquire"]["n_coils"]
+    assert "bin_range" not in train_params(cfg, "predict", "mlp")

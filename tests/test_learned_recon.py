@@ -123,7 +123,7 @@ def test_train_writes_model_card_and_curve_and_inference_runs(manifest, tmp_path
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["hyper_parameters"] == {**vn.MODEL_DEFAULTS, **TINY}
     assert card["seed"] == 7 and card["epochs_run"] == 2 and len(card["training_data_hash"]) == 64
-    assert card["n_train_slices"] == 2 * S  # the fully sampled file is skipped by default
+    assert card["n_train_slices"] == 3 * S  # the fully sampled file trains too (denoising) by default
     assert card["validation_score"]["value"] == pytest.approx(res.best_score)
     assert 0 < res.best_score <= 1
 

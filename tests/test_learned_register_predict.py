@@ -12,7 +12,7 @@ from mrichain.register import METHODS as REG_METHODS
 from mrichain.register import TRAINERS as REG_TRAINERS
 from mrichain.register import RegistrationResult
 from mrichain.register import voxelmorph as vxm
-from mrichain.predict import IMAGE_METHODS, METHODS as PRED_METHODS, TRAINERS as PRED_TRAINERS
+from mrichain.predict import LEARNED_METHODS, METHODS as PRED_METHODS, TRAINERS as PRED_TRAINERS
 from mrichain.predict import sfcn
 from mrichain.train import seed_everything
 from trainer_checks import assert_resumes_identically, fixed_batch_losses
@@ -138,7 +138,7 @@ def age_data(tmp_path_factory):
 
 
 def test_sfcn_registered_shapes_and_backward():
-    assert IMAGE_METHODS["sfcn"] is sfcn.predict_images and PRED_TRAINERS["sfcn"] is sfcn.train
+    assert LEARNED_METHODS["sfcn"] is sfcn.predict_images and PRED_TRAINERS["sfcn"] is sfcn.train
     assert "linear" in PRED_METHODS  # the volume-based predictors still work
     seed_everything(0)
     net = sfcn.build_model({**sfcn.DEFAULT_HYPER, **SFCN_PARAMS})
@@ -183,11 +183,11 @@ def test_sfcn_train_resume_and_mc_interval(age_data, tmp_path):
     assert card["target"]["bins"] == 80 and (out.parent / "predict-sfcn_curve.tsv").exists()
 
     paths = [it["image"] for it in age_data["val"]]
-    df = IMAGE_METHODS["sfcn"](str(out), paths, mc_samples=8, interval=0.9, seed=0)
+    df = LEARNED_METHODS["sfcn"](str(out), paths, mc_samples=8, interval=0.9, seed=0)
     assert isinstance(df, pd.DataFrame) and len(df) == len(paths)
     assert {"predicted_age", "predicted_lower", "predicted_upper"} <= set(df.columns)
     assert np.all(np.isfinite(df[["predicted_age", "predicted_lower", "predicted_upper"]].to_numpy()))
     assert np.all(df.predicted_lower < df.predicted_upper)
     assert np.all((df.predicted_lower <= df.predicted_age) & (df.predicted_age <= df.predicted_upper))
-    again = IMAGE_METHODS["sfcn"](str(out), paths, mc_samples=8, interval=0.9, seed=0)
+    again = LEARNED_METHODS["sfcn"](str(out), paths, mc_samples=8, interval=0.9, seed=0)
     pd.testing.assert_frame_equal(df, again)  # seeded MC passes: reproducible

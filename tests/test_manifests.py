@@ -50,8 +50,9 @@ def test_training_reads_what_the_stage_declares(plan):
     dn = plan.train_manifest("denoise", "dncnn")  # noise-only pairs: fully sampled acquisitions
     assert all("_acq-R1_" in item["input"] and "_acq-R1_" in item["target"] for item in dn["train"] + dn["val"])
     assert len(dn["train"]) == len(plan.split_subjects("train")) and len(dn["val"]) == len(plan.split_subjects("val"))
-    vn = plan.train_manifest("reconstruct", "varnet")  # undersampled k-space
-    assert all("_acq-R4_" in item["kspace"] for item in vn["train"])
+    vn = plan.train_manifest("reconstruct", "varnet")  # every acquisition: de-aliasing and denoising
+    acqs = [item["kspace"].split("_acq-")[1].split("_")[0] for item in vn["train"]]
+    assert sorted(acqs) == sorted(["R4", "R1"] * len(plan.split_subjects("train")))
     vxm = plan.train_manifest("register", "voxelmorph")  # every acquisition, plus the template
     assert len(vxm["train"]) == 2 * len(plan.split_subjects("train")) and vxm["fixed"].endswith("_T1w.nii.gz")
     sf = plan.train_manifest("predict", "sfcn")
@@ -137,7 +138,7 @@ def test_tuned_methods_read_their_card_and_wait_for_it(cfg):
 
 def test_tune_manifest_reads_the_val_split_at_the_training_acquisition(plan):
     cs = plan.tune_manifest("reconstruct", "cs")
-    assert cs["acq"] == "R4"  # reconstruction trains (and tunes) on undersampled data
+    assert cs["acq"] == "R4"  # CS is tuned on undersampled data (VarNet trains on every acquisition)
     assert set(cs["subjects"]) == set(plan.split_subjects("val"))
     sub = next(iter(cs["subjects"]))
     assert cs["subjects"][sub]["inputs"] == {"kspace": f"results/kspace/{sub}/{sub}_acq-R4_T1w.h5"}
@@ -230,3 +231,27 @@ def test_error_budget_switches(cfg, sweep, oracle):
     sweep_labels = ["R4cs", "R4varnet"] if sweep else []
     assert plan.stage_conditions("segment") == ["R4", "R1"] + sweep_labels + (["oracle"] if oracle else [])
     assert plan.stage_conditions("denoise") == ["R4", "R1"] + sweep_labels
+
+
+def test_age_subjects_give_the_age_models_a_val_split(cfg):
+    """With enough age subjects a share of them (the cohort's train:val ratio) validate the age
+    models: in their training manifests' val items and in the linear model's tuning, read at the
+    training acquisition (the only one they are acquired at), never in the image stages."""
+    c = copy.deepcopy(cfg)
+    c["cohort"]["n_age_train_subjects"] = 8
+    c["cohort"]["split"] = {"train": 0.6, "val": 0.2, "test": 0.2}
+    plan = Plan(c)
+    age_val = [s for s in plan.age_subjects if plan.splits[s] == "val"]
+    assert len(age_val) == 2 and len(plan.age_subjects) == 8  # round(8 * 0.2 / 0.8)
+    mlp = plan.train_manifest("predict", "mlp")
+    val_subjects = {i["labels"].split("/")[2] for i in mlp["val"]}
+    assert val_subjects == set(plan.split_subjects("val")) | set(age_val)
+    assert all("acq-R1" in i["labels"] for i in mlp["val"])
+    assert set(mlp["train"][0]) == {"labels", "age"}  # the method's own training reads
+    job = plan.job_manifest("predict", "mlp", "R4")
+    by_sub = dict(zip(job["subjects"], job["labels"]))
+    assert all(job["splits"][s] == "val" and "acq-R1" in by_sub[s] for s in age_val)
+    assert set(age_val) <= set(plan.tune_manifest("predict", "linear")["job"]["subjects"])
+    assert not any(e in json.dumps(plan.train_manifest("segment", "unet")) for e in plan.age_subjects)
+    swept = plan.job_manifest("predict", "linear", "R4cs")  # no val split at a sweep condition
+    assert not set(age_val) & set(swept["subjects"])

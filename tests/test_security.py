@@ -787,6 +787,7 @@ TRAINER_DEFAULTS = {
     "varnet": ("TRAIN_DEFAULTS", "MODEL_DEFAULTS"),
     "dncnn": ("DEFAULTS",),
     "voxelmorph": ("DEFAULT_LOOP", "DEFAULT_HYPER"),
+    "mlp": ("DEFAULT_LOOP", "DEFAULT_HYPER"),
     "unet": ("DEFAULTS",),
     "sfcn": ("DEFAULT_LOOP", "DEFAULT_HYPER"),
     "drone": ("DEFAULTS",),

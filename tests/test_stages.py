@@ -13,13 +13,13 @@ from dag import ROOT
 def test_entry_points_and_trainers_resolve():
     for s in stages.METHOD_STAGES:
         package = importlib.import_module(s.package)
-        registry = set(package.METHODS) | set(getattr(package, "IMAGE_METHODS", {}))
+        registry = set(package.METHODS) | set(getattr(package, "LEARNED_METHODS", {}))
         assert registry == set(s.method_names), s.name
         assert set(package.TRAINERS) == {m.name for m in s.methods if m.learned}, s.name
         for m in s.methods:
             assert m.kind in (stages.FLOOR, stages.CLASSICAL, stages.LEARNED), (s.name, m.name)
             assert (m.trainer is not None) == m.learned and (m.val_metric is not None) == m.learned, m.name
-            impl = (package.METHODS if m.name in package.METHODS else package.IMAGE_METHODS)[m.name]
+            impl = (package.METHODS if m.name in package.METHODS else package.LEARNED_METHODS)[m.name]
             assert callable(impl) or hasattr(impl, "fit"), (s.name, m.name)
             if m.learned:
                 assert callable(package.TRAINERS[m.name])
@@ -32,7 +32,7 @@ def test_every_stage_has_a_scorer_and_every_reference_is_known():
     for s in stages.STAGES:
         assert callable(stages.SCORERS[s.name]), s.name
         refs = [*s.reads.values(), *s.score_reads.values(), *s.train_reads.values(), *s.train_extra.values()]
-        refs += [r for m in s.methods for r in (m.reads or {}).values()]
+        refs += [r for m in s.methods for r in [*(m.reads or {}).values(), *(m.train_reads or {}).values()]]
         for ref in refs:
             kind, _, key = ref.partition(".")
             assert kind in known_kinds, (s.name, ref)

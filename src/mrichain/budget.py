@@ -24,8 +24,9 @@ per-subject scores (the ``results/metrics/*.tsv`` files) this module writes:
     threshold at that and every smaller acceleration of the sweep. The reference is the fully
     sampled acquisition through the feed methods (a lab's unaccelerated protocol), per subject.
 
-Intervals are :func:`mrichain.aggregate.mean_interval` (bootstrap over test subjects, seeded per
-row), paired where two conditions are compared (the same subjects at both).
+Intervals are :func:`mrichain.aggregate.interval` (bootstrap over test subjects, seeded per
+row), paired where two conditions are compared (the same subjects at both); below
+:data:`mrichain.aggregate.MIN_N` subjects there is none (NaN), and ``max_acceleration_ci`` is NaN.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrichain.aggregate import RENAME, _test_scores, mean_interval
+from mrichain.aggregate import RENAME, _test_scores, interval
 from mrichain.conditions import ORACLE, Condition
 from mrichain.metrics import higher_is_better
 
@@ -63,7 +64,7 @@ def _per_subject(scores: pd.DataFrame) -> dict[tuple[str, str, str, str], pd.Ser
 
 def _stat(values: pd.Series, seed: int, key: tuple) -> dict:
     v = values.dropna().to_numpy(dtype=float)
-    low, high = mean_interval(v, seed, key)
+    low, high = interval(v, seed, key)
     return {"n": len(v), "value": float(np.mean(v)) if len(v) else np.nan, "ci_low": low, "ci_high": high}
 
 
@@ -72,7 +73,7 @@ def _paired(a: pd.Series, b: pd.Series, seed: int, key: tuple) -> tuple[float, f
     d = (a - b).dropna().to_numpy(dtype=float)
     if len(d) == 0:
         return np.nan, np.nan, np.nan
-    low, high = mean_interval(d, seed, key)
+    low, high = interval(d, seed, key)
     return float(np.mean(d)), low, high
 
 
@@ -162,7 +163,8 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
                                               ("limit", stage_name, c.label, method, metric))
                     # + 0.0: no "-0" where the harm is exactly zero (the reference itself)
                     h, h_low, h_high = sign * mean + 0.0, *(v + 0.0 for v in sorted((sign * low, sign * high)))
-                    harms.append(f"R{c.acceleration:g}: {h:+.3g} [{h_low:+.3g}, {h_high:+.3g}]")
+                    ci = f" [{h_low:+.3g}, {h_high:+.3g}]" if np.isfinite(h_high) else ""
+                    harms.append(f"R{c.acceleration:g}: {h:+.3g}{ci}")
                     ok = ok and bool(h <= threshold)
                     ok_ci = ok_ci and bool(np.isfinite(h_high) and h_high <= threshold)
                     best = c.acceleration if ok else best

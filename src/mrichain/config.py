@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from mrichain.stages import METHOD_STAGES, MRF_METHODS, RESERVED
+from mrichain.stages import METHOD_STAGES, MRF_METHODS, RESERVED, method as declared_method
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
@@ -261,3 +261,18 @@ def _centre_fraction_checks(section: str, accelerations: list, fractions: list) 
 def method_params(cfg: dict, stage: str, method: str) -> dict:
     """Keyword arguments configured for ``method`` of ``stage`` (empty dict if none)."""
     return dict(cfg[stage].get("params", {}).get(method, {}))
+
+
+def train_params(cfg: dict, stage: str, method: str) -> dict:
+    """A learned method's training params: its configured ones (``infer`` left out) with what the
+    workflow knows in their place when unset: the acquisition's coil count for noise-level blind
+    training (``noise_coils``: the RSS of ``acquire.n_coils``) and the cohort's age range for an
+    age-bin model (``bin_range``: ``cohort.age_range``, so the bins cover every age the cohort can
+    hold, not only the training subjects' span)."""
+    p = method_params(cfg, stage, method)
+    p.pop("infer", None)
+    if p.get("noise_snr_range") is not None and p.get("noise_coils") is None:
+        p["noise_coils"] = int(cfg["acquire"]["n_coils"])
+    if "bin_range" in declared_method(stage, method).params and p.get("bin_range") is None:
+        p["bin_range"] = [float(a) for a in cfg["cohort"]["age_range"]]
+    return p

@@ -18,7 +18,7 @@ from mrichain import layout
 from mrichain.conditions import ORACLE, SWEPT_STAGE, Condition, conditions
 from mrichain.mrf.plan import MrfPlan
 from mrichain.simulate.acquire import acq_label
-from mrichain.simulate.cohort import age_train_ids, assign_splits, subject_age, subject_ids
+from mrichain.simulate.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
 from mrichain.stages import METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
 
 MANIFEST_NAMES = {
@@ -67,7 +67,7 @@ class Plan:
         self.contrast = config["acquire"]["contrast"]
         self.subjects = subject_ids(config)
         self.age_subjects = age_train_ids(config)
-        self.splits = {**assign_splits(config), **{s: "train" for s in self.age_subjects}}
+        self.splits = {**assign_splits(config), **age_splits(config)}
         self.test_subjects = [s for s in self.subjects if self.splits[s] == "test"]
         self._test = set(self.test_subjects)
         acq = config["acquire"]
@@ -164,8 +164,9 @@ class Plan:
         return [(s.name, m) for s in METHOD_STAGES for m in self.methods(s.name) if self.tune_grid(s.name, m)]
 
     def tune_acq(self, s: Stage) -> str:
-        """The acquisition a stage's methods are tuned at: the first one its learned methods train on."""
-        return self.train_acqs(s)[0]
+        """The acquisition a stage's classical methods are tuned at: the first of its ``tune_acqs``
+        (by default the acquisitions its learned methods train on)."""
+        return self._acqs(s.tune_acqs or s.train_acqs)[0]
 
     @functools.lru_cache(maxsize=None)
     def reads_model(self, stage_name: str, method: str | None = None) -> bool:
@@ -186,15 +187,21 @@ class Plan:
         """Subjects of the image cohort in ``splits`` (the age subjects are not among them)."""
         return [s for s in self.subjects if self.splits[s] in splits]
 
-    def fit_subjects(self, s: Stage) -> list[str]:
-        """The train subjects a stage's fit reads: the train split, plus the age subjects for a
-        cohort-level stage."""
-        return self.split_subjects("train") + (self.age_subjects if not s.per_subject else [])
+    def fit_subjects(self, s: Stage, split: str = "train") -> list[str]:
+        """The subjects of ``split`` (train or val) a stage's fit reads: the image cohort's, plus
+        the age subjects of that split for a cohort-level stage."""
+        age = [a for a in self.age_subjects if self.splits[a] == split] if not s.per_subject else []
+        return self.split_subjects(split) + age
 
     def train_acqs(self, s: Stage) -> list[str]:
-        if s.train_acqs == "all":
+        """The acquisitions a stage's learned methods train on (:attr:`Stage.train_acqs`)."""
+        return self._acqs(s.train_acqs)
+
+    def _acqs(self, which: str) -> list[str]:
+        """The acquisitions ``all``, ``undersampled`` or ``fully_sampled`` names (all where none is)."""
+        if which == "all":
             return list(self.acqs)
-        want_full = s.train_acqs == "fully_sampled"
+        want_full = which == "fully_sampled"
         chosen = [a for a, (r, _) in self.acqs.items() if (r == 1) == want_full]
         return chosen or list(self.acqs)
 
@@ -273,13 +280,14 @@ class Plan:
         if cond is not None:
             splits = tuple(x for x in splits if x != "val")
         subjects = [sub for sub in self.subjects if self.splits[sub] in splits]
-        if "train" in splits:
-            subjects += self.age_subjects
+        age_subjects = [sub for sub in self.age_subjects if self.splits[sub] in splits]
         fit_acq = acq if cond is not None and cond.oracle else self.train_acqs(s)[0]
-        out = {"stage": stage_name, "method": method, "acq": acq, "subjects": subjects,
-               "splits": {sub: self.splits[sub] for sub in subjects}}
+        out = {"stage": stage_name, "method": method, "acq": acq, "subjects": subjects + age_subjects,
+               "splits": {sub: self.splits[sub] for sub in subjects + age_subjects}}
+        # the age subjects exist at the training acquisition only (and at the oracle)
+        at_fit = {sub for sub in subjects if self.splits[sub] == "train"} | set(age_subjects)
         for key, ref in self._reads(s, method).items():
-            out[key] = [self.resolve(ref, sub, fit_acq if self.splits[sub] == "train" else acq) for sub in subjects]
+            out[key] = [self.resolve(ref, sub, fit_acq if sub in at_fit else acq) for sub in out["subjects"]]
         return out
 
     @functools.lru_cache(maxsize=None)
@@ -305,11 +313,12 @@ class Plan:
         """Training items of a learned method: ``train`` to fit, ``val`` to select the epoch."""
         s = stage(stage_name)
         acqs = self.train_acqs(s)
+        reads = s.method(method).train_reads or s.train_reads
 
         def items(subjects):
-            return [{k: self.resolve(r, sub, a) for k, r in s.train_reads.items()} for sub in subjects for a in acqs]
+            return [{k: self.resolve(r, sub, a) for k, r in reads.items()} for sub in subjects for a in acqs]
 
-        out = {"train": items(self.fit_subjects(s)), "val": items(self.split_subjects("val"))}
+        out = {"train": items(self.fit_subjects(s)), "val": items(self.fit_subjects(s, "val"))}
         out.update({k: self.resolve(r, None, None) for k, r in s.train_extra.items()})
         return out
 

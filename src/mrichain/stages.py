@@ -46,6 +46,7 @@ class Method:
     val_metric: the training-curve column (``models/<stage>-<method>_curve.tsv``) that selects the
         epoch on the val split; higher is better.
     reads: what a job of this method reads, if it differs from the stage's ``reads``.
+    train_reads: a learned method's training items, if they differ from the stage's ``train_reads``.
     params: every key a config may set under ``<stage>.params.<method>``, each with the JSON
         schema of its value; the config schema is generated from it and refuses any other key.
         A floor's or classical method's: the keyword arguments of its inference function (a brain-age
@@ -65,6 +66,7 @@ class Method:
     trainer: str | None = None
     val_metric: str | None = None
     reads: Mapping[str, str] | None = None
+    train_reads: Mapping[str, str] | None = None
     tunable: Mapping[str, dict] = field(default_factory=dict)
     params: Mapping[str, dict] = field(default_factory=dict)
     infer: Mapping[str, dict] = field(default_factory=dict)
@@ -104,6 +106,8 @@ class Stage:
     train_reads: per training item of a learned method, ``{key: reference}``.
     train_acqs: which acquisitions give training items: ``all``, ``undersampled`` or
         ``fully_sampled`` (each falls back to all when the config has none).
+    tune_acqs: the same choice for tuning the classical methods (the first such acquisition);
+        None: as ``train_acqs``.
     train_extra: cohort-level files every training manifest of the stage gets.
     primary_metric: the score (a metric of the scorer) that tunes classical methods on the val
         split and that the targets use (its direction: :func:`mrichain.metrics.higher_is_better`).
@@ -129,6 +133,7 @@ class Stage:
     scored_floors: tuple[str, ...] = ()
     train_reads: Mapping[str, str] = field(default_factory=dict)
     train_acqs: str = "all"
+    tune_acqs: str | None = None
     train_extra: Mapping[str, str] = field(default_factory=dict)
     primary_metric: str = ""
     ideal: str | None = None
@@ -164,7 +169,7 @@ RESERVED: Mapping[str, str] = {
     "compressed": "set by the method (matching_svd matches in the SVD space, matching does not)",
     **{data: "set by the workflow (the job's input data)" for data in
        ("image", "kspace", "mask", "moving", "fixed", "volumes", "ages", "image_paths", "fingerprints",
-        "dictionary", "n_voxels")},
+        "dictionary", "n_voxels", "label_paths")},
 }
 """Keyword arguments of the methods' functions that the job sets, never the config: each with
 what sets it (the config check's message when a config names one)."""
@@ -259,7 +264,10 @@ STAGES: tuple[Stage, ...] = (
         score_reads={"reference": "kspace", "truth": "noisefree", "mask": "gt.brain_mask"},
         # VarNet's target (params target: noisefree) and the brain mask its val score is taken in
         train_reads={"kspace": "kspace", "target": "noisefree", "mask": "gt.brain_mask"},
-        train_acqs="undersampled",
+        # VarNet learns both to de-alias (R > 1) and to denoise (R1): trained on the undersampled
+        # files only, its cascades degraded fully sampled images; CS is tuned where it matters
+        train_acqs="all",
+        tune_acqs="undersampled",
         primary_metric="ssim_truth",
     ),
     Stage(
@@ -367,6 +375,11 @@ STAGES: tuple[Stage, ...] = (
                            "max_shift": {"type": "integer", "minimum": 0, "maximum": 32}, "flip": _BOOL},
                    infer={"mc_samples": _width(10000), "interval": {"type": "number", "exclusiveMinimum": 0,
                                                                     "exclusiveMaximum": 1}}),
+            Method("mlp", LEARNED, "mrichain.predict.mlp:predict_labels",
+                   trainer="mrichain.predict.mlp:train", val_metric="val_neg_mae_years",
+                   reads={"labels": "feed.segment"}, train_reads={"labels": "feed.segment", "age": "age"},
+                   params={**_TRAINING, "hidden": _width(1024),
+                           "features": _LINEAR["features"], "ensemble": _width(64)}),
         ),
         per_subject=False,
         directory="predict",

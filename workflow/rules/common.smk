@@ -6,7 +6,7 @@ import json
 import shlex
 
 from mrichain import layout
-from mrichain.config import method_params
+from mrichain.config import method_params, train_params
 from mrichain.realdata.domain import check_models_dir, domain_of_config
 from mrichain.realdata.plan import WORK as WORK_REAL, WORK_SUFFIX as REAL_WORK_SUFFIX, RealPlan
 from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
@@ -65,12 +65,7 @@ def params_json(stage_name, method):
 
 
 def train_params_json(stage_name, method):
-    p = method_params(config, stage_name, method)
-    p.pop("infer", None)
-    if p.get("noise_snr_range") is not None and p.get("noise_coils") is None:
-        # noise-level blind training synthesises the acquisition's noise: the RSS of its coils
-        p["noise_coils"] = int(config["acquire"]["n_coils"])
-    return json.dumps(p, sort_keys=True)
+    return json.dumps(train_params(config, stage_name, method), sort_keys=True)
 
 
 def method_inputs(stage_name):

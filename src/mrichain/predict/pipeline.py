@@ -23,22 +23,24 @@ def run_prediction(
     """Predict every subject's brain age; write a TSV and a JSON describing the model.
 
     A volume method (``METHODS``, e.g. linear) is fitted here on the train split's segmentations
-    (``label_paths``: uint8 maps 0 BG, 1 CSF, 2 GM, 3 WM) and true ages. An image method
-    (``IMAGE_METHODS``, e.g. the learned CNN) was trained by its own job: it reads ``image_paths``
-    and its weights ``model`` and also returns a predictive interval.
+    (``label_paths``: uint8 maps 0 BG, 1 CSF, 2 GM, 3 WM) and true ages. A learned method
+    (``LEARNED_METHODS``: the image CNN reads ``image_paths``, the tissue MLP ``label_paths``) was
+    trained by its own job and reads its weights ``model``; the CNN also returns a predictive interval.
     info_paths: one per subject (order of ``subjects``), JSONs holding the true ``age`` in years
     (null for a real subject of unknown age; such subjects must not be in the train split).
     TSV columns: subject, split, age, predicted_age[, predicted_lower, predicted_upper, volumes].
     """
-    from mrichain.predict import IMAGE_METHODS, METHODS
+    from mrichain.predict import LEARNED_METHODS, METHODS
     from mrichain.predict.volumes import tissue_volumes
+    from mrichain.stages import method as declared
 
     # a real subject's age may be unknown (null: no participants.tsv age); it is predicted, not fitted on
     ages = [float("nan") if (a := load_json(p)["age"]) is None else float(a) for p in info_paths]
-    if method in IMAGE_METHODS:
-        if image_paths is None or model is None or len(image_paths) != len(subjects):
-            raise ValueError(f"{method} needs one image per subject and its trained model")
-        pred = IMAGE_METHODS[method](model, image_paths, **params)
+    if method in LEARNED_METHODS:
+        paths = image_paths if "images" in (declared("predict", method).reads or {}) else label_paths
+        if paths is None or model is None or len(paths) != len(subjects):
+            raise ValueError(f"{method} needs one input per subject and its trained model")
+        pred = LEARNED_METHODS[method](model, paths, **params)
         table = pd.DataFrame({"subject": subjects, "split": [splits[s] for s in subjects], "age": ages})
         table = pd.concat([table, pred.reset_index(drop=True)], axis=1)
         Path(out_predictions).parent.mkdir(parents=True, exist_ok=True)

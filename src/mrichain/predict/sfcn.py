@@ -14,10 +14,11 @@ Why each part is what it is:
   centres and the interval comes from the bin distribution itself, so no variance head is needed:
   a Gaussian-NLL variance head can lower its loss by widening to the age SD and predicting the
   mean (a constant), which is what it did here. Peng et al. use 1-year bins and sigma 1 y.
-- *Bins*: ``bin_range`` ``[lo, hi]`` years, or null: the training ages' range widened on each side
-  by ``max(3 label_sigma, 10 % of the range)`` and rounded out to whole bins, so the expectation can
-  reach a little beyond the oldest and youngest training subject. The resolved range is what the
-  card stores (it sizes the last layer).
+- *Bins*: ``bin_range`` ``[lo, hi]`` years (the workflow passes ``cohort.age_range``: the
+  expectation over bins can never leave the range, so bins fitted to a small training set's span
+  cannot reach an older or younger test subject), or null: the training ages' range widened on each
+  side by ``max(3 label_sigma, 10 % of the range)`` and rounded out to whole bins. The resolved
+  range is what the card stores (it sizes the last layer).
 - *Normalised pooled features*: a globally average-pooled ReLU map is dominated by what every
   brain shares (on the default cohort the pooled features vary between subjects by 0.002 around a
   mean of 0.29), so a linear layer on them must use huge weights to carry age. The BatchNorm over

@@ -5,12 +5,12 @@ Modules: :mod:`template` (MNI152 tissue template), :mod:`cohort` (subjects, spli
 :mod:`coils`, :mod:`sampling`, :mod:`acquire` (k-space in the fastMRI layout).
 """
 from mrichain.simulate.cohort import (
-    Subject, age_train_ids, assign_splits, read_subject, simulate_subject, subject_age, subject_files, subject_ids,
+    Subject, age_splits, age_train_ids, assign_splits, read_subject, simulate_subject, subject_age, subject_files, subject_ids,
     write_subject,
 )
 from mrichain.simulate.template import Template, build_template, read_template, write_template
 
 __all__ = [
-    "Subject", "Template", "age_train_ids", "assign_splits", "build_template", "read_subject", "read_template",
+    "Subject", "Template", "age_splits", "age_train_ids", "assign_splits", "build_template", "read_subject", "read_template",
     "simulate_subject", "subject_age", "subject_files", "subject_ids", "write_subject", "write_template",
 ]

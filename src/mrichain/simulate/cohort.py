@@ -20,7 +20,7 @@ from mrichain.simulate.tissue import draw_tissue_params, parameter_maps
 from mrichain.simulate.warp import apply_displacement, random_displacement
 
 PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, "mask": 7, "brainage": 8,
-           "mrf_noise": 9, "mrf_b1": 10}
+           "mrf_noise": 9, "mrf_b1": 10, "age_split": 11}
 """Purpose codes: the third entropy word of each random stream."""
 
 
@@ -42,9 +42,9 @@ def subject_ids(cfg: dict) -> list[str]:
 
 def age_train_ids(cfg: dict) -> list[str]:
     """Subjects simulated only to train the brain-age models (``cohort.n_age_train_subjects``),
-    numbered after the image cohort: ['sub-(N+1)', ...]. They are train-split subjects of the
-    cohort-level stage only: acquired fully sampled, taken through the feed methods, never scored
-    and never used to train or tune an image stage."""
+    numbered after the image cohort: ['sub-(N+1)', ...]. They are train- or val-split subjects of
+    the cohort-level stage only (:func:`age_splits`): acquired fully sampled, taken through the
+    feed methods, never scored and never used to train or tune an image stage."""
     n = int(cfg["cohort"]["n_subjects"])
     m = int(cfg["cohort"].get("n_age_train_subjects", 0))
     return [f"sub-{i:03d}" for i in range(n + 1, n + m + 1)]
@@ -70,6 +70,20 @@ def assign_splits(cfg: dict) -> dict[str, str]:
     for rank, i in enumerate(order):
         out[ids[i]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
     return dict(sorted(out.items()))
+
+
+def age_splits(cfg: dict) -> dict[str, str]:
+    """{age subject: 'train'|'val'}: the age subjects (:func:`age_train_ids`) split in the image
+    cohort's train:val ratio (``cohort.split``), a seeded permutation; val gets
+    ``round(m * val / (train + val))`` of the ``m`` subjects, none below 3 subjects (they all train).
+    The val ones give the brain-age models a validation split large enough to select an epoch or a
+    tuned value by (the image cohort's val split alone is 2 subjects by default)."""
+    ids = age_train_ids(cfg)
+    frac = cfg["cohort"]["split"]
+    tr, va = float(frac.get("train", 0)), float(frac.get("val", 0))
+    n_val = int(round(len(ids) * va / (tr + va))) if len(ids) >= 3 and tr + va > 0 else 0
+    order = make_rng(cfg["seed"], 0, "age_split").permutation(len(ids))
+    return {ids[i]: "val" if rank < n_val else "train" for rank, i in enumerate(order)}
 
 
 def subject_age(cfg: dict, sub_id: str) -> float:
