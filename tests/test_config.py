@@ -15,7 +15,7 @@ def default():
     return yaml.safe_load(open(ROOT / "config" / "config.yaml"))
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "bench.yaml", "bench_sweep.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "bench.yaml", "bench_sweep.yaml", "bench_gpu.yaml"])
 def test_shipped_configs_are_valid(name):
     load_config(ROOT / "config" / name)
 
