@@ -30,7 +30,7 @@ error, and is more robust to a coarse dictionary.
   each matching and of ``--drone-repeats`` runs of DRONE (tens of milliseconds, where one
   scheduler slice of a loaded machine is a large share; the minimum is the estimate of the
   method's own cost either way); ``ratio`` = matching_s / drone_s, ``ratio_svd`` =
-  matching_svd_s / drone_s.
+  matchingsvd_s / drone_s.
 - Robustness: every ``--robust-snrs`` SNR, on the coarsest dictionary and the <= 2 % one,
   T1/T2 MAPE of matching and DRONE on fresh noise (``<out stem>_robustness.tsv``).
 
@@ -152,10 +152,10 @@ def main(argv=None) -> int:
         r_s, r = timed(lambda: drone.predict(nets[net_n], noisy, dicts[net_n]), args.drone_repeats)
         rows.append({"atoms": len(d), "grid": f"{n}x{n}", "voxels": args.voxels, "snr_db": args.snr,
                      "quantisation_error_pct": 100 * d.grid.quantisation_error(),
-                     "matching_s": m_s, "matching_svd_s": s_s, "drone_s": r_s,
+                     "matching_s": m_s, "matchingsvd_s": s_s, "drone_s": r_s,
                      "ratio": m_s / r_s, "ratio_svd": s_s / r_s, "macs_ratio": macs_ratio(len(d), nets[net_n], seq),
                      "drone_inputs": 2 * nets[net_n].rank, "drone_on": len(dicts[net_n]),
-                     **errors("matching", m, truth), **errors("matching_svd", s, truth), **errors("drone", r, truth)})
+                     **errors("matching", m, truth), **errors("matchingsvd", s, truth), **errors("drone", r, truth)})
         print(f"  {len(d)} atoms: matching {m_s:.3f} s, svd {s_s:.3f} s, drone {r_s:.4f} s", flush=True)
     table = pd.DataFrame(rows)
 

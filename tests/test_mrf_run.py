@@ -24,7 +24,7 @@ MRF = {
     "dictionary": {"t1_range_ms": [200, 5000], "t1_steps": 40, "t2_range_ms": [20, 2500], "t2_steps": 40,
                    "svd_rank": 10, "n_states": 24},
     "acquire": {"snr_db": 40, "n_slices": 2, "b1_amplitude": 0},
-    "methods": ["constant", "matching", "matching_svd", "drone"],
+    "methods": ["constant", "matching", "matchingsvd", "drone"],
 }
 T1W = {"tr_ms": 20.0, "te_ms": 4.0, "flip_deg": 25.0}
 
@@ -97,7 +97,7 @@ def test_maps_of_every_method_on_the_mapped_slices(mapped):
     t1c = np.asarray(load_image(outs["constant"]["T1map"]).dataobj)
     assert np.unique(t1c[inside]).tolist() == [TISSUE_PARAMS_3T["WM"]["T1"]]
     # matching at 40 dB on pure-tissue voxels: the grid point next to the truth (4-5 % steps)
-    for method in ("matching", "matching_svd"):
+    for method in ("matching", "matchingsvd"):
         t1 = np.asarray(load_image(outs[method]["T1map"]).dataobj)[inside]
         assert np.median(np.abs(t1 / subj.t1map[inside] - 1)) < 0.06, method
     synth = np.asarray(load_image(outs["matching"]["T1w"]).dataobj)
@@ -152,7 +152,6 @@ def test_plan_of_the_branch():
     plan = Plan(cfg)
     mrf = plan.mrf
     assert isinstance(mrf, MrfPlan) and mrf.subjects == plan.test_subjects
-    assert mrf.label("matching_svd") == "matchingsvd" and mrf.method_of("matchingsvd") == "matching_svd"
     assert "model" in mrf.map_inputs(plan.test_subjects[0], "drone")
     assert "model" not in mrf.map_inputs(plan.test_subjects[0], "matching")
     m = plan.manifest("score", mrf.manifest_name)
@@ -161,7 +160,7 @@ def test_plan_of_the_branch():
     assert "dseg" in sub["methods"]["drone"] and "dseg" not in sub["methods"]["matching"]
     assert sub["reference_dseg"].endswith("_acq-MRF_desc-acquired_dseg.nii.gz") and mrf.segmented == ["acquired", "drone"]
     assert mrf.slab_inputs(plan.test_subjects[0])["image"].endswith("_acq-R1_desc-antsnlm_T1w.nii.gz")
-    assert sub["methods"]["matching_svd"]["T1map"].endswith("_acq-MRF_desc-matchingsvd_T1map.nii.gz")
+    assert sub["methods"]["matchingsvd"]["T1map"].endswith("_acq-MRF_desc-matchingsvd_T1map.nii.gz")
     no_mrf = copy.deepcopy(cfg)
     del no_mrf["mrf"]
     assert Plan(no_mrf).mrf is None

@@ -25,6 +25,24 @@ def test_entry_points_and_trainers_resolve():
                 assert callable(package.TRAINERS[m.name])
 
 
+def test_method_names_are_bids_labels():
+    """Every method name is alphanumeric: it is the ``desc``/``rec`` label of its files and the
+    rules' ``method`` wildcard, with no mapping in between."""
+    import re
+
+    names = [m.name for s in stages.METHOD_STAGES for m in s.methods] + [m.name for m in stages.MRF_METHODS]
+    assert all(re.fullmatch(r"[a-z0-9]+", n) for n in names), names
+
+
+def test_mrf_methods_dispatch_through_the_declaration():
+    from mrichain import mrf
+
+    assert list(mrf.METHODS) == [m.name for m in stages.MRF_METHODS]
+    assert set(mrf.TRAINERS) == {m.name for m in stages.MRF_METHODS if m.learned}
+    assert all(callable(mrf.METHODS[name]) for name in mrf.METHODS) and callable(mrf.TRAINERS["drone"])
+    assert len({m.entry for m in stages.MRF_METHODS}) == len(stages.MRF_METHODS)  # one entry per method
+
+
 def test_every_stage_has_a_scorer_and_every_reference_is_known():
     from mrichain import layout
 

@@ -162,7 +162,7 @@ def test_mrf_branch_maps_scores_and_segments(run):
     res = run / "results"
     metrics = json.loads((res / "metrics.json").read_text())
     assert set(metrics["mrf"]) == set(cfg["mrf"]["methods"])
-    for method in ("matching", "matching_svd", "drone"):  # the floor reads no fingerprint
+    for method in ("matching", "matchingsvd", "drone"):  # the floor reads no fingerprint
         assert metrics["mrf"][method]["t1_mape"] < metrics["mrf"]["constant"]["t1_mape"], method
         assert metrics["mrf"][method]["seconds_per_slice"] > 0 and metrics["mrf"][method]["n_test"] == len(plan.test_subjects)
     comparison = pd.read_csv(res / "comparison.tsv", sep="\t")

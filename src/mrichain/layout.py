@@ -127,7 +127,7 @@ def mrf_dictionary() -> str:
 
 def mrf_maps(sub: str = SUB, label: str = METHOD) -> dict[str, str]:
     """``results/mrf/<sub>/<sub>_acq-MRF_desc-<label>_<suffix>``: the maps of one method (``label``:
-    its alphanumeric BIDS label, :meth:`mrichain.mrf.plan.MrfPlan.label`), by key."""
+    its name, alphanumeric as a BIDS label), by key."""
     return {k: bids(MRF, sub=sub, acq=MRF_ACQ, desc=label, suffix=suf, ext=ext) for k, (suf, ext) in MRF_OUTPUTS.items()}
 
 

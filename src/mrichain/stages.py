@@ -166,7 +166,6 @@ RESERVED: Mapping[str, str] = {
     "center_fraction": "set by the workflow (the acquisition's centre fraction)",
     "scale": "set by the workflow (the whole volume's intensity normalisation)",
     "maps": "set by the Python API only (an array of coil sensitivities)",
-    "compressed": "set by the method (matching_svd matches in the SVD space, matching does not)",
     **{data: "set by the workflow (the job's input data)" for data in
        ("image", "kspace", "mask", "moving", "fixed", "volumes", "ages", "image_paths", "fingerprints",
         "dictionary", "n_voxels", "label_paths")},
@@ -393,10 +392,10 @@ STAGES: tuple[Stage, ...] = (
 
 MRF = "mrf"
 MRF_METHODS: tuple[Method, ...] = (
-    Method("constant", FLOOR, "mrichain.mrf.run:constant_maps"),
-    Method("matching", CLASSICAL, "mrichain.mrf.matching:match"),
-    Method("matching_svd", CLASSICAL, "mrichain.mrf.matching:match"),
-    Method("drone", LEARNED, "mrichain.mrf.drone:predict", trainer="mrichain.mrf.drone:train",
+    Method("constant", FLOOR, "mrichain.mrf.run:constant_mapper"),
+    Method("matching", CLASSICAL, "mrichain.mrf.matching:full_mapper"),
+    Method("matchingsvd", CLASSICAL, "mrichain.mrf.matching:svd_mapper"),
+    Method("drone", LEARNED, "mrichain.mrf.drone:mapper", trainer="mrichain.mrf.drone:train",
            val_metric="val_neg_mape",
            params={**_TRAINING, "hidden": _width(8192), "noise_snr_range": _SNR_RANGE, "n_val": _width(10**7),
                    "threads": _THREADS}),
@@ -404,9 +403,11 @@ MRF_METHODS: tuple[Method, ...] = (
 """The MR fingerprinting branch (config ``mrf``, ``workflow/rules/mrf.smk``, :mod:`mrichain.mrf`),
 ``mrf`` in the score tables: not a link of the chain (it reads the ground-truth tissue maps,
 not k-space, and runs once per test subject, not per acquisition), so not a :class:`Stage`; its
-methods are declared here beside the stages' (the config schema's method names and the
-``kind`` column derive from it; ``entry`` is what :func:`mrichain.mrf.run.map_subject` calls,
-with no config params: only DRONE's trainer takes some, ``mrf.params.drone``).
+methods are declared here beside the stages' (the config schema's method names, the
+``kind`` column and :data:`mrichain.mrf.METHODS` derive from it; ``entry`` is what
+:func:`mrichain.mrf.run.map_subject` calls, ``(dictionary[, model=]) -> mapper`` with ``mapper(
+fingerprints) -> {"t1", "t2", "pd"}`` (a bad model is refused before any fingerprint is
+simulated), with no config params: only DRONE's trainer takes some, ``mrf.params.drone``).
 ``constant`` is its floor: every voxel given the white-matter T1/T2 (no fingerprint read); the
 DRONE network trains on the dictionary."""
 

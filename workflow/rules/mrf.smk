@@ -2,7 +2,7 @@
 # DRONE trained on it -> per test subject and method the T1/T2/PD maps (fingerprints simulated
 # from the subject's ground truth) and a synthetic T1w -> the segment feed on the synthetic T1w
 # and on the acquired T1w cut to the same voxels (mrf_slab) -> scores. The `method` wildcard is
-# a method's BIDS label (MrfPlan.label: matching_svd -> matchingsvd).
+# the method's name (alphanumeric, a BIDS label).
 MRF_PLAN = PLAN.mrf
 
 
@@ -67,9 +67,8 @@ rule mrf_map:
         gt_dir=mrf_gt_dir,
         contrast=C,
         model=lambda wc, input: shell_options({"model": input.model if "model" in input.keys() else None}),
-        method=lambda wc: MRF_PLAN.method_of(wc.method),
     wildcard_constraints:
-        method="|".join(MRF_PLAN.label(m) for m in MRF_PLAN.methods),
+        method="|".join(MRF_PLAN.methods),
     log:
         layout.log("mrf_map", "{sub}_{method}"),
     benchmark:
@@ -81,7 +80,7 @@ rule mrf_map:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "mrichain mrf-map --method {params.method:q} --gt-dir {params.gt_dir:q} --dictionary {input.dictionary:q} "
+        "mrichain mrf-map --method {wildcards.method:q} --gt-dir {params.gt_dir:q} --dictionary {input.dictionary:q} "
         "{params.model} --mrf {params.mrf:q} --seed {params.seed:q} --contrast {params.contrast:q} --sequence {params.sequence:q} "
         "--threads {threads} --out-t1map {output.T1map} --out-t2map {output.T2map} --out-pdmap {output.PDmap:q} "
         "--out-synthetic {output.T1w} --out-timing {output.timing:q} > {log:q} 2>&1"

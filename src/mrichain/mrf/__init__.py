@@ -6,3 +6,12 @@ Modules: :mod:`config` (key-named config errors), :mod:`sequence` (the FISP trai
 (per-voxel fingerprints of a subject's ground truth), :mod:`matching`, :mod:`drone`,
 :mod:`scores` (T1/T2 errors per tissue), :mod:`synthesis` (contrast-weighted images from maps).
 """
+from __future__ import annotations
+
+from mrichain.stages import MRF_METHODS, Registry
+
+METHODS: Registry = Registry({m.name: m.entry for m in MRF_METHODS})
+"""Method name -> ``(dictionary[, model=]) -> mapper``, ``mapper(fingerprints) -> {"t1", "t2", "pd"}``."""
+TRAINERS: Registry = Registry({m.name: m.trainer for m in MRF_METHODS if m.learned})
+
+__all__ = ["METHODS", "TRAINERS"]

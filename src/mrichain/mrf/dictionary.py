@@ -57,6 +57,8 @@ class Dictionary:
     basis: torch.Tensor | None = None
     compressed: torch.Tensor | None = None
     compressed_norms: torch.Tensor | None = None
+    source: str | None = None
+    """The file it was read from (:func:`load_dictionary`), for messages; None when built."""
 
     def __len__(self) -> int:
         return int(self.atoms.shape[0])
@@ -181,4 +183,5 @@ def load_dictionary(path: str | Path) -> Dictionary:
         seq = FispSequence(**json.loads(f.attrs["sequence"]))
         grid = Grid(**json.loads(f.attrs["grid"]))
         return Dictionary(get("atoms"), get("norms"), get("t1"), get("t2"), get("b1"), seq, grid,
-                          int(f.attrs["n_states"]), get("basis"), get("compressed"), get("compressed_norms"))
+                          int(f.attrs["n_states"]), get("basis"), get("compressed"), get("compressed_norms"),
+                          source=str(path))

@@ -359,3 +359,14 @@ def predict(model: Drone, fingerprints: torch.Tensor, dictionary: Dictionary, *,
         for key, value in (("t1", t1), ("t2", t2), ("pd", (ip / scale[idx]).float()), ("index", idx)):
             parts[key].append(value)
     return {k: torch.cat(v) for k, v in parts.items()}
+
+
+
+def mapper(dictionary: Dictionary, *, model: str):
+    """The ``drone`` method: the trained network ``model`` (.pt + card) loaded and its basis
+    checked against ``dictionary``'s at once (:class:`BasisMismatchError` naming the model and the
+    dictionary's file, before any fingerprint is simulated); returns fingerprints [n_voxels, T] ->
+    :func:`predict`."""
+    net = load_model(model)[0]
+    check_basis(net, dictionary, where=f"{model} applied with {dictionary.source or 'this dictionary'}")
+    return lambda fingerprints: predict(net, fingerprints, dictionary)

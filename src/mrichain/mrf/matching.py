@@ -52,3 +52,17 @@ def match(fingerprints: torch.Tensor, dictionary: Dictionary, *, compressed: boo
     pd = size / scale.to(size.device)[best]
     return {"t1": dictionary.t1[best_cpu], "t2": dictionary.t2[best_cpu], "b1": dictionary.b1[best_cpu],
             "pd": pd, "index": best}
+
+
+
+def full_mapper(dictionary: Dictionary):
+    """The ``matching`` method: fingerprints [n_voxels, T] -> :func:`match` against the full atoms."""
+    return lambda fingerprints: match(fingerprints, dictionary, compressed=False)
+
+
+def svd_mapper(dictionary: Dictionary):
+    """The ``matchingsvd`` method: fingerprints [n_voxels, T] -> :func:`match` in the dictionary's
+    SVD space (refused at once, before any fingerprint, without a basis)."""
+    if dictionary.basis is None:
+        raise ValueError("compressed matching needs a dictionary with an SVD basis (dictionary.compress)")
+    return lambda fingerprints: match(fingerprints, dictionary, compressed=True)

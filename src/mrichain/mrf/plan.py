@@ -30,15 +30,6 @@ class MrfPlan:
         self.downstream = f"{layout.MRF}/downstream.tsv"
         self.manifest_name = f"acq-{layout.MRF_ACQ}_stage-{STAGE}"
 
-    @staticmethod
-    def label(method: str) -> str:
-        """The BIDS ``desc`` label of a method (alphanumeric: ``matching_svd`` -> ``matchingsvd``),
-        the rules' ``method`` wildcard."""
-        return "".join(ch for ch in method if ch.isalnum())
-
-    def method_of(self, label: str) -> str:
-        return {self.label(m): m for m in self.methods}[label]
-
     REFERENCE = "acquired"
     """The label of the acquired T1w cut to the mapped voxels (rule ``mrf_slab``), which the
     segment feed segments beside the MRF-derived T1w (the ``method`` wildcard of ``mrf_segment``)."""
@@ -53,7 +44,7 @@ class MrfPlan:
     @property
     def segmented(self) -> list[str]:
         """Labels of the T1w images the segment feed segments: the reference and ``segment_from``."""
-        return [self.REFERENCE] + [self.label(m) for m in self.segment_from]
+        return [self.REFERENCE, *self.segment_from]
 
     @property
     def trains(self) -> bool:
@@ -65,10 +56,10 @@ class MrfPlan:
         of ``gt_info``)."""
         return {f"gt_{k}": v for k, v in layout.groundtruth_files(sub).items()}
 
-    def map_inputs(self, sub: str, label: str) -> dict[str, str]:
+    def map_inputs(self, sub: str, method: str) -> dict[str, str]:
         """A mapping job's inputs: the subject's ground truth, the dictionary, DRONE's weights."""
         out = {**self.groundtruth(sub), "dictionary": self.dictionary}
-        if self.method_of(label) == "drone":
+        if method == "drone":
             out["model"] = self.model
         return out
 
@@ -84,8 +75,8 @@ class MrfPlan:
         acq, feed = self.acquired(), self.plan.feed("segment")
         subjects = {}
         for sub in self.subjects:
-            methods = {m: {**layout.mrf_maps(sub, self.label(m)),
-                           **({"dseg": layout.mrf_dseg(sub, self.label(m))} if m in self.segment_from else {})}
+            methods = {m: {**layout.mrf_maps(sub, m),
+                           **({"dseg": layout.mrf_dseg(sub, m)} if m in self.segment_from else {})}
                        for m in self.methods}
             subjects[sub] = {"groundtruth": layout.groundtruth_files(sub), "acq": acq,
                              "acquired_dseg": self.plan.outputs("segment", sub, acq, feed)["labels"],

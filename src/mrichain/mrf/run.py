@@ -102,12 +102,14 @@ def write_slab(image: str | Path, gt_dir: str | Path, mrf_cfg: dict, out: str | 
     save_image(np.where(keep, np.asarray(img.dataobj, np.float32), 0.0), img.affine, out)
 
 
-def constant_maps(n_voxels: int) -> dict[str, np.ndarray]:
-    """The floor: :data:`CONSTANT_TISSUE`'s nominal T1, T2 (ms) and PD in every voxel."""
+def constant_mapper(dictionary):
+    """The floor: fingerprints [n_voxels, T] (not read) -> :data:`CONSTANT_TISSUE`'s nominal T1,
+    T2 (ms) and PD in every voxel."""
     from mrichain.simulate.tissue import TISSUE_PARAMS_3T
 
     p = TISSUE_PARAMS_3T[CONSTANT_TISSUE]
-    return {k: np.full(n_voxels, p[key], np.float32) for k, key in (("t1", "T1"), ("t2", "T2"), ("pd", "PD"))}
+    return lambda fingerprints: {k: np.full(len(fingerprints), p[key], np.float32)
+                                 for k, key in (("t1", "T1"), ("t2", "T2"), ("pd", "PD"))}
 
 
 def map_subject(method: str, gt_dir: str | Path, dictionary_path: str | Path, mrf_cfg: dict, seed: int,
@@ -118,25 +120,21 @@ def map_subject(method: str, gt_dir: str | Path, dictionary_path: str | Path, mr
     mapping alone, voxels, slices)). Returns the timing record."""
     import torch
 
-    from mrichain.mrf import drone, matching
+    from mrichain.mrf import METHODS
     from mrichain.mrf.dictionary import load_dictionary
     from mrichain.mrf.synthesis import synthesise
+    from mrichain.stages import FLOOR, MRF_METHODS
 
+    declared = {m.name: m for m in MRF_METHODS}
+    if method not in declared:
+        raise ValueError(f"unknown MRF method {method!r}; known: {', '.join(declared)}")
     torch.set_num_threads(int(threads))
     d = load_dictionary(dictionary_path)
-    net = drone.load_model(model)[0] if method == "drone" else None
-    if net is not None:  # refused before any work: a network means nothing with another basis
-        drone.check_basis(net, d, where=f"{model} applied with {dictionary_path}")
-    fp = subject_fingerprints(gt_dir, mrf_cfg, seed, d, noiseless=method == "constant")
+    mapper = METHODS[method](d, **({"model": model} if declared[method].learned else {}))  # refuses a bad model here
+    # a floor reads no fingerprint: its mapping job simulates only which voxels are mapped
+    fp = subject_fingerprints(gt_dir, mrf_cfg, seed, d, noiseless=declared[method].kind == FLOOR)
     t0 = time.perf_counter()
-    if method == "constant":
-        res = constant_maps(len(fp))
-    elif method in ("matching", "matching_svd"):
-        res = matching.match(fp.signals, d, compressed=method == "matching_svd")
-    elif method == "drone":
-        res = drone.predict(net, fp.signals, d)
-    else:
-        raise ValueError(f"unknown MRF method {method!r}")
+    res = mapper(fp.signals)
     seconds = time.perf_counter() - t0
     vols = {key: fp.volume(res[k]) for key, k in (("T1map", "t1"), ("T2map", "t2"), ("PDmap", "pd"))}
     mapped = fp.volume(np.ones(len(fp), np.float32)) > 0
