@@ -35,3 +35,20 @@ def test_every_rule_names_an_existing_env():
     for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
         for rel in re.findall(r'"\.\./\.\./(envs/[^"]+)"', smk.read_text()):
             assert (ROOT / rel).exists(), f"{smk.name}: {rel} missing"
+
+
+PARSE_TIME = ["mrichain.stages", "mrichain.layout", "mrichain.conditions", "mrichain.cohort", "mrichain.manifests",
+              "mrichain.config", "mrichain.provenance", "mrichain.realdata.plan", "mrichain.realdata.domain"]
+
+
+def test_planning_a_run_imports_no_image_or_learning_library():
+    """What the Snakefile imports at parse time (once per run, and again in every cluster job)
+    pulls in numpy, YAML and jsonschema only: no nibabel, h5py, scipy, pandas, torch, MONAI or ANTs."""
+    import subprocess
+    import sys
+
+    heavy = ["nibabel", "h5py", "scipy", "pandas", "torch", "monai", "ants", "sklearn", "bids", "matplotlib"]
+    code = (f"import sys; import {', '.join(PARSE_TIME)}; "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"parse-time modules import {out}"

@@ -5,7 +5,7 @@ A stage after reconstruction runs, per subject, on the output of the chain upstr
 ``acq`` column of the score tables:
 
 =============  ==================================================================================
-``R4``         an acquisition (:func:`mrichain.simulate.acquire.acq_label`) through the feed
+``R4``         an acquisition (:func:`acq_label`) through the feed
                methods of every stage: the chain as configured
 ``R4cs``       the same undersampled acquisition, reconstructed by a reconstruction method
                other than the feed (here ``cs``), then the feed methods of the later stages: the
@@ -62,6 +62,12 @@ class Condition:
     def derived(self) -> bool:
         """Run on the test split only (a sweep condition or the oracle), not an acquisition."""
         return self.label != self.acq
+
+
+def acq_label(acceleration: float) -> str:
+    """BIDS ``acq`` label for an acceleration: 4 -> 'R4', 2.5 -> 'R2p5'."""
+    a = float(acceleration)
+    return f"R{int(a)}" if a == int(a) else "R" + f"{a:g}".replace(".", "p")
 
 
 def label(acq: str, recon: str | None = None, feed: str | None = None) -> str:

@@ -15,10 +15,9 @@ import functools
 import re
 
 from mrichain import layout
-from mrichain.conditions import ORACLE, SWEPT_STAGE, Condition, conditions
+from mrichain.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
+from mrichain.conditions import ORACLE, SWEPT_STAGE, Condition, acq_label, conditions
 from mrichain.mrf.plan import MrfPlan
-from mrichain.simulate.acquire import acq_label
-from mrichain.simulate.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
 from mrichain.stages import METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
 
 MANIFEST_NAMES = {

@@ -132,7 +132,7 @@ class RealPlan:
         self.voxel_mm = float(config["cohort"]["resolution_mm"])
         self.acqs: dict[str, tuple[float, float]] = {}
         if self.kind == "fastmri":
-            from mrichain.simulate.acquire import acq_label
+            from mrichain.conditions import acq_label
 
             self.acqs = {acq_label(r): (float(r), float(cf))
                          for r, cf in zip(inp["accelerations"], inp["center_fractions"])}

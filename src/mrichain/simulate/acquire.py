@@ -19,12 +19,6 @@ from mrichain.simulate.sampling import cartesian_mask, measured_acceleration, nu
 from mrichain.simulate.signal import ACQUISITION, noise_free_image
 
 
-def acq_label(acceleration: float) -> str:
-    """BIDS ``acq`` label for an acceleration: 4 -> 'R4', 2.5 -> 'R2p5'."""
-    a = float(acceleration)
-    return f"R{int(a)}" if a == int(a) else "R" + f"{a:g}".replace(".", "p")
-
-
 def simulate_acquisition(
     gt_dir: Path, sub_id: str, cfg: dict, acceleration: float, center_fraction: float
 ) -> tuple[KSpaceFile, nib.Nifti1Image]:
