@@ -3,7 +3,7 @@
     python benchmarks/stage_times.py [results/benchmarks]
 
 Prints one row per rule: jobs, total job-seconds, mean and max seconds per job, and the share of
-the total. The README's timing table is this script's output for the default run.
+the total. docs/benchmarks.md's timing table is this script's output for the default run.
 """
 import sys
 from pathlib import Path

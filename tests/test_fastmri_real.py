@@ -260,7 +260,7 @@ def test_reconstruction_never_holds_the_whole_kspace(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the CLI
 def test_reconstruct_command_reads_a_fastmri_file_as_fastmri_does(full, tmp_path):
-    """`mrichain reconstruct --input <fastMRI file>` (README "Bringing your own data"): the recon
+    """`mrichain reconstruct --input <fastMRI file>` (docs/how-to/real-data.md): the recon
     size and the header's voxel sizes, and --acceleration undersamples retrospectively (seeded)."""
     import nibabel as nib
 

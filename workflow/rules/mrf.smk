@@ -1,4 +1,4 @@
-# MR fingerprinting (config mrf; mrichain.mrf, README "MR fingerprinting"): the dictionary ->
+# MR fingerprinting (config mrf; mrichain.mrf, docs/explanation/mr-fingerprinting.md): the dictionary ->
 # DRONE trained on it -> per test subject and method the T1/T2/PD maps (fingerprints simulated
 # from the subject's ground truth) and a synthetic T1w -> the segment feed on the synthetic T1w
 # and on the acquired T1w cut to the same voxels (mrf_slab) -> scores. The `method` wildcard is
