@@ -14,7 +14,7 @@ for every acquisition. The tables:
     of its stage, and every learned method minus every classical method, on the test subjects
     that have both values: ``n``, ``mean_difference`` (a - b), its 95 % paired bootstrap interval,
     ``higher_is_better`` (of the metric) and ``better`` (the interval lies entirely on the better
-    side of zero: DESIGN.md's "beats").
+    side of zero: "beats").
 ``comparison.tsv``
     the methods of each stage side by side at the primary acquisition: the ``summary.tsv`` columns
     with the method's ``kind`` (floor / classical / learned, from :func:`mrichain.stages.kind`),
@@ -99,7 +99,7 @@ these holds; it learned when at least one of the first five could be checked and
 - its model card says ``beats_start`` false: no epoch's val score beat the untrained network's
   (a missing key is unknown, not false);
 - its test mean on the stage's primary metric is not better than the strongest floor's
-  (DESIGN.md: a learned method that does not beat the floor has learned nothing); this can only
+  (a learned method that does not beat the floor has learned nothing); this can only
   fail a method, never certify one.
 
 The thresholds are far from both a constant or identity output (0) and what a working model
@@ -178,7 +178,8 @@ def _scored(scores: pd.DataFrame) -> pd.DataFrame:
     return scores[~scores["metric"].astype(str).str.startswith(CHECK_PREFIX)]
 
 
-def _test_scores(scores: pd.DataFrame) -> pd.DataFrame:
+def scores_on_test_split(scores: pd.DataFrame) -> pd.DataFrame:
+    """The score rows of the test split (no "did it learn" evidence), metrics under their table names (:data:`RENAME`)."""
     scores = _scored(scores)
     test = scores[scores["split"] == "test"].copy()
     test["metric"] = test["metric"].replace(RENAME)
@@ -235,7 +236,7 @@ def differences(scores: pd.DataFrame, seed: int = 0, checks: pd.DataFrame | None
     from mrichain.stages import kind
 
     verdicts = _verdicts(learned_checks(scores) if checks is None else checks)
-    test = _test_scores(scores)
+    test = scores_on_test_split(scores)
     rows = []
     for (acq, stage_name), g in test.groupby(["acq", "stage"], sort=False):
         methods = list(dict.fromkeys(g["method"]))
@@ -361,7 +362,7 @@ def learned_checks(scores: pd.DataFrame) -> pd.DataFrame:
     from mrichain.stages import LEARNED, kind
 
     checks = scores[scores["metric"].astype(str).str.startswith(CHECK_PREFIX)]
-    test = _test_scores(scores)
+    test = scores_on_test_split(scores)
     means = test.groupby(KEYS, sort=False)["value"].mean().reset_index()
     rows = []
     for (acq, stage_name), g in scores.groupby(["acq", "stage"], sort=False):

@@ -36,14 +36,9 @@ def from_ants(ants_image, affine: np.ndarray, dtype=np.float32) -> nib.Nifti1Ima
     The voxel array is ANTs' own (same index order as the nibabel array it came from); we keep the
     caller's exact affine instead of re-deriving it to avoid float drift through LPS.
     """
-    data = np.asarray(ants_image.numpy()).astype(dtype)
-    affine = np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(data, affine)
-    img.set_data_dtype(dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
+    from mrichain.io import nifti_image
+
+    return nifti_image(np.asarray(ants_image.numpy()), affine, dtype=dtype)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrichain.aggregate import RENAME, _test_scores, interval
+from mrichain.aggregate import RENAME, interval, scores_on_test_split
 from mrichain.conditions import ORACLE, Condition
 from mrichain.metrics import higher_is_better
 
@@ -58,7 +58,7 @@ def primary_metric(stage_name: str) -> str:
 
 def _per_subject(scores: pd.DataFrame) -> dict[tuple[str, str, str, str], pd.Series]:
     """(stage, condition, method, metric) -> value by test subject."""
-    test = _test_scores(scores)
+    test = scores_on_test_split(scores)
     return {k: g.groupby("subject")["value"].mean() for k, g in test.groupby(["stage", "acq", "method", "metric"])}
 
 

@@ -1,7 +1,7 @@
 """Scoring of each stage against ground truth, from the files a rule lists in its manifest.
 
 ``score_stage(manifest)`` returns a long table with one row per (subject, method, metric):
-columns ``stage, acq, subject, split, method, metric, value``. Definitions (DESIGN.md):
+columns ``stage, acq, subject, split, method, metric, value``. Definitions (docs/explanation/evidence.md):
 
 - acquire: measured SNR and measured acceleration of each simulated k-space file;
 - reconstruct: fastMRI NMSE, PSNR (dB), SSIM of [slices, H, W] against ``reconstruction_rss`` (the

@@ -200,13 +200,8 @@ def predict_volume(
 
 
 def image_like(data: np.ndarray, affine: np.ndarray, dtype=np.float32):
-    """A NIfTI image of ``data`` cast to ``dtype`` with ``affine`` as qform and sform (mm)."""
-    import nibabel as nib
+    """A NIfTI image of ``data`` cast to ``dtype`` with ``affine`` as qform and sform (mm):
+    :func:`mrichain.io.nifti_image`."""
+    from mrichain.io import nifti_image
 
-    affine = np.asarray(affine, dtype=np.float64)
-    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
-    img.set_data_dtype(dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
+    return nifti_image(data, affine, dtype=dtype)

@@ -1,4 +1,4 @@
-"""Real scans into the chain (issue 11): fastMRI-layout k-space files and BIDS structural images.
+"""Real scans into the chain: fastMRI-layout k-space files and BIDS structural images.
 
 ``fastmri``: the ISMRMRD header, slice-batched reconstruction, fastMRI's crop and evaluation,
 retrospective undersampling.

@@ -1,4 +1,4 @@
-"""A lab's BIDS dataset into the chain: every T1w image, its entities, brain mask and age (issue 11).
+"""A lab's BIDS dataset into the chain: every T1w image, its entities, brain mask and age.
 
 Discovery is pybids' :class:`bids.BIDSLayout` (``pybids`` 0.22), not a hand-written parser:
 

@@ -1,4 +1,4 @@
-"""The chain's outputs on real scans as a BIDS derivatives dataset (issue 11).
+"""The chain's outputs on real scans as a BIDS derivatives dataset.
 
 One path builder, :func:`derivative_path` (like snakebids' ``bids()`` in hippunfold), so a file
 name is defined once::

@@ -1,4 +1,4 @@
-"""A lab's structural T1w into the chain and the chain's outputs back onto it (issue 11).
+"""A lab's structural T1w into the chain and the chain's outputs back onto it.
 
 A BIDS T1w comes with a skull, at ~1 mm, often stored LPS or sagittally; the segmentation and
 brain-age methods of the chain expect a skull-free brain in RAS+ at the resolution the learned

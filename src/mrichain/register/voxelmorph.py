@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from mrichain.io import nifti_image
+
 ARCHITECTURE = "voxelmorph-halfres-svf"
 
 DEFAULT_HYPER = {
@@ -340,15 +342,6 @@ def jacobian_determinant(ddf: np.ndarray) -> np.ndarray:
     return det.astype(np.float32)
 
 
-def _nifti(data: np.ndarray, affine: np.ndarray, dtype) -> nib.Nifti1Image:
-    img = nib.Nifti1Image(np.asarray(data).astype(dtype), np.asarray(affine, dtype=np.float64))
-    img.set_data_dtype(dtype)
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    return img
-
-
 def voxelmorph(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, *, model: str, labels: nib.Nifti1Image | None = None,
                seed: int = 0, threads: int = 1, **kw):
     """Register ``moving`` to ``fixed`` with the trained network ``model`` (.pt, card .json beside it).
@@ -386,8 +379,8 @@ def voxelmorph(moving: nib.Nifti1Image, fixed: nib.Nifti1Image, *, model: str, l
         torch.set_num_threads(saved_threads)
     aff = fixed.affine
     return RegistrationResult(
-        warped=_nifti(warped, aff, np.float32),
-        warped_labels=None if warped_lab is None else _nifti(np.clip(warped_lab, 0, 255), aff, np.uint8),
-        jacobian=_nifti(jac, aff, np.float32),
+        warped=nifti_image(warped, aff, dtype=np.float32),
+        warped_labels=None if warped_lab is None else nifti_image(np.clip(warped_lab, 0, 255), aff, dtype=np.uint8),
+        jacobian=nifti_image(jac, aff, dtype=np.float32),
         seconds=seconds,
     )

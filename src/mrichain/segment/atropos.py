@@ -1,7 +1,7 @@
 """Three-tissue segmentation with ANTs Atropos (k-means initialisation, MRF prior), refined for
 bias and partial volume.
 
-Why the refinement (issue: brain age no better than the mean). At 2 mm most CSF and GM voxels are
+Why the refinement (without it, brain age was no better than the mean). At 2 mm most CSF and GM voxels are
 partial-volume mixtures, so a tissue's volume hinges on where the CSF/GM boundary falls on the
 intensity axis: a shift of 1 % of the WM intensity moves the CSF fraction by about as much as 20
 years of simulated atrophy. Atropos' Gaussian classes put that boundary where the mixture fit
