@@ -1,6 +1,6 @@
 """A small BIDS dataset of skull-on T1w images, written from simulated subjects (nothing downloaded).
 
-Test data for :mod:`mrichain.realdata.structural` (issue 11): it looks like what a lab hands over.
+Test data for :mod:`mrichain.realdata.structural`: it looks like what a lab hands over.
 
 - Subjects come from the simulated cohort (:func:`mrichain.simulate.simulate_subject`: MNI152
   tissue template, atrophy, warp, per-subject T1/T2/PD), simulated at ``simulate_mm`` and written

@@ -1,4 +1,4 @@
-"""BIDS discovery (pybids) and BIDS derivatives naming (issue 11).
+"""BIDS discovery (pybids) and BIDS derivatives naming.
 
 On the dataset of tests/bids_dataset.py at its smallest (2 subjects simulated and written at 4 mm,
 stored sagittally 'PIL'; sub-01 with two sessions; participants.tsv; a ground-truth derivatives

@@ -77,3 +77,15 @@ def test_dice_of_a_missing_label_is_zero_not_nan():
     b = np.zeros_like(a)
     assert dice(a, b, labels=(1,))[1] == 0.0 and dice(b, a, labels=(1,))[1] == 0.0
     assert np.isnan(dice(b, b, labels=(1,))[1])
+
+
+def test_metric_table_gives_direction_units_and_table_names():
+    from mrichain.metrics import TABLE_NAMES, higher_is_better, metric
+
+    assert higher_is_better("dice_csf") is True and higher_is_better("t1w_dice_mean") is True
+    assert higher_is_better("t1_mape_pure") is False and higher_is_better("seconds_per_pair") is False
+    assert higher_is_better("interval_width_years") is False and higher_is_better("interval_coverage") is None
+    assert higher_is_better("snr_measured") is None and higher_is_better("unknown_score") is None
+    assert metric("psnr").unit == "dB" and metric("hd95_wm").unit == "mm"
+    assert metric("t1w_dice_mean").name == "t1w_dice"  # the longest family wins, not "t1"
+    assert TABLE_NAMES == {"abs_error_years": "mae_years", "in_interval": "interval_coverage"}

@@ -1,4 +1,4 @@
-"""Real inputs in the DAG (issue 11): the plan of a fastMRI directory, model-card domain checks,
+"""Real inputs in the DAG: the plan of a fastMRI directory, model-card domain checks,
 the summary of scores with and without a reference."""
 import copy
 import json

@@ -1,4 +1,4 @@
-"""Real inputs through the DAG (issue 11): a BIDS dataset and a directory of fastMRI files, each
+"""Real inputs through the DAG: a BIDS dataset and a directory of fastMRI files, each
 run end to end on a copy of the test run (its models and tuning cards), written as BIDS
 derivatives; bad inputs fail their own jobs, naming the file, and the others keep their outputs."""
 import gzip

@@ -1,4 +1,4 @@
-"""Structural T1w preparation (issue 11) on a small simulated skull-on BIDS dataset (tests/bids_dataset.py).
+"""Structural T1w preparation on a small simulated skull-on BIDS dataset (tests/bids_dataset.py).
 
 The dataset: 3 subjects (sub-01 with two sessions) simulated at 4 mm, written at 2 mm with scalp
 and skull, stored sagittally ('PIL'); the chain's models here work at 4 mm (config/test.yaml).

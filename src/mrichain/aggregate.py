@@ -115,9 +115,10 @@ import numpy as np
 import pandas as pd
 
 from mrichain.io import save_json
-from mrichain.metrics import CHECK_PREFIX, higher_is_better
+from mrichain.metrics import CHECK_PREFIX, TABLE_NAMES, higher_is_better
 
-RENAME = {"abs_error_years": "mae_years", "in_interval": "interval_coverage"}
+RENAME = TABLE_NAMES
+"""Per-subject score names -> the tables' (:data:`mrichain.metrics.METRICS`)."""
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999

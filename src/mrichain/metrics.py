@@ -7,8 +7,8 @@ Volumes are [S, H, W] (reconstruction, slices along axis 0) or [X, Y, Z] (images
 """
 from __future__ import annotations
 
-import re
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -155,15 +155,46 @@ CHECK_PREFIX = "check_"
 (:mod:`mrichain.evaluate`, :func:`mrichain.aggregate.learned_checks`), not scores: no direction,
 kept out of ``metrics.json`` and the score tables."""
 
-_HIGHER = re.compile(r"^(psnr|ssim|dice|t1w_dice|speedup)(_|$)")
-_LOWER = re.compile(r"^(nmse|hd95|folding_percent|abs_error_years|mae_years|seconds|interval_width|t1_mape|t2_mape)(_|$)")
+@dataclass(frozen=True)
+class Metric:
+    """One score of the tables: ``name`` (also the prefix of a family: ``dice`` covers
+    ``dice_csf`` ... ``dice_mean``), its ``unit``, whether higher is better (None: neither, e.g.
+    the measured SNR or interval coverage, whose target is the nominal level) and, where the
+    per-subject name differs from the cohort table's, ``table_name`` (a subject's absolute error
+    is the table's mean absolute error)."""
+
+    name: str
+    unit: str
+    higher_is_better: bool | None
+    table_name: str | None = None
 
 
-def higher_is_better(metric: str) -> bool | None:
-    """True / False by the metric's definition; None where neither direction is better (e.g. the
-    measured SNR of the simulation, or interval coverage, whose target is the nominal level)."""
-    if _HIGHER.match(metric):
-        return True
-    if _LOWER.match(metric):
-        return False
-    return None
+METRICS: tuple[Metric, ...] = (
+    Metric("psnr", "dB", True), Metric("ssim", "", True), Metric("nmse", "", False),
+    Metric("dice", "", True), Metric("t1w_dice", "", True), Metric("hd95", "mm", False),
+    Metric("folding_percent", "%", False), Metric("speedup", "x", True), Metric("seconds", "s", False),
+    Metric("abs_error_years", "y", False, table_name="mae_years"), Metric("mae_years", "y", False),
+    Metric("interval_width", "y", False), Metric("in_interval", "", None, table_name="interval_coverage"),
+    Metric("interval_coverage", "", None), Metric("t1_mape", "%", False), Metric("t2_mape", "%", False),
+    Metric("snr_measured", "", None), Metric("acceleration_measured", "", None),
+)
+"""Every score's facts, in one place: the tables' direction, units and renames derive from it."""
+
+_BY_PREFIX = sorted(METRICS, key=lambda m: -len(m.name))
+
+
+def metric(name: str) -> Metric | None:
+    """The :class:`Metric` a score name belongs to (its own entry or its family's: the longest
+    ``name`` that equals it or prefixes it before a ``_``); None for an unknown name."""
+    return next((m for m in _BY_PREFIX if name == m.name or name.startswith(m.name + "_")), None)
+
+
+def higher_is_better(name: str) -> bool | None:
+    """True / False by the metric's definition (:data:`METRICS`); None where neither direction is
+    better or the name is unknown."""
+    m = metric(name)
+    return None if m is None else m.higher_is_better
+
+
+TABLE_NAMES: dict[str, str] = {m.name: m.table_name for m in METRICS if m.table_name}
+"""Per-subject score name -> its name in the cohort tables (``abs_error_years`` -> ``mae_years``)."""
