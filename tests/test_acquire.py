@@ -18,7 +18,7 @@ from mrichain.simulate.coils import sensitivity_maps
 from mrichain.simulate.sampling import cartesian_mask, fastmri_mask, measured_acceleration, num_low_frequencies
 from mrichain.simulate.signal import noise_free_image, spin_echo, spoiled_gradient_echo
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 SUB = "sub-001"
 
 

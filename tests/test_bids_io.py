@@ -20,7 +20,7 @@ from mrichain.config import load_config
 from mrichain.realdata import bids as bd
 from mrichain.realdata import derivatives as dv
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 
 
 @pytest.fixture(scope="module")

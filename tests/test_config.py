@@ -1,13 +1,12 @@
 """Config validation: bad config fails before any job, naming the key and the allowed values."""
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
 
 from mrichain.config import ConfigError, load_config, load_schema, validate_config
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 
 
 @pytest.fixture(scope="module")

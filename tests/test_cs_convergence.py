@@ -11,7 +11,6 @@ about 10 s, no files from a pipeline run.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from mrichain.simulate import build_template, simulate_subject, write_subject
 from mrichain.simulate.acquire import simulate_acquisition
 from mrichain.simulate.coils import sensitivity_maps
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 SUB = "sub-012"
 # the issue's setting, pinned so that a change of the default config does not move the experiment
 RESOLUTION_MM, N_COILS, MASK, ACCELERATION, CENTER_FRACTION = 2.0, 8, "equispaced", 4, 0.08

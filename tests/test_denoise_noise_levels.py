@@ -2,7 +2,6 @@
 determinism, the card, the default left as it was, and errors that name the key."""
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from mrichain.io import save_image
 from mrichain.metrics import psnr
 from mrichain.slices import SliceDataset
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 SHAPE = (24, 28, 8)
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 PARAMS = {"epochs": 2, "batch_size": 4, "max_batches_per_epoch": 3, "depth": 3, "channels": 8, "lr": 2e-3}

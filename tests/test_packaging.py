@@ -1,11 +1,10 @@
 """The conda environments per rule family list the same requirements as pyproject.toml."""
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 
 
 def _name(req: str) -> str:

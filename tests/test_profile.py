@@ -5,14 +5,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from mrichain.cli import main
 from mrichain.profile import PROFILES_DIR, ProfileError, install_profile, user_profile_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 the summary of scores with and without a reference."""
 import copy
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,7 +13,7 @@ from mrichain.manifests import Plan
 from mrichain.realdata.domain import check_domain, domain_of_config
 from mrichain.realdata.plan import RealPlan, fastmri_inputs, key_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from mrichain.simulate import (
 )
 from mrichain.simulate.warp import jacobian_determinant
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from mrichain.realdata import structural as st
 from mrichain.segment import METHODS
 from mrichain.segment import unet as un
 
-ROOT = Path(__file__).resolve().parents[1]
+from dag import ROOT
 TARGET_MM = 4.0
 
 
