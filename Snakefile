@@ -6,8 +6,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from mrichain.conditions import WILDCARD as CONDITION
-from mrichain.config import validate_config
+from mrichain.plan.conditions import WILDCARD as CONDITION
+from mrichain.plan.config import validate_config
 from mrichain.provenance import CONFIG_HASH_ENV, config_sha256
 
 from snakemake.utils import min_version
@@ -47,7 +47,7 @@ wildcard_constraints:
 include: "workflow/rules/simulate.smk"
 
 
-# One rule file per declared stage (mrichain.stages): a new stage's file is picked up here.
+# One rule file per declared stage (mrichain.plan.stages): a new stage's file is picked up here.
 for stage_name in STAGE_NAMES:
 
     include: f"workflow/rules/{stage_name}.smk"

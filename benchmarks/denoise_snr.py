@@ -17,9 +17,9 @@ the acquisition's own RSS image (noncentral chi), not the trainer's synthetic on
   the acquisition seeds its noise by subject only) and denoises with both DnCNNs and ANTs NLM at the
   settings the project's tuning chose on the default cohort (``--nlm``: Gaussian, patch 1, search 2);
 - scores PSNR (dB, inside the brain mask, ``data_range`` = the noise-free volume's max: the denoise
-  stage's metric, :func:`mrichain.metrics.psnr`) against the noise-free image, the undenoised input
+  stage's metric, :func:`mrichain.scoring.metrics.psnr`) against the noise-free image, the undenoised input
   as the floor; mean over test subjects with a 95 % bootstrap interval
-  (:func:`mrichain.aggregate.mean_interval`) and the paired difference dncnn-blind - dncnn.
+  (:func:`mrichain.scoring.aggregate.mean_interval`) and the paired difference dncnn-blind - dncnn.
 
 Writes ``--out`` (one row per SNR and method), ``<workdir>/<out stem>_per_subject.tsv``, montages
 of one test subject at the lowest and highest SNR (``<out dir>/<out stem>_<snr>.png``) and prints
@@ -39,10 +39,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mrichain.aggregate import mean_interval  # noqa: E402
-from mrichain.config import load_config  # noqa: E402
+from mrichain.scoring.aggregate import mean_interval  # noqa: E402
+from mrichain.plan.config import load_config  # noqa: E402
 from mrichain.io import save_image  # noqa: E402
-from mrichain.metrics import psnr  # noqa: E402
+from mrichain.scoring.metrics import psnr  # noqa: E402
 
 
 def _subjects(cfg: dict, n: int, gt_root: Path) -> list[str]:
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
 
     from mrichain.denoise.antsnlm import antsnlm
     from mrichain.denoise.dncnn import dncnn, train
-    from mrichain.montage import save_montage
+    from mrichain.scoring.figures import save_montage
     from mrichain.slices import image_like
 
     torch.set_num_threads(a.threads)

@@ -151,7 +151,7 @@ def runs_target_methods(cfg: dict) -> bool:
 
 def oracle_brain_age(by_acq: dict) -> dict | None:
     """The ceiling of the volume model: the DAG's oracle condition (the tuned linear model fitted
-    and applied on ground-truth labels, :mod:`mrichain.conditions`)."""
+    and applied on ground-truth labels, :mod:`mrichain.plan.conditions`)."""
     mae = _get(by_acq, "oracle", "predict", "linear", "mae_years")
     return None if mae != mae else {"mae_years": mae}
 

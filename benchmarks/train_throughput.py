@@ -26,8 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mrichain.manifests import manifest_path  # noqa: E402
-from mrichain.stages import learned_methods  # noqa: E402
+from mrichain.plan.manifests import manifest_path  # noqa: E402
+from mrichain.plan.stages import learned_methods  # noqa: E402
 
 
 def prepare(cfg: dict, work: Path, cores: str) -> None:

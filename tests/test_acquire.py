@@ -12,7 +12,7 @@ import yaml
 from mrichain.fft import fft2c, ifft2c, rss
 from mrichain.io import read_kspace, write_kspace
 from mrichain.simulate import build_template, simulate_subject, write_subject
-from mrichain.conditions import acq_label
+from mrichain.plan.conditions import acq_label
 from mrichain.simulate.acquire import measure_acquisition, simulate_acquisition
 from mrichain.simulate.coils import sensitivity_maps
 from mrichain.simulate.sampling import cartesian_mask, fastmri_mask, measured_acceleration, num_low_frequencies

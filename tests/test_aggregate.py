@@ -1,4 +1,4 @@
-"""Bootstrap intervals, paired differences and gains over the floor (mrichain.aggregate), on
+"""Bootstrap intervals, paired differences and gains over the floor (mrichain.scoring.aggregate), on
 synthetic per-subject score tables: no images, no DAG."""
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrichain import stages
-from mrichain.aggregate import (DIFFERENCE_COLUMNS, aggregate, comparison, differences, higher_is_better,
+from mrichain.plan import stages
+from mrichain.scoring.aggregate import (DIFFERENCE_COLUMNS, aggregate, comparison, differences, higher_is_better,
                                 mean_interval, summarise)
 from mrichain.cli import build_parser
 

@@ -16,7 +16,7 @@ import pytest
 
 from bids_dataset import write_bids_dataset
 from mrichain import UserError
-from mrichain.config import load_config
+from mrichain.plan.config import load_config
 from mrichain.realdata import bids as bd
 from mrichain.realdata import derivatives as dv
 

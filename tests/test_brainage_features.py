@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from mrichain import metrics
+from mrichain.scoring import metrics
 
 VOXEL = 2.0
 SHAPE = (44, 52, 44)
@@ -105,7 +105,7 @@ def test_brain_mask_of_a_noise_free_blurred_image(phantom):
     took the whole blurred tail as brain (mask Dice 0.71 on the simulated noise-free images)."""
     from scipy import ndimage as ndi
 
-    from mrichain import metrics
+    from mrichain.scoring import metrics
     from mrichain.segment import brain_mask
 
     probs, aff = phantom

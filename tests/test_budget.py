@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrichain import budget
-from mrichain.conditions import ORACLE, conditions, label, parse
+from mrichain.scoring import budget
+from mrichain.plan.conditions import ORACLE, conditions, label, parse
 
 ACQS = {"R8": (8, 0.16), "R4": (4, 0.16), "R1": (1, 0.16)}
 

@@ -4,7 +4,7 @@ import copy
 import pytest
 import yaml
 
-from mrichain.config import ConfigError, load_config, load_schema, validate_config
+from mrichain.plan.config import ConfigError, load_config, load_schema, validate_config
 
 from dag import ROOT
 
@@ -135,7 +135,7 @@ def test_valid_input_sections(default):
 def test_training_params_get_what_the_workflow_knows(default):
     """Unset, an age-bin model's bins are the cohort's age range and noise-blind training's coils
     the acquisition's; a configured value is kept; inference-only keys never reach the trainer."""
-    from mrichain.config import train_params
+    from mrichain.plan.config import train_params
 
     cfg = copy.deepcopy(default)
     cfg["cohort"]["age_range"] = [18, 90]

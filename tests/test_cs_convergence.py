@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from mrichain.fft import fft2c, ifft2c, rss
-from mrichain.metrics import nmse
+from mrichain.scoring.metrics import nmse
 from mrichain.recon.cs import acs_lines, acs_sensitivities, cs
 from mrichain.simulate import build_template, simulate_subject, write_subject
 from mrichain.simulate.acquire import simulate_acquisition

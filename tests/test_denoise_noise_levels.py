@@ -8,11 +8,11 @@ import pytest
 import torch
 import yaml
 
-from mrichain.config import ConfigError, validate_config
+from mrichain.plan.config import ConfigError, validate_config
 from mrichain.denoise import dncnn as dn
 from mrichain.denoise import noise_levels as nl
 from mrichain.io import save_image
-from mrichain.metrics import psnr
+from mrichain.scoring.metrics import psnr
 from mrichain.slices import SliceDataset
 
 from dag import ROOT

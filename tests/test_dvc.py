@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from dag import ROOT, TEST_CONFIG, planned_jobs, rules_run
-from mrichain.manifests import Plan
+from mrichain.plan.manifests import Plan
 
 pytestmark = [pytest.mark.integration, pytest.mark.dvc]
 BIN = Path(sys.executable).parent  # dvc and snakemake of this environment

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrichain.aggregate import aggregate
-from mrichain.evaluate import score_stage
+from mrichain.scoring.aggregate import aggregate
+from mrichain.scoring.evaluate import score_stage
 from mrichain.io import save_image, save_json
 from mrichain.predict.pipeline import run_prediction
 from test_methods import phantom

@@ -1,6 +1,6 @@
 """Paths: one builder for every file name, wildcards kept where arguments are left out."""
-from mrichain import layout
-from mrichain.stages import stage
+from mrichain.plan import layout
+from mrichain.plan.stages import stage
 
 
 def test_bids_names():

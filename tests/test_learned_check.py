@@ -1,13 +1,13 @@
 """The "did it learn" check and the small-n rule, on tiny synthetic files through the real scorers
-(mrichain.evaluate) and the aggregation (mrichain.aggregate): no DAG, no training."""
+(mrichain.scoring.evaluate) and the aggregation (mrichain.scoring.aggregate): no DAG, no training."""
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mrichain.aggregate import MIN_N, aggregate, comparison, differences, learned_checks, mean_interval, summarise
-from mrichain.evaluate import score_stage
+from mrichain.scoring.aggregate import MIN_N, aggregate, comparison, differences, learned_checks, mean_interval, summarise
+from mrichain.scoring.evaluate import score_stage
 from mrichain.io import save_image, save_json
 from test_methods import phantom
 

@@ -8,7 +8,7 @@ import torch
 
 from mrichain.fft import fft2c, ifft2c, rss
 from mrichain.io import KSpaceFile, write_kspace
-from mrichain.metrics import nmse
+from mrichain.scoring.metrics import nmse
 from mrichain.recon import METHODS, TRAINERS
 from mrichain.recon import varnet as vn
 from mrichain.recon.cs import acs_lines, acs_sensitivities, cs

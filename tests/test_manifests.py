@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from dag import TEST_CONFIG
-from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
-from mrichain.stages import stage
+from mrichain.plan.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
+from mrichain.plan.stages import stage
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mrichain import metrics
+from mrichain.scoring import metrics
 from mrichain.fft import fft2c, ifft2c, rss
 from mrichain.io import KSpaceFile, write_kspace
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrichain import metrics
+from mrichain.scoring import metrics
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_folding_mae_coverage():
 def test_dice_of_a_missing_label_is_zero_not_nan():
     import numpy as np
 
-    from mrichain.metrics import dice
+    from mrichain.scoring.metrics import dice
 
     a = np.zeros((6, 6, 6), np.uint8)
     a[1:3, 1:3, 1:3] = 1
@@ -80,7 +80,7 @@ def test_dice_of_a_missing_label_is_zero_not_nan():
 
 
 def test_metric_table_gives_direction_units_and_table_names():
-    from mrichain.metrics import TABLE_NAMES, higher_is_better, metric
+    from mrichain.scoring.metrics import TABLE_NAMES, higher_is_better, metric
 
     assert higher_is_better("dice_csf") is True and higher_is_better("t1w_dice_mean") is True
     assert higher_is_better("t1_mape_pure") is False and higher_is_better("seconds_per_pair") is False

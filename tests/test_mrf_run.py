@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrichain import layout
-from mrichain.aggregate import aggregate
-from mrichain.config import ConfigError, load_config, validate_config
+from mrichain.plan import layout
+from mrichain.scoring.aggregate import aggregate
+from mrichain.plan.config import ConfigError, load_config, validate_config
 from mrichain.io import load_image, save_image
-from mrichain.manifests import Plan
+from mrichain.plan.manifests import Plan
 from mrichain.mrf import run
 from mrichain.mrf.plan import MrfPlan
 from mrichain.simulate.cohort import Subject, write_subject

@@ -36,8 +36,8 @@ def test_every_rule_names_an_existing_env():
             assert (ROOT / rel).exists(), f"{smk.name}: {rel} missing"
 
 
-PARSE_TIME = ["mrichain.stages", "mrichain.layout", "mrichain.conditions", "mrichain.cohort", "mrichain.manifests",
-              "mrichain.config", "mrichain.provenance", "mrichain.realdata.plan", "mrichain.realdata.domain"]
+PARSE_TIME = ["mrichain.plan.stages", "mrichain.plan.layout", "mrichain.plan.conditions", "mrichain.plan.cohort", "mrichain.plan.manifests",
+              "mrichain.plan.config", "mrichain.provenance", "mrichain.realdata.plan", "mrichain.realdata.domain"]
 
 
 def test_planning_a_run_imports_no_image_or_learning_library():

@@ -9,7 +9,7 @@ import yaml
 
 from fastmri_files import write_fastmri_file
 from mrichain import UserError
-from mrichain.manifests import Plan
+from mrichain.plan.manifests import Plan
 from mrichain.realdata.domain import check_domain, domain_of_config
 from mrichain.realdata.plan import RealPlan, fastmri_inputs, key_dir
 

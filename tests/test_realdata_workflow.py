@@ -16,7 +16,7 @@ import yaml
 from bids_dataset import write_bids_dataset
 from dag import TEST_CONFIG, planned_jobs, snakemake
 from fastmri_files import write_fastmri_file
-from mrichain.config import load_config
+from mrichain.plan.config import load_config
 from mrichain.realdata.derivatives import check_names
 from mrichain.realdata.fastmri import read_header, read_target
 

@@ -65,8 +65,8 @@ def test_no_age_signal_is_flagged_as_not_learned(tmp_path):
     the "did it learn" check (the held-out predictions' spread against the ages') flags it."""
     import pandas as pd
 
-    from mrichain.aggregate import _held_out_spread
-    from mrichain.metrics import CHECK_PREFIX
+    from mrichain.scoring.aggregate import _held_out_spread
+    from mrichain.scoring.metrics import CHECK_PREFIX
 
     items = _cohort(tmp_path, 12, signal=False)
     out = tmp_path / "m.pt"

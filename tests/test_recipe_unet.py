@@ -116,7 +116,7 @@ def test_short_poly_training_learns_well_above_chance_and_its_start(cohort, tmp_
 
     labels, image = _phantom(11)
     seg = np.asarray(un.unet(nib.Nifti1Image(3.0 * image, AFFINE), model=str(out)).dataobj)
-    from mrichain.metrics import dice
+    from mrichain.scoring.metrics import dice
 
     assert np.nanmean(list(dice(labels, seg, labels=(1, 2, 3)).values())) > 0.7
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from mrichain import layout
+from mrichain.plan import layout
 from mrichain.fft import fft2c, ifft2c, rss
 from mrichain.io import KSpaceFile, save_image, write_kspace
-from mrichain.metrics import nmse, ssim
+from mrichain.scoring.metrics import nmse, ssim
 from mrichain.recon import varnet as vn
 from mrichain.recon.zerofilled import zerofilled
 
@@ -112,7 +112,7 @@ def test_the_first_step_moves_the_gates_then_the_refinement_learns():
 
 def test_the_plan_gives_varnet_the_noise_free_target_and_brain_mask():
     from dag import TEST_CONFIG
-    from mrichain.manifests import Plan
+    from mrichain.plan.manifests import Plan
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     man = Plan(cfg).train_manifest("reconstruct", "varnet")

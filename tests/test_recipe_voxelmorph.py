@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mrichain.io import save_image
-from mrichain.metrics import dice
+from mrichain.scoring.metrics import dice
 from mrichain.register import voxelmorph as vxm
 from mrichain.train import seed_everything
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from dag import ROOT, planned_jobs, snakemake
-from mrichain.manifests import Plan
-from mrichain.stages import STAGE_NAMES
+from mrichain.plan.manifests import Plan
+from mrichain.plan.stages import STAGE_NAMES
 
 pytestmark = pytest.mark.integration
 LIMIT = 100 * 1024

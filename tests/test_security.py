@@ -27,17 +27,18 @@ import yaml
 from bids_dataset import write_bids_dataset
 from dag import ROOT, TEST_CONFIG, snakemake
 from fastmri_files import header_xml, write_fastmri_file
-from mrichain import UserError, cli, stages
+from mrichain import UserError, cli
+from mrichain.plan import stages
 from mrichain.cli import main
-from mrichain.config import ConfigError, load_config, validate_config
+from mrichain.plan.config import ConfigError, load_config, validate_config
 from mrichain.io import (MAX_IMAGE_BYTES_ENV, PLAUSIBLE_VOXEL_MM, InputImageError, KSpaceFile, check_volume,
                          load_image, nifti_image, read_kspace, read_reconstruction_rss, save_image, save_json,
                          write_kspace)
-from mrichain.manifests import Plan
+from mrichain.plan.manifests import Plan
 from mrichain.profile import PROFILES_DIR, ProfileError, install_profile
 from mrichain.realdata.plan import RealInput, RealPlan
 from mrichain.realdata.structural import to_ras
-from mrichain.stages import MRF_METHODS, stage
+from mrichain.plan.stages import MRF_METHODS, stage
 from mrichain.train import TrainSettings, fit, seed_everything
 from mrichain.train.engine import checkpoint_path
 
@@ -869,7 +870,7 @@ def _card(tmp_path, **over) -> Path:
 
 
 def test_a_valid_card_overrides_the_params(tmp_path):
-    from mrichain.tune import tuned_params
+    from mrichain.train.tune import tuned_params
 
     path = _card(tmp_path)
     assert tuned_params({"noise_model": "Rician", "shrink_factor": 1}, path, stage="denoise", method="antsnlm") == {
@@ -887,7 +888,7 @@ def test_a_valid_card_overrides_the_params(tmp_path):
     ({"stage": "segment"}, "segment"),
 ])
 def test_a_bad_card_is_refused_naming_the_file_and_key(tmp_path, over, needle):
-    from mrichain.tune import tuned_params
+    from mrichain.train.tune import tuned_params
 
     path = _card(tmp_path, **over)
     with pytest.raises(UserError) as exc:
@@ -896,7 +897,7 @@ def test_a_bad_card_is_refused_naming_the_file_and_key(tmp_path, over, needle):
 
 
 def test_a_card_without_chosen_or_not_json_is_refused(tmp_path):
-    from mrichain.tune import tuned_params
+    from mrichain.train.tune import tuned_params
 
     path = _card(tmp_path)
     path.write_text(json.dumps({"stage": "denoise", "method": "antsnlm"}))

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from dag import ROOT, TEST_CONFIG, differing_outputs, planned_jobs, rules_run, snakemake
-from mrichain.stages import METHOD_STAGES
+from mrichain.plan.stages import METHOD_STAGES
 from slurm_cluster import LocalSlurm, missing_requirements
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]

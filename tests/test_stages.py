@@ -1,12 +1,12 @@
-"""The stage declaration (mrichain.stages) is the one source: packages, schema, scorers and DVC
+"""The stage declaration (mrichain.plan.stages) is the one source: packages, schema, scorers and DVC
 plots agree with it, and every entry point it names exists."""
 import importlib
 
 import pytest
 import yaml
 
-from mrichain import stages
-from mrichain.config import load_schema
+from mrichain.plan import stages
+from mrichain.plan.config import load_schema
 from dag import ROOT
 
 
@@ -44,7 +44,7 @@ def test_mrf_methods_dispatch_through_the_declaration():
 
 
 def test_every_stage_has_a_scorer_and_every_reference_is_known():
-    from mrichain import layout
+    from mrichain.plan import layout
 
     known_kinds = {"kspace", "noisefree", "gt", "template", "feed", "age"}
     for s in stages.STAGES:

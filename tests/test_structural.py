@@ -15,9 +15,9 @@ import pytest
 from scipy import ndimage as ndi
 
 from bids_dataset import LAYERS_MM, write_bids_dataset
-from mrichain.config import load_config
+from mrichain.plan.config import load_config
 from mrichain.io import save_image
-from mrichain.metrics import dice
+from mrichain.scoring.metrics import dice
 from mrichain.realdata import structural as st
 from mrichain.segment import METHODS
 from mrichain.segment import unet as un

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from mrichain import UserError, stages
+from mrichain import UserError
+
+from mrichain.plan import stages
 from mrichain.train import TrainSettings, fit
 from mrichain.train.engine import checkpoint_path, make_optimiser, make_scheduler, safe_load
 from mrichain.train.params import split_params

@@ -1,4 +1,4 @@
-"""Tuning classical methods on the val split (mrichain.tune): the tuner picks the known best point
+"""Tuning classical methods on the val split (mrichain.train.tune): the tuner picks the known best point
 of a toy grid, through the same job and scorer code the pipeline runs, and writes its card."""
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrichain.io import load_json, save_image, save_json
-from mrichain.tune import grid_points, tune, tuned_params
+from mrichain.train.tune import grid_points, tune, tuned_params
 from test_learned_recon import _volume, _write
 
 

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from dag import ROOT, TEST_CONFIG, planned_jobs, snakemake
-from mrichain.aggregate import MIN_N
-from mrichain.manifests import Plan
-from mrichain.stages import METHOD_STAGES, STAGE_NAMES, kind, learned_methods, stage
+from mrichain.scoring.aggregate import MIN_N
+from mrichain.plan.manifests import Plan
+from mrichain.plan.stages import METHOD_STAGES, STAGE_NAMES, kind, learned_methods, stage
 
 pytestmark = pytest.mark.integration
 

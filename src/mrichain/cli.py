@@ -114,7 +114,7 @@ def cmd_acquire(a):
 def _params(a) -> dict:
     """A job's keyword arguments: ``--params`` JSON, with the values its tuning card chose
     (``--tuning``, rule ``tune``) over them."""
-    from mrichain.tune import tuned_params
+    from mrichain.train.tune import tuned_params
 
     params = json.loads(a.params)
     return tuned_params(params, a.tuning, stage=a.command, method=a.method) if getattr(a, "tuning", None) else params
@@ -141,7 +141,7 @@ def cmd_reconstruct(a):
 def cmd_image_stage(a):
     """Image in, image out, for any declared stage whose job reads one image (denoise, segment)."""
     from mrichain.jobs import run_job
-    from mrichain.stages import stage
+    from mrichain.plan.stages import stage
 
     _threads(a.threads)
     _check_domain(a)
@@ -176,7 +176,7 @@ def cmd_predict(a):
 
 
 def cmd_tune(a):
-    from mrichain.tune import tune
+    from mrichain.train.tune import tune
 
     _threads(a.threads)
     card = tune(_manifest(a.manifest), json.loads(a.grid), json.loads(a.params), a.out, seed=a.seed,
@@ -186,7 +186,7 @@ def cmd_tune(a):
 
 
 def cmd_train(a):
-    from mrichain.stages import stage, trainer_registry
+    from mrichain.plan.stages import stage, trainer_registry
 
     learned = [m.name for m in stage(a.stage).methods if m.learned]
     if a.method not in learned:
@@ -246,7 +246,7 @@ def cmd_mrf_score(a):
 
 
 def cmd_score(a):
-    from mrichain.evaluate import score_stage
+    from mrichain.scoring.evaluate import score_stage
 
     manifest = _manifest(a.manifest)
     table = score_stage(manifest, benchmarks_dir=a.benchmarks, figures_dir=a.out_figures)
@@ -255,15 +255,15 @@ def cmd_score(a):
 
 
 def cmd_aggregate(a):
-    from mrichain.aggregate import aggregate
+    from mrichain.scoring.aggregate import aggregate
 
     aggregate(a.scores, a.primary_acq, a.out_metrics, a.out_by_acq, a.out_summary, a.out_comparison,
               out_differences=a.out_differences, seed=a.seed)
 
 
 def cmd_budget(a):
-    from mrichain.budget import write_budget
-    from mrichain.conditions import Condition
+    from mrichain.scoring.budget import write_budget
+    from mrichain.plan.conditions import Condition
 
     conds = {k: Condition(**v) for k, v in json.loads(a.conditions).items()}
     write_budget(a.scores, conds, a.feed, a.out_budget, a.out_sweep, a.out_limits, a.out_budget_png,
@@ -335,9 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-noisefree", required=True)
     s.set_defaults(func=cmd_acquire)
 
-    from mrichain.stages import METHOD_STAGES, MRF_METHODS, stage
+    from mrichain.plan.stages import METHOD_STAGES, MRF_METHODS, stage
 
-    # One sub-command per declared stage whose job reads one file and writes one (mrichain.stages):
+    # One sub-command per declared stage whose job reads one file and writes one (mrichain.plan.stages):
     # k-space -> image (reconstruct), image -> image (denoise, segment, and any such new stage).
     for st in METHOD_STAGES:
         if not (st.per_subject and len(st.reads) == 1 and len(st.outputs) == 1):
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("budget", help="error budget, acceleration sweep and acceleration limits from the scores")
-    s.add_argument("--conditions", required=True, help="JSON {label: Condition fields} (mrichain.conditions)")
+    s.add_argument("--conditions", required=True, help="JSON {label: Condition fields} (mrichain.plan.conditions)")
     s.add_argument("--feed", required=True, choices=stage("reconstruct").method_names,
                    help="the reconstruction feed method (the plain acquisitions' recon)")
     s.add_argument("--scores", nargs="+", required=True)

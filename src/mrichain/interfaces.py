@@ -81,7 +81,7 @@ class Reconstruct(SimpleInterface):
 def _run_image_stage(inputs, stage_name: str, suffix: str) -> str:
     """Image in, image out: the stage's job (:func:`mrichain.jobs.run_job`) on ``inputs.in_file``."""
     from mrichain.jobs import run_job
-    from mrichain.stages import stage
+    from mrichain.plan.stages import stage
 
     out = _out_path(inputs.in_file, inputs.out_file, suffix)
     run_job(stage_name, inputs.method, {"image": inputs.in_file}, {stage(stage_name).primary_output: out},

@@ -1,7 +1,7 @@
 """One method's job on files: what a rule's command runs, and what the tuner runs on the val split.
 
 ``run_job(stage, method, inputs, outputs, params)`` reads the files a job of that stage reads
-(``inputs``: the keys its declaration in :mod:`mrichain.stages` names), runs the method and
+(``inputs``: the keys its declaration in :mod:`mrichain.plan.stages` names), runs the method and
 writes ``outputs`` (the stage's output keys -> paths). Per stage:
 
 - reconstruct: ``kspace`` (fastMRI-layout HDF5) -> ``image`` (float32 NIfTI [H, W, S]);
@@ -52,7 +52,7 @@ def run_image(stage_name: str, method: str, inputs: dict, outputs: dict, params:
     import numpy as np
 
     from mrichain.io import check_volume, load_image, save_image
-    from mrichain.stages import stage
+    from mrichain.plan.stages import stage
 
     s = stage(stage_name)
     fn = importlib.import_module(s.package).METHODS[method]

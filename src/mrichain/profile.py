@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrichain.config import ROOT
+from mrichain.plan.config import ROOT
 
 #: The repository's profiles (``profiles/<name>/config.yaml``) in an editable install.
 PROFILES_DIR = ROOT / "profiles"

@@ -1,16 +1,16 @@
 # Thin glue from the rules to the package: the run's plan (subjects, splits, acquisitions, which
-# methods run where, what each job reads) is mrichain.manifests.Plan, the stages and methods are
-# declared once in mrichain.stages, and every path comes from mrichain.layout.
+# methods run where, what each job reads) is mrichain.plan.manifests.Plan, the stages and methods are
+# declared once in mrichain.plan.stages, and every path comes from mrichain.plan.layout.
 import dataclasses
 import json
 import shlex
 
-from mrichain import layout
-from mrichain.config import method_params, train_params
+from mrichain.plan import layout
+from mrichain.plan.config import method_params, train_params
 from mrichain.realdata.domain import check_models_dir, domain_of_config
 from mrichain.realdata.plan import WORK as WORK_REAL, WORK_SUFFIX as REAL_WORK_SUFFIX, RealPlan
-from mrichain.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
-from mrichain.stages import STAGE_NAMES, is_learned, stage
+from mrichain.plan.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
+from mrichain.plan.stages import STAGE_NAMES, is_learned, stage
 
 PLAN = Plan(config)
 if PLAN.models_root != layout.MODELS:  # input.models_dir: its cards checked before any job
@@ -31,7 +31,7 @@ def subject_group(stage_name=None):
     of a group (dag._check_groups), and a model's upstream is the whole training cohort, which
     made the DAG quadratic in the cohort. Subjects that training reads and test subjects are
     separate groups: a SLURM job holding both could wait for training that waits for it. Jobs at
-    a sweep condition or the oracle (mrichain.conditions) stay ungrouped too: their input comes
+    a sweep condition or the oracle (mrichain.plan.conditions) stay ungrouped too: their input comes
     from a tuned or learned reconstruction, or from the ground truth, not from the subject's chain.
     """
 

@@ -47,7 +47,7 @@ rule score:
         "--out-tsv {output.tsv:q} --out-figures {output.figures:q} > {log:q} 2>&1"
 
 
-# Every stage at every condition it runs at (mrichain.conditions): the acquisitions, and for the
+# Every stage at every condition it runs at (mrichain.plan.conditions): the acquisitions, and for the
 # stages after reconstruction the acceleration sweep (each reconstruction method's output sent
 # downstream) and the oracle (ideal inputs), on the test split.
 SCORE_FILES = [layout.scores(s, c) for s in STAGE_NAMES for c in PLAN.stage_conditions(s)]
@@ -85,7 +85,7 @@ rule aggregate:
 
 # What each upstream choice costs downstream: the error budget (oracle -> fully sampled chain ->
 # each acceleration and reconstruction method), the acceleration sweep and the largest
-# acceleration each reconstruction method tolerates (mrichain.budget).
+# acceleration each reconstruction method tolerates (mrichain.scoring.budget).
 rule budget:
     input:
         SCORE_FILES,

@@ -1,6 +1,6 @@
 # Tuning of every classical method that has a grid in the config (<stage>.tune.<method>): one job
 # per (stage, method), grid search on the val split by the stage's primary score against the
-# truth (mrichain.tune). Its card, results/tuning/<stage>-<method>.json, holds the chosen values
+# truth (mrichain.train.tune). Its card, results/tuning/<stage>-<method>.json, holds the chosen values
 # that the method's jobs then run with: the baselines are selected on val as the learned methods are.
 
 

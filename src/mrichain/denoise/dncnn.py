@@ -150,7 +150,7 @@ def make_loss(kind: str = "l1"):
 
 def score_fn(model, val_data: SliceDataset, device) -> float:
     """Mean PSNR (dB) inside the brain mask over the validation volumes (higher is better)."""
-    from mrichain.metrics import psnr
+    from mrichain.scoring.metrics import psnr
 
     scores = []
     for vol in val_data.volumes:
@@ -165,7 +165,7 @@ def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
 
     manifest: ``{"train": [{"input", "target", "mask"}, ...], "val": [...]}`` NIfTI paths
     (noisy image, noise-free image, brain mask), several acquisitions per subject allowed (the
-    workflow passes the fully sampled ones: :meth:`mrichain.manifests.Plan.train_manifest`).
+    workflow passes the fully sampled ones: :meth:`mrichain.plan.manifests.Plan.train_manifest`).
     params: overrides of :data:`DEFAULTS`; ``noise_snr_range: [lo, hi]`` trains noise-level blind
     (:mod:`mrichain.denoise.noise_levels`: inputs synthesised from the targets at an SNR drawn per
     item, RSS of ``noise_coils`` coils, default 1 = Rician when not given; the card records the

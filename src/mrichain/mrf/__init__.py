@@ -8,7 +8,7 @@ Modules: :mod:`config` (key-named config errors), :mod:`sequence` (the FISP trai
 """
 from __future__ import annotations
 
-from mrichain.stages import MRF_METHODS, Registry
+from mrichain.plan.stages import MRF_METHODS, Registry
 
 METHODS: Registry = Registry({m.name: m.entry for m in MRF_METHODS})
 """Method name -> ``(dictionary[, model=]) -> mapper``, ``mapper(fingerprints) -> {"t1", "t2", "pd"}``."""

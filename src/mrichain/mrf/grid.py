@@ -1,5 +1,5 @@
 """The dictionary's (T1, T2[, B1]) grid and the ``mrf.dictionary`` settings, without torch: the
-config check (:mod:`mrichain.config`, run when the Snakefile is parsed) validates them before any
+config check (:mod:`mrichain.plan.config`, run when the Snakefile is parsed) validates them before any
 job. :mod:`mrichain.mrf.dictionary` simulates the atoms of a grid.
 """
 from __future__ import annotations

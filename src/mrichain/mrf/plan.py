@@ -9,13 +9,13 @@ at parse time.
 """
 from __future__ import annotations
 
-from mrichain import layout
+from mrichain.plan import layout
 
 STAGE = "mrf"
 
 
 class MrfPlan:
-    """config: the run's config (with an ``mrf`` section); plan: its :class:`mrichain.manifests.Plan`."""
+    """config: the run's config (with an ``mrf`` section); plan: its :class:`mrichain.plan.manifests.Plan`."""
 
     def __init__(self, config: dict, plan):
         self.config = config["mrf"]

@@ -30,7 +30,7 @@ import numpy as np
 
 from mrichain import LABELS
 from mrichain.io import load_image, load_json, save_image, save_json
-from mrichain.layout import MRF_ACQ as ACQ
+from mrichain.plan.layout import MRF_ACQ as ACQ
 
 ACQUIRE_DEFAULTS = {"snr_db": 30.0, "n_slices": 4, "b1_amplitude": 0.0}
 PURE = 0.99
@@ -123,7 +123,7 @@ def map_subject(method: str, gt_dir: str | Path, dictionary_path: str | Path, mr
     from mrichain.mrf import METHODS
     from mrichain.mrf.dictionary import load_dictionary
     from mrichain.mrf.synthesis import synthesise
-    from mrichain.stages import FLOOR, MRF_METHODS
+    from mrichain.plan.stages import FLOOR, MRF_METHODS
 
     declared = {m.name: m for m in MRF_METHODS}
     if method not in declared:
@@ -149,7 +149,7 @@ def map_subject(method: str, gt_dir: str | Path, dictionary_path: str | Path, mr
 
 
 def _dice_on(labels: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    from mrichain.metrics import dice
+    from mrichain.scoring.metrics import dice
 
     per = dice(np.where(mask, labels, 0), np.where(mask, truth, 0))
     out = {f"dice_{LABELS[k].lower()}": float(v) for k, v in per.items()}

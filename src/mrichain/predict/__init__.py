@@ -1,4 +1,4 @@
-"""Brain-age prediction methods (declared in :mod:`mrichain.stages`, stage ``predict``).
+"""Brain-age prediction methods (declared in :mod:`mrichain.plan.stages`, stage ``predict``).
 
 Volume methods (``METHODS``: they read segmentations, or nothing, as the ``mean`` floor) are modules with ``fit(volumes: list[dict],
 ages: list[float], **params) -> model: dict`` (JSON-serialisable) and ``predict(model: dict,
@@ -13,7 +13,7 @@ predicted_upper]; one row per path), ``paths`` what the method declares it reads
 from __future__ import annotations
 
 from mrichain.predict.volumes import tissue_volumes
-from mrichain.stages import Registry, method_registry, trainer_registry
+from mrichain.plan.stages import Registry, method_registry, trainer_registry
 
 METHODS: Registry = method_registry("predict", where=lambda m: not m.learned)
 LEARNED_METHODS: Registry = method_registry("predict", where=lambda m: m.learned)

@@ -32,7 +32,7 @@ def run_prediction(
     """
     from mrichain.predict import LEARNED_METHODS, METHODS
     from mrichain.predict.volumes import tissue_volumes
-    from mrichain.stages import method as declared
+    from mrichain.plan.stages import method as declared
 
     # a real subject's age may be unknown (null: no participants.tsv age); it is predicted, not fitted on
     ages = [float("nan") if (a := load_json(p)["age"]) is None else float(a) for p in info_paths]

@@ -46,7 +46,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 
-from mrichain import metrics
+from mrichain.scoring import metrics
 from mrichain.fft import ifft2c, rss
 from mrichain.io import (MAX_MATRIX, InputImageError, check_claimed_bytes, check_image_dataset, check_kspace_dataset,
                          check_mask_dataset, check_voxel_mm)
@@ -451,7 +451,7 @@ def evaluate_volume(target: np.ndarray, recon: np.ndarray | nib.Nifti1Image) -> 
     no-op for fastMRI's square targets; h < w is refused, as fastMRI's crop refuses it); then
     NMSE ||gt - pred||^2 / ||gt||^2 over the volume, PSNR (dB) with ``data_range = gt.max()``,
     and SSIM (skimage, 7x7 window) per slice with ``data_range = gt.max()`` of the volume,
-    averaged over slices (:mod:`mrichain.metrics`, which implements these definitions).
+    averaged over slices (:mod:`mrichain.scoring.metrics`, which implements these definitions).
     """
     if isinstance(recon, nib.Nifti1Image):
         recon = np.transpose(np.asarray(recon.dataobj), (2, 0, 1))

@@ -1,6 +1,6 @@
 """The plan of a run's real inputs (``input.kind: bids | fastmri``): what runs on them, and where.
 
-The simulated cohort always runs (:class:`mrichain.manifests.Plan`): it trains the learned
+The simulated cohort always runs (:class:`mrichain.plan.manifests.Plan`): it trains the learned
 methods, tunes the classical ones and is scored against its truth. A run with real inputs adds,
 per real image (a *key*, the ``real`` wildcard of ``workflow/rules/realdata.smk``):
 
@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrichain.stages import stage
+from mrichain.plan.stages import stage
 
 DERIVATIVES = "results/derivatives/mrichain"
 WORK = "results/realdata"
@@ -119,7 +119,7 @@ def key_dir(key: str) -> str:
 class RealPlan:
     """Real inputs of a run and every path of their jobs (module docstring).
 
-    config: the validated config; plan: the cohort's :class:`mrichain.manifests.Plan` (methods,
+    config: the validated config; plan: the cohort's :class:`mrichain.plan.manifests.Plan` (methods,
     feeds, what the brain-age fit reads); inputs: given by tests, discovered otherwise.
     """
 
@@ -132,7 +132,7 @@ class RealPlan:
         self.voxel_mm = float(config["cohort"]["resolution_mm"])
         self.acqs: dict[str, tuple[float, float]] = {}
         if self.kind == "fastmri":
-            from mrichain.conditions import acq_label
+            from mrichain.plan.conditions import acq_label
 
             self.acqs = {acq_label(r): (float(r), float(cf))
                          for r, cf in zip(inp["accelerations"], inp["center_fractions"])}

@@ -10,9 +10,9 @@ import nibabel as nib
 import numpy as np
 
 from mrichain.io import nifti_image, read_kspace
-from mrichain.stages import Registry, method_registry, trainer_registry
+from mrichain.plan.stages import Registry, method_registry, trainer_registry
 
-METHODS: Registry = method_registry("reconstruct")  # declared in mrichain.stages; learned ones take model=<.pt>
+METHODS: Registry = method_registry("reconstruct")  # declared in mrichain.plan.stages; learned ones take model=<.pt>
 
 #: learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``
 #: with manifest = {"train": [{"kspace": h5}, ...], "val": [{"kspace": h5}, ...]}.

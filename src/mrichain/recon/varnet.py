@@ -322,7 +322,7 @@ def make_score_fn(max_slices: int | None = None, batch_size: int = 8):
     inside the brain mask where the volume has one (the primary score, ``ssim_truth``), else over
     the whole slices (fastMRI's ``ssim`` against ``reconstruction_rss``). ``max_slices``: only the
     central slices of each volume."""
-    from mrichain.metrics import ssim
+    from mrichain.scoring.metrics import ssim
 
     def score_fn(model, val_data: SliceDataset, device):
         scores = []

@@ -27,9 +27,9 @@ class RegistrationResult:
     seconds: float
 
 
-from mrichain.stages import Registry, method_registry, trainer_registry  # noqa: E402
+from mrichain.plan.stages import Registry, method_registry, trainer_registry  # noqa: E402
 
-METHODS: Registry = method_registry("register")  # declared in mrichain.stages; learned ones take model=<.pt>
+METHODS: Registry = method_registry("register")  # declared in mrichain.plan.stages; learned ones take model=<.pt>
 
 # Learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``.
 TRAINERS: Registry = trainer_registry("register")

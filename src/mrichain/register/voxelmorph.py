@@ -258,7 +258,7 @@ def warp_labels(model: HalfResVoxelMorph, labels: torch.Tensor, ddf: torch.Tenso
 
 def val_dice(model, data: PairDataset, device) -> float:
     """Mean Dice (labels 1, 2, 3; MONAI) of warped val labels vs the fixed labels."""
-    from mrichain.metrics import dice
+    from mrichain.scoring.metrics import dice
 
     fixed = data.fixed[None].to(device)
     ref = data.fixed_labels[0].numpy()

@@ -7,9 +7,9 @@ Learned methods (``TRAINERS``) also take ``model=<state dict .pt>`` (its card JS
 from __future__ import annotations
 
 from mrichain.segment.brainmask import brain_mask
-from mrichain.stages import Registry, method_registry, trainer_registry
+from mrichain.plan.stages import Registry, method_registry, trainer_registry
 
-METHODS: Registry = method_registry("segment")  # declared in mrichain.stages
+METHODS: Registry = method_registry("segment")  # declared in mrichain.plan.stages
 
 #: Learned methods: ``TRAINERS[name](manifest, params, out_path, seed) -> mrichain.train.FitResult``;
 #: the method then takes ``model=out_path``.

@@ -8,7 +8,7 @@ volumes (or overlapping patches of them) per epoch. Tissue contrast is local in-
 through-plane context a 3-D model would add matters little for CSF/GM/WM at 2-4 mm.
 
 Loss: MONAI ``DiceCELoss`` (softmax, one-hot target). Validation score: mean tissue Dice
-(labels 1, 2, 3; :func:`mrichain.metrics.dice`) over the validation volumes.
+(labels 1, 2, 3; :func:`mrichain.scoring.metrics.dice`) over the validation volumes.
 
 Training recipe: nnU-Net's (Isensee et al. 2021: SGD, Nesterov momentum 0.99, lr 1e-2, poly
 schedule ``(1 - t/T)^0.9``, 1,000 epochs x 250 iterations, z-score normalisation, Dice + CE,
@@ -169,7 +169,7 @@ def rarest_class_slices(volumes: list[dict]) -> tuple[int, Callable[[dict], np.n
 def make_score(multiple: int, context: int = 0):
     def score_fn(model, val_data: SliceDataset, device) -> float:
         """Mean Dice over tissues 1-3 and validation volumes (higher is better)."""
-        from mrichain.metrics import dice
+        from mrichain.scoring.metrics import dice
 
         scores = []
         for vol in val_data.volumes:

@@ -1,7 +1,7 @@
 """The simulated cohort's per-subject ground truth (its ids, splits, ages and random streams are
-:mod:`mrichain.cohort`'s, re-exported here).
+:mod:`mrichain.plan.cohort`'s, re-exported here).
 
-Every random draw comes from :func:`mrichain.cohort.make_rng`, so a subject's anatomy, tissue
+Every random draw comes from :func:`mrichain.plan.cohort.make_rng`, so a subject's anatomy, tissue
 values, bias field and noise do not depend on how many subjects the cohort has nor on the order in
 which they are simulated.
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from mrichain.io import load_image, load_json, save_image, save_json
-from mrichain.layout import GROUNDTRUTH
+from mrichain.plan.layout import GROUNDTRUTH
 from mrichain.simulate.atrophy import apply_atrophy
 from mrichain.simulate.bias import bias_field
 from mrichain.simulate.template import Template
 from mrichain.simulate.tissue import draw_tissue_params, parameter_maps
 from mrichain.simulate.warp import apply_displacement, random_displacement
 
-from mrichain.cohort import (  # noqa: F401 - the cohort's ids, splits, ages and random streams, re-exported
+from mrichain.plan.cohort import (  # noqa: F401 - the cohort's ids, splits, ages and random streams, re-exported
     PURPOSE, age_splits, age_train_ids, assign_splits, make_rng, subject_age, subject_ids, subject_index,
 )
 
@@ -115,7 +115,7 @@ def simulate_subject(
 
 def subject_files(sub_id: str, outdir: str | Path) -> dict[str, Path]:
     """The ground-truth file paths of ``sub_id`` in ``outdir`` (= results/groundtruth/sub-XXX),
-    named as :data:`mrichain.layout.GROUNDTRUTH` says."""
+    named as :data:`mrichain.plan.layout.GROUNDTRUTH` says."""
     d = Path(outdir)
     return {k: d / f"{sub_id}_{name}" for k, name in GROUNDTRUTH.items()}
 

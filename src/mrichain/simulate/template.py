@@ -13,10 +13,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from mrichain.io import load_image, save_image
-from mrichain.layout import TEMPLATE, TEMPLATE_NAME
+from mrichain.plan.layout import TEMPLATE, TEMPLATE_NAME
 
 FILES = {k: f"{TEMPLATE_NAME}_{v}" for k, v in TEMPLATE.items()}
-"""Template file names in its directory, by key (:data:`mrichain.layout.TEMPLATE`)."""
+"""Template file names in its directory, by key (:data:`mrichain.plan.layout.TEMPLATE`)."""
 MARGIN_MM = 8.0
 """Background margin kept around the brain bounding box (larger than any simulated warp)."""
 

@@ -546,7 +546,7 @@ def write_curve(out_path: Path, curve: list[dict], score_name: str) -> None:
     """Training curve as ``<name>_curve.tsv`` and ``<name>_curve.png`` beside the model."""
     import pandas as pd
 
-    from mrichain.montage import plt
+    from mrichain.scoring.figures import plt
 
     tsv = out_path.with_name(out_path.stem + "_curve.tsv")
     pd.DataFrame(curve).to_csv(tsv, sep="\t", index=False, float_format="%.6g")

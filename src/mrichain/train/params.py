@@ -55,7 +55,7 @@ class CardError(UserError, ValueError):
 def check_hyper_parameters(card_path, hp, stage_name: str, method_name: str, defaults: dict, *,
                            extra: dict | None = None, required=()) -> dict:
     """A card's ``hyper_parameters`` merged over ``defaults``, each value checked against the JSON
-    schema the method declares for the config key of that name (:attr:`mrichain.stages.Method.params`:
+    schema the method declares for the config key of that name (:attr:`mrichain.plan.stages.Method.params`:
     the bounds a config may train with are the bounds a card may build); ``extra``: schemas of the
     keys that are no config key (fixed channel counts, a size taken from the data). Raises
     :class:`CardError` naming the card file and the key for an unknown or missing key or a value
@@ -63,7 +63,7 @@ def check_hyper_parameters(card_path, hp, stage_name: str, method_name: str, def
     before a weight is read. ``required``: keys the card must hold (the others default)."""
     import jsonschema
 
-    from mrichain.stages import MRF, MRF_METHODS, method
+    from mrichain.plan.stages import MRF, MRF_METHODS, method
 
     if not isinstance(hp, dict):
         raise CardError(f"{card_path}: hyper_parameters must be a JSON object, got {type(hp).__name__}")

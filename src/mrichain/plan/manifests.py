@@ -7,18 +7,18 @@ the cohort -- training, scoring, cohort-level prediction. Those manifests are wr
 shell command grows with the cohort (Linux caps one argument at 128 KiB).
 
 The science of what a stage reads (e.g. "the denoiser trains on fully sampled pairs") is declared
-in :mod:`mrichain.stages`; this module only resolves those declarations to paths (:mod:`mrichain.layout`).
+in :mod:`mrichain.plan.stages`; this module only resolves those declarations to paths (:mod:`mrichain.plan.layout`).
 """
 from __future__ import annotations
 
 import functools
 import re
 
-from mrichain import layout
-from mrichain.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
-from mrichain.conditions import ORACLE, SWEPT_STAGE, Condition, acq_label, conditions
+from mrichain.plan import layout
+from mrichain.plan.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
+from mrichain.plan.conditions import ORACLE, SWEPT_STAGE, Condition, acq_label, conditions
 from mrichain.mrf.plan import MrfPlan
-from mrichain.stages import METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
+from mrichain.plan.stages import METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
 
 MANIFEST_NAMES = {
     "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
@@ -56,7 +56,7 @@ class Plan:
     subjects: ``sub-001`` ... in order (the image cohort); age_subjects: the extra subjects that
     only train the cohort-level (brain-age) stage; splits: {subject: train|val|test}, the age
     subjects in ``train``; acqs: {label: (acceleration, centre fraction)} in config order (the
-    first is the primary acquisition); conditions: {label: :class:`mrichain.conditions.Condition`},
+    first is the primary acquisition); conditions: {label: :class:`mrichain.plan.conditions.Condition`},
     the acquisitions first, then the acceleration sweep's and the oracle (test split only). The
     ``acq`` argument of the methods below is a condition label.
     """
@@ -118,7 +118,7 @@ class Plan:
     def stage_conditions(self, stage_name: str) -> list[str]:
         """The conditions a stage runs and is scored at: every acquisition; the sweep's where it is
         downstream of reconstruction; the oracle where every feed it reads has an ideal
-        (:attr:`mrichain.stages.Stage.ideal`)."""
+        (:attr:`mrichain.plan.stages.Stage.ideal`)."""
         s = stage(stage_name)
         out = list(self.acqs)
         if self._downstream_of(s, SWEPT_STAGE):
@@ -210,8 +210,8 @@ class Plan:
         return layout.stage_outputs(stage(stage_name), self.contrast, sub, acq, method)
 
     def resolve(self, ref: str, sub: str, acq: str):
-        """A declared reference (:mod:`mrichain.stages`) -> the path (or value) for one subject at
-        a condition (:mod:`mrichain.conditions`): k-space and noise-free image of its acquisition;
+        """A declared reference (:mod:`mrichain.plan.stages`) -> the path (or value) for one subject at
+        a condition (:mod:`mrichain.plan.conditions`): k-space and noise-free image of its acquisition;
         a feed output at that condition, except the reconstruction a sweep condition names, and at
         the oracle each feed's ideal (its ground truth)."""
         kind, _, key = ref.partition(".")
@@ -342,7 +342,7 @@ class Plan:
 
     def _with_cards(self, stage_name: str, m: dict) -> dict:
         """A score manifest with the model cards of its learned methods (``cards: {method: path}``):
-        the scorer reads whether each beat its untrained start (:func:`mrichain.evaluate.start_rows`)."""
+        the scorer reads whether each beat its untrained start (:func:`mrichain.scoring.evaluate.start_rows`)."""
         run = set(m.get("methods", {})) | {meth for e in m.get("subjects", {}).values() for meth in e.get("methods", {})}
         cards = {meth: self.model(stage_name, meth, ".json") for meth in sorted(run) if is_learned(stage_name, meth)}
         return {**m, "cards": cards} if cards else m

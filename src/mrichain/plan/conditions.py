@@ -13,13 +13,13 @@ A stage after reconstruction runs, per subject, on the output of the chain upstr
                the sweep's reference: every method's harm is measured against it)
 ``oracle``     the ideal input: each stage's feed output replaced by its ground truth (the
                noise-free fully sampled image for denoising, the true labels for segmentation;
-               :attr:`mrichain.stages.Stage.ideal`); the ceiling of the stages that read them
+               :attr:`mrichain.plan.stages.Stage.ideal`); the ceiling of the stages that read them
                (test split only)
 =============  ==================================================================================
 
 Comparing a downstream score across conditions is the error budget (oracle -> fully sampled
 chain -> each acceleration and reconstruction method) and the acceleration sweep
-(:mod:`mrichain.budget`). Import-light (standard library only): the Snakefile reads it.
+(:mod:`mrichain.scoring.budget`). Import-light (standard library only): the Snakefile reads it.
 """
 from __future__ import annotations
 
@@ -92,12 +92,12 @@ def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], f
     ``oracle``).
 
     No sweep condition at R1: the fully sampled chain through the feed is the reference the
-    sweep's harms are measured against (:func:`mrichain.budget.acceleration_limits`), and running
+    sweep's harms are measured against (:func:`mrichain.scoring.budget.acceleration_limits`), and running
     every reconstruction method on fully sampled k-space doubled the sweep's jobs to measure what
     the methods do with nothing to undo (measured: half of the default run's 620 sweep
     job-seconds).
 
-    acqs: {acq label: (acceleration, centre fraction)} (:attr:`mrichain.manifests.Plan.acqs`);
+    acqs: {acq label: (acceleration, centre fraction)} (:attr:`mrichain.plan.manifests.Plan.acqs`);
     sweep, oracle: the config's ``error_budget`` switches.
     """
     out = {a: Condition(a, a, float(r), feed) for a, (r, _) in acqs.items()}

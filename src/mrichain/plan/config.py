@@ -4,10 +4,10 @@ Errors name the offending key as a dotted path (``acquire.accelerations[0]``) an
 the allowed values, so a typo in a 40-job run fails in the first second, not the 40th job.
 
 The sections of the method stages (``reconstruct: {methods, feed, params}`` ...) are not written
-in ``schema.yaml``: :func:`load_schema` generates them from :mod:`mrichain.stages`, so the allowed
+in ``schema.yaml``: :func:`load_schema` generates them from :mod:`mrichain.plan.stages`, so the allowed
 method names, each method's params (``Method.params``, ``Method.infer``) and tuning grids
 (``Method.tunable``) are the declared ones. A key the workflow sets itself
-(:data:`mrichain.stages.RESERVED`: ``threads``, ``seed``, ``model`` ...) is refused with what sets it.
+(:data:`mrichain.plan.stages.RESERVED`: ``threads``, ``seed``, ``model`` ...) is refused with what sets it.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from mrichain.stages import METHOD_STAGES, MRF_METHODS, RESERVED, method as declared_method
+from mrichain.plan.stages import METHOD_STAGES, MRF_METHODS, RESERVED, method as declared_method
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
 
 
@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 RESERVED_KEYWORD = "x-reserved"
 """Annotation of a generated mapping schema: ``{key: what sets it}`` for the keys it refuses
-because the workflow sets them (:data:`mrichain.stages.RESERVED`); :func:`_describe` says so."""
+because the workflow sets them (:data:`mrichain.plan.stages.RESERVED`); :func:`_describe` says so."""
 
 
 def _keys(properties: dict, **extra) -> dict:

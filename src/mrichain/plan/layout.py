@@ -79,7 +79,7 @@ def noisefree(contrast: str, sub: str = SUB, acq: str = ACQ) -> str:
 
 
 def stage_outputs(stage, contrast: str, sub: str = SUB, acq: str = ACQ, method: str = METHOD) -> dict[str, str]:
-    """The files one method's job of ``stage`` (a :class:`mrichain.stages.Stage`) writes, by key."""
+    """The files one method's job of ``stage`` (a :class:`mrichain.plan.stages.Stage`) writes, by key."""
     root = f"{RESULTS}/{stage.directory}"
     entity = {stage.method_entity: method}
     return {
@@ -137,7 +137,7 @@ def mrf_dseg(sub: str = SUB, label: str = METHOD) -> str:
 
 
 def manifest(kind: str = "{kind}", name: str = "{name}") -> str:
-    """A job's manifest (JSON): ``kind`` is one of :data:`mrichain.manifests.MANIFEST_NAMES`."""
+    """A job's manifest (JSON): ``kind`` is one of :data:`mrichain.plan.manifests.MANIFEST_NAMES`."""
     return f"{RESULTS}/manifests/{kind}/{name}.json"
 
 

@@ -25,8 +25,8 @@ columns ``stage, acq, subject, split, method, metric, value``. Definitions (docs
 Every method also gets ``seconds``: the wall time of its job from Snakemake's benchmark file,
 where one exists.
 
-Rows whose metric starts with ``check_`` (:data:`mrichain.metrics.CHECK_PREFIX`) are not scores
-but the evidence of the "did it learn" check (:func:`mrichain.aggregate.learned_checks` summarises
+Rows whose metric starts with ``check_`` (:data:`mrichain.scoring.metrics.CHECK_PREFIX`) are not scores
+but the evidence of the "did it learn" check (:func:`mrichain.scoring.aggregate.learned_checks` summarises
 them over the test subjects and judges them; they stay out of ``metrics.json`` and the score
 tables). Per subject, for every method but the floors:
 
@@ -54,11 +54,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrichain import LABELS, layout, metrics
+from mrichain import LABELS
+
+from mrichain.plan import layout
+
+from mrichain.scoring import metrics
 from mrichain.io import load_image, load_json, read_kspace, read_reconstruction_rss
-from mrichain.metrics import CHECK_PREFIX
-from mrichain.montage import save_montage, save_scatter
-from mrichain.stages import FLOOR, SCORERS, stage
+from mrichain.scoring.metrics import CHECK_PREFIX
+from mrichain.scoring.figures import save_montage, save_scatter
+from mrichain.plan.stages import FLOOR, SCORERS, stage
 
 TISSUES = (1, 2, 3)
 

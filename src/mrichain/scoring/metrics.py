@@ -152,7 +152,7 @@ def interval_coverage(y, lo, hi) -> float:
 
 CHECK_PREFIX = "check_"
 """Prefix of the per-subject rows that are evidence for the "did it learn" check
-(:mod:`mrichain.evaluate`, :func:`mrichain.aggregate.learned_checks`), not scores: no direction,
+(:mod:`mrichain.scoring.evaluate`, :func:`mrichain.scoring.aggregate.learned_checks`), not scores: no direction,
 kept out of ``metrics.json`` and the score tables."""
 
 @dataclass(frozen=True)

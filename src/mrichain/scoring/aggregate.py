@@ -17,7 +17,7 @@ for every acquisition. The tables:
     side of zero: "beats").
 ``comparison.tsv``
     the methods of each stage side by side at the primary acquisition: the ``summary.tsv`` columns
-    with the method's ``kind`` (floor / classical / learned, from :func:`mrichain.stages.kind`),
+    with the method's ``kind`` (floor / classical / learned, from :func:`mrichain.plan.stages.kind`),
     plus its gain over the stage's floor: ``floor``, ``gain`` (mean paired difference method -
     floor), ``gain_ci_low``, ``gain_ci_high`` and ``beats_floor``. Floors have no gain.
 
@@ -75,7 +75,7 @@ primary acquisition by the metric's direction (first declared where the directio
 A method has to beat the best trivial baseline, not the weakest.
 
 Did it learn (:func:`learned_checks`), per learned method and acquisition, from the scorers'
-``check_`` rows (:mod:`mrichain.evaluate`) over the test subjects. It did not learn when any of
+``check_`` rows (:mod:`mrichain.scoring.evaluate`) over the test subjects. It did not learn when any of
 these holds; it learned when at least one of the first five could be checked and none holds:
 
 - reconstruct, denoise: its output moves the floor's (zero-filled; the undenoised input) by less
@@ -115,10 +115,10 @@ import numpy as np
 import pandas as pd
 
 from mrichain.io import save_json
-from mrichain.metrics import CHECK_PREFIX, TABLE_NAMES, higher_is_better
+from mrichain.scoring.metrics import CHECK_PREFIX, TABLE_NAMES, higher_is_better
 
 RENAME = TABLE_NAMES
-"""Per-subject score names -> the tables' (:data:`mrichain.metrics.METRICS`)."""
+"""Per-subject score names -> the tables' (:data:`mrichain.scoring.metrics.METRICS`)."""
 
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
@@ -210,7 +210,7 @@ def summarise(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def _pairs(methods: list[str], kinds: dict[str, str]) -> list[tuple[str, str]]:
     """(a, b): every non-floor method minus each floor, every learned minus every classical."""
-    from mrichain.stages import CLASSICAL, FLOOR, LEARNED
+    from mrichain.plan.stages import CLASSICAL, FLOOR, LEARNED
 
     floors = [m for m in methods if kinds[m] == FLOOR]
     others = [m for m in methods if kinds[m] in (CLASSICAL, LEARNED)]
@@ -234,7 +234,7 @@ def _verdicts(checks: pd.DataFrame | None) -> dict[tuple[str, str, str], tuple]:
 def differences(scores: pd.DataFrame, seed: int = 0, checks: pd.DataFrame | None = None) -> pd.DataFrame:
     """Paired differences a - b on the test subjects that have both values (module docstring);
     ``checks``: :func:`learned_checks` of ``scores`` (computed here when not given)."""
-    from mrichain.stages import kind
+    from mrichain.plan.stages import kind
 
     verdicts = _verdicts(learned_checks(scores) if checks is None else checks)
     test = scores_on_test_split(scores)
@@ -337,7 +337,7 @@ def _output_evidence(stage_name: str, c: pd.DataFrame) -> list[tuple[bool, str]]
 def _floor_evidence(stage_name: str, method: str, means: pd.DataFrame) -> str | None:
     """Words when the method's test mean on the stage's primary metric is not better than the
     strongest floor's (``means``: stage, method, metric, value at one acquisition); else None."""
-    from mrichain.stages import BY_NAME, FLOOR, kind
+    from mrichain.plan.stages import BY_NAME, FLOOR, kind
 
     if stage_name not in BY_NAME or not BY_NAME[stage_name].primary_metric:
         return None
@@ -360,7 +360,7 @@ def learned_checks(scores: pd.DataFrame) -> pd.DataFrame:
     :data:`CHECK_COLUMNS`; ``learned`` True, False or None (nothing could be checked),
     ``learned_reason`` its evidence ("did not learn: predictions span 1.9 y for ages spanning
     58.0 y ...")."""
-    from mrichain.stages import LEARNED, kind
+    from mrichain.plan.stages import LEARNED, kind
 
     checks = scores[scores["metric"].astype(str).str.startswith(CHECK_PREFIX)]
     test = scores_on_test_split(scores)
@@ -425,7 +425,7 @@ def comparison(summary: pd.DataFrame, primary_acq: str, diffs: pd.DataFrame | No
     """Methods side by side at the primary acquisition, with their kind, gain over the floor and
     "did it learn" verdict (``checks``: :func:`learned_checks`; without it, the verdicts the
     ``diffs`` carry)."""
-    from mrichain.stages import FLOOR, kind
+    from mrichain.plan.stages import FLOOR, kind
 
     table = primary_rows(summary, primary_acq).copy()
     table.insert(3, "kind", [kind(s, m) for s, m in zip(table["stage"], table["method"])])

@@ -7,7 +7,7 @@ segmentation ``dice_mean``, brain age ``abs_error_years``). Rule ``tune``, one j
 method) with a grid in the config (``<stage>.tune.<method>: {parameter: [values]}``), runs the
 method with every combination of the grid values (over its fixed ``params``) on every val subject
 through the same code path as the method's own job (:func:`mrichain.jobs.run_job`), scores it with
-the stage's scorer (:data:`mrichain.stages.SCORERS`) and writes a card
+the stage's scorer (:data:`mrichain.plan.stages.SCORERS`) and writes a card
 (``results/tuning/<stage>-<method>.json``): the grid, each combination's val score (mean and per
 subject), the chosen values, a hash of the data and the provenance. Inference then runs with the
 chosen values (:func:`tuned_params`).
@@ -57,7 +57,7 @@ def read_card(card_path, *, stage: str | None = None, method: str | None = None)
     given) and of a declared classical method, whose ``chosen`` maps parameters the method declares
     tunable (``Method.tunable``) to values its schema allows. Raises :class:`TuningCardError`
     naming the card and the key."""
-    from mrichain.stages import method as declared
+    from mrichain.plan.stages import method as declared
 
     try:
         with open(card_path) as fh:
@@ -99,7 +99,7 @@ def _outputs(stage, root: Path, sub: str) -> dict[str, str]:
 def _score_point(s, manifest: dict, params: dict, root: Path, *, seed: int, threads: int) -> dict[str, float]:
     """Run the method with ``params`` on the manifest's val subjects; primary score per subject."""
     from mrichain.jobs import run_job
-    from mrichain.stages import SCORERS
+    from mrichain.plan.stages import SCORERS
 
     method, acq, scorer = manifest["method"], manifest["acq"], SCORERS[s.name]
     kw = {"threads": threads, "seed": seed, "contrast": manifest.get("contrast", "T1w")}
@@ -121,17 +121,17 @@ def _score_point(s, manifest: dict, params: dict, root: Path, *, seed: int, thre
 
 def tune(manifest: dict, grid: dict, fixed: dict, out_card, *, seed: int = 0, threads: int = 1) -> dict:
     """Grid-search ``grid`` over ``fixed`` params on the val subjects of a tune manifest
-    (:meth:`mrichain.manifests.Plan.tune_manifest`); write and return the card (module docstring).
+    (:meth:`mrichain.plan.manifests.Plan.tune_manifest`); write and return the card (module docstring).
 
     The score of a combination is the mean of the primary metric over the val subjects (NaN
     subjects, e.g. a tissue absent from a map, are left out of the mean); a combination whose
     every subject fails to score is not chosen.
     """
     from mrichain.io import save_json
-    from mrichain.manifests import manifest_files
-    from mrichain.metrics import higher_is_better
+    from mrichain.plan.manifests import manifest_files
+    from mrichain.scoring.metrics import higher_is_better
     from mrichain.provenance import hash_files, provenance
-    from mrichain.stages import stage
+    from mrichain.plan.stages import stage
 
     s = stage(manifest["stage"])
     if not grid or any(len(v) == 0 for v in grid.values()):

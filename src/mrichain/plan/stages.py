@@ -2,19 +2,19 @@
 
 Everything else derives from :data:`STAGES`: the Snakemake rules' input functions and wildcard
 constraints, the config schema's method enums and each method's params and tuning grids
-(:func:`mrichain.config.load_schema`; the tests check the params against the methods' signatures
+(:func:`mrichain.plan.config.load_schema`; the tests check the params against the methods' signatures
 and the trainers' defaults), each stage package's ``METHODS``/``TRAINERS`` registries,
 ``evaluate.SCORERS``, the kinds in ``comparison.tsv``, the DVC plots (checked against
 ``dvc.yaml``) and the tests.
 
-What a job reads is declared here too, as *references* that :class:`mrichain.manifests.Plan`
-resolves to paths through :mod:`mrichain.layout` for one subject and acquisition:
+What a job reads is declared here too, as *references* that :class:`mrichain.plan.manifests.Plan`
+resolves to paths through :mod:`mrichain.plan.layout` for one subject and acquisition:
 
 ========================  =============================================================
 ``kspace``                the subject's k-space file at that acceleration
 ``noisefree``             the noise-free, fully sampled image (ground truth of an image)
-``gt.<key>``              a ground-truth file (keys: :data:`mrichain.layout.GROUNDTRUTH`)
-``template.<key>``        a template file (keys: :data:`mrichain.layout.TEMPLATE`)
+``gt.<key>``              a ground-truth file (keys: :data:`mrichain.plan.layout.GROUNDTRUTH`)
+``template.<key>``        a template file (keys: :data:`mrichain.plan.layout.TEMPLATE`)
 ``feed.<stage>``          the primary output of ``<stage>``'s feed method (config ``<stage>.feed``)
 ``age``                   the subject's true age in years (a value, not a file)
 ========================  =============================================================
@@ -22,7 +22,7 @@ resolves to paths through :mod:`mrichain.layout` for one subject and acquisition
 Adding a classical method: its module, and one :class:`Method` line below with its ``params``.
 A learned method: the same, with ``trainer``, ``val_metric`` and ``infer``. A stage: its
 package, one :class:`Stage` below, its rule file (``workflow/rules/<stage>.smk``) and its scorer
-in :mod:`mrichain.evaluate`.
+in :mod:`mrichain.scoring.evaluate`.
 
 Import-light on purpose (standard library only): the Snakefile reads it at parse time.
 """
@@ -57,7 +57,7 @@ class Method:
     tunable: parameters of a classical method that a config may tune on the val split
         (``<stage>.tune.<method>.<param>: [grid values]``, rule ``tune``), each with the JSON
         schema of one grid value; the config schema and the check of a tuning card's chosen values
-        (:func:`mrichain.tune.tuned_params`) are generated from it. Each is one of ``params``.
+        (:func:`mrichain.train.tune.tuned_params`) are generated from it. Each is one of ``params``.
     """
 
     name: str
@@ -97,7 +97,7 @@ class Stage:
     has_feed: the config names a ``feed`` method whose output the next stages take.
     per_subject: one job per (subject, acquisition, method); otherwise one per (acquisition,
         method) over the cohort.
-    directory, method_entity, space, outputs: the products' names (:func:`mrichain.layout.bids`):
+    directory, method_entity, space, outputs: the products' names (:func:`mrichain.plan.layout.bids`):
         ``results/<directory>/<sub>/<sub>_acq-<acq>[_space-<space>]_<method_entity>-<method>_<suffix><ext>``.
     reads: what a method's job reads, ``{key: reference}`` (module docstring).
     scored_on: ``all`` subjects or only the ``test`` split (then its methods run only there).
@@ -110,9 +110,9 @@ class Stage:
         None: as ``train_acqs``.
     train_extra: cohort-level files every training manifest of the stage gets.
     primary_metric: the score (a metric of the scorer) that tunes classical methods on the val
-        split and that the targets use (its direction: :func:`mrichain.metrics.higher_is_better`).
+        split and that the targets use (its direction: :func:`mrichain.scoring.metrics.higher_is_better`).
     ideal: the reference that stands for this stage's feed output in the oracle condition
-        (:mod:`mrichain.conditions`): its ground truth. A stage runs at the oracle when every feed
+        (:mod:`mrichain.plan.conditions`): its ground truth. A stage runs at the oracle when every feed
         it reads has one; None where the ideal output would be the next stage's target (a
         reconstruction's ideal is the noise-free image, which denoising is scored against).
     """
@@ -232,13 +232,13 @@ _LINEAR = {"alpha": _POSITIVE, "features": {"type": "array", "minItems": 1, "uni
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="acquire",
-        scorer="mrichain.evaluate:score_acquire",
+        scorer="mrichain.scoring.evaluate:score_acquire",
         score_reads={"kspace": "kspace", "noisefree": "noisefree", "mask": "gt.brain_mask"},
     ),
     Stage(
         name="reconstruct",
         package="mrichain.recon",
-        scorer="mrichain.evaluate:score_reconstruct",
+        scorer="mrichain.scoring.evaluate:score_reconstruct",
         methods=(
             Method("zerofilled", FLOOR, "mrichain.recon.zerofilled:zerofilled"),
             Method("cs", CLASSICAL, "mrichain.recon.cs:cs", tunable=_CS,
@@ -272,7 +272,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="denoise",
         package="mrichain.denoise",
-        scorer="mrichain.evaluate:score_denoise",
+        scorer="mrichain.scoring.evaluate:score_denoise",
         methods=(
             Method("antsnlm", CLASSICAL, "mrichain.denoise.antsnlm:antsnlm",
                    tunable=_ANTSNLM, params={**_ANTSNLM, "shrink_factor": _width(8)}),
@@ -302,7 +302,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="register",
         package="mrichain.register",
-        scorer="mrichain.evaluate:score_register",
+        scorer="mrichain.scoring.evaluate:score_register",
         methods=(
             Method("affine", FLOOR, "mrichain.register.antssyn:affine"),
             Method("antssyn", CLASSICAL, "mrichain.register.antssyn:antssyn",
@@ -329,7 +329,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="segment",
         package="mrichain.segment",
-        scorer="mrichain.evaluate:score_segment",
+        scorer="mrichain.scoring.evaluate:score_segment",
         methods=(
             Method("kmeans", FLOOR, "mrichain.segment.kmeans:kmeans"),
             Method("atropos", CLASSICAL, "mrichain.segment.atropos:atropos",
@@ -357,7 +357,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="predict",
         package="mrichain.predict",
-        scorer="mrichain.evaluate:score_predict",
+        scorer="mrichain.scoring.evaluate:score_predict",
         methods=(
             Method("mean", FLOOR, "mrichain.predict.mean"),
             Method("linear", CLASSICAL, "mrichain.predict.linear", reads={"labels": "feed.segment"},
@@ -487,4 +487,4 @@ def trainer_registry(stage_name: str) -> Registry:
 
 
 SCORERS: Registry = Registry({s.name: s.scorer for s in STAGES})
-"""Stage name -> scoring function (:mod:`mrichain.evaluate`)."""
+"""Stage name -> scoring function (:mod:`mrichain.scoring.evaluate`)."""

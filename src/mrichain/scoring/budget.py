@@ -1,6 +1,6 @@
 """The error budget, the acceleration sweep and the acceleration limits, from the test scores.
 
-Every downstream stage is scored at several *conditions* (:mod:`mrichain.conditions`): the
+Every downstream stage is scored at several *conditions* (:mod:`mrichain.plan.conditions`): the
 oracle (ideal input), each acquisition through the feed methods (``R1``, ``R4``), and each
 acquisition reconstructed by every other reconstruction method (``R4cs``, ``R4varnet``). From the
 per-subject scores (the ``results/metrics/*.tsv`` files) this module writes:
@@ -24,9 +24,9 @@ per-subject scores (the ``results/metrics/*.tsv`` files) this module writes:
     threshold at that and every smaller acceleration of the sweep. The reference is the fully
     sampled acquisition through the feed methods (a lab's unaccelerated protocol), per subject.
 
-Intervals are :func:`mrichain.aggregate.interval` (bootstrap over test subjects, seeded per
+Intervals are :func:`mrichain.scoring.aggregate.interval` (bootstrap over test subjects, seeded per
 row), paired where two conditions are compared (the same subjects at both); below
-:data:`mrichain.aggregate.MIN_N` subjects there is none (NaN), and ``max_acceleration_ci`` is NaN.
+:data:`mrichain.scoring.aggregate.MIN_N` subjects there is none (NaN), and ``max_acceleration_ci`` is NaN.
 """
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrichain.aggregate import RENAME, interval, scores_on_test_split
-from mrichain.conditions import ORACLE, Condition
-from mrichain.metrics import higher_is_better
+from mrichain.scoring.aggregate import RENAME, interval, scores_on_test_split
+from mrichain.plan.conditions import ORACLE, Condition
+from mrichain.scoring.metrics import higher_is_better
 
 LIMITS: dict[tuple[str, str], float] = {("segment", "dice_mean"): 0.02, ("predict", "mae_years"): 1.0}
 """(stage, metric) -> the largest tolerated harm against fully sampled (Dice drop; MAE rise in years)."""
@@ -50,7 +50,7 @@ LIMIT_COLUMNS = ["recon_method", "stage", "method", "metric", "threshold", "refe
 
 
 def primary_metric(stage_name: str) -> str:
-    from mrichain.stages import stage
+    from mrichain.plan.stages import stage
 
     m = stage(stage_name).primary_metric
     return RENAME.get(m, m)
