@@ -83,19 +83,9 @@ def dice(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3)) -> dict[int, float]:
     """
     from monai.metrics import compute_dice
 
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
-    out = {}
-    for lab in labels:
-        pa, pb = _onehot(a, b, lab)
-        if not pa.any() and not pb.any():
-            out[int(lab)] = float("nan")
-            continue
-        # ignore_empty=False: a label missing from one map scores 0, not NaN
-        out[int(lab)] = float(compute_dice(pa.float(), pb.float(), include_background=True, ignore_empty=False).item())
-    return out
+    # ignore_empty=False: a label missing from one map scores 0, not NaN
+    return _per_label(a, b, labels, lambda pa, pb: compute_dice(pa.float(), pb.float(), include_background=True,
+                                                                 ignore_empty=False), nan_unless=np.logical_or)
 
 
 def hd95(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3), spacing=(1.0, 1.0, 1.0)) -> dict[int, float]:
@@ -107,6 +97,18 @@ def hd95(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3), spacing=(1.0, 1.0, 1.0)
     """
     from monai.metrics import compute_hausdorff_distance
 
+    def score(pa, pb):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return compute_hausdorff_distance(pa, pb, include_background=True, percentile=95,
+                                              spacing=[float(s) for s in spacing])
+
+    return _per_label(a, b, labels, score, nan_unless=np.logical_and)
+
+
+def _per_label(a: np.ndarray, b: np.ndarray, labels, score, *, nan_unless) -> dict[int, float]:
+    """``{label: score(one-hot a, one-hot b)}`` over two label maps of one shape; NaN for a label
+    unless ``nan_unless(present in a, present in b)`` (or: either map holds it; and: both do)."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
@@ -114,16 +116,7 @@ def hd95(a: np.ndarray, b: np.ndarray, labels=(1, 2, 3), spacing=(1.0, 1.0, 1.0)
     out = {}
     for lab in labels:
         pa, pb = _onehot(a, b, lab)
-        if not pa.any() or not pb.any():
-            out[int(lab)] = float("nan")
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            d = compute_hausdorff_distance(
-                pa, pb, include_background=True, percentile=95,
-                spacing=[float(s) for s in spacing],
-            )
-        out[int(lab)] = float(d.item())
+        out[int(lab)] = float(score(pa, pb).item()) if nan_unless(bool(pa.any()), bool(pb.any())) else float("nan")
     return out
 
 
