@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 import re
 
+from mrichain.mrf.plan import MrfPlan
 from mrichain.plan import layout
 from mrichain.plan.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
 from mrichain.plan.conditions import ORACLE, SWEPT_STAGE, Condition, acq_label, conditions
-from mrichain.mrf.plan import MrfPlan
 from mrichain.plan.stages import METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
 
 MANIFEST_NAMES = {
@@ -54,8 +54,8 @@ class Plan:
     """The run a config describes.
 
     subjects: ``sub-001`` ... in order (the image cohort); age_subjects: the extra subjects that
-    only train the cohort-level (brain-age) stage; splits: {subject: train|val|test}, the age
-    subjects in ``train``; acqs: {label: (acceleration, centre fraction)} in config order (the
+    only train and validate the cohort-level (brain-age) stage; splits: {subject: train|val|test},
+    the age subjects in ``train`` or ``val`` (:func:`mrichain.plan.cohort.age_splits`); acqs: {label: (acceleration, centre fraction)} in config order (the
     first is the primary acquisition); conditions: {label: :class:`mrichain.plan.conditions.Condition`},
     the acquisitions first, then the acceleration sweep's and the oracle (test split only). The
     ``acq`` argument of the methods below is a condition label.
