@@ -147,7 +147,9 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "budget",
                          "mrf_slab", "mrf_segment", "mrf_score", "all"}
     assert jobs["mrf_segment"] == jobs["mrf_slab"] == len(plan.test_subjects)  # the acquired slab only
-    assert jobs["train"] == 3  # the models that learn from denoised images: voxelmorph, unet, sfcn
+    # the models that learn from denoised images (voxelmorph, unet, sfcn) or from their
+    # segmentations (the brain-age mlp reads the segment feed's labels)
+    assert jobs["train"] == 4
     # SyN and the linear age model are tuned on what the changed feed feeds them (val split)
     assert jobs["tune"] == 2
     # denoise, register, segment, predict at each of their conditions; not acquire or reconstruct

@@ -23,12 +23,12 @@ acquired carries ``sqrt(f)`` of the fully sampled image's noise (R4 with a 16 % 
 SNR 30 becomes about 50). A network trained on one SNR removes that much noise wherever it runs and
 smooths away structure where the noise is weaker (on the default cohort at R4: 0.1 dB below its
 input); the shipped configs therefore train it noise-level blind over an SNR range that holds every
-acquisition's (``noise_snr_range: [25, 60]``) with Rician training noise (``noise_coils: 1``). On
-the default cohort's 10 subjects at equal budget (80 steps; the 2 val subjects agree with the
-rest), Rician training gave +0.04 to +0.13 dB over the input at R4 and +3.4 to +3.9 dB at R1;
-training on the acquisition's own 8-coil statistics (which match the R1 images': brain bias and
-background floor agree to 1e-5) gave -0.08 to -0.13 dB at R4 and only +0.7 dB at R1, a gap not
-yet explained.
+acquisition's (``noise_snr_range: [25, 60]``) with Rician training noise (``noise_coils: 1``),
+chosen on the val split at R4. ``python benchmarks/dncnn_noise_model.py --workdir <default run>``
+(default cohort, run's seed and 80-step budget; gain over the undenoised input, val subjects):
+cohort SNR only -0.09 dB at R4, +4.44 dB at R1; blind, Rician +0.10 / +3.52 dB; blind, the
+acquisition's 8 coils -0.01 / +3.93 dB (its statistics match the R1 images': brain bias and
+background floor agree to 1e-5, yet at R4 it stays at its input).
 
 Intensities are normalised per volume by the 99th percentile of the input (target by the same
 factor), and the factor is undone on output, so the method is blind to the scanner's scale.
