@@ -25,7 +25,7 @@ import numpy as np
 ALPHA = 1e-3
 
 
-def _features(volumes: list[dict], features) -> np.ndarray:
+def volume_fractions(volumes: list[dict], features) -> np.ndarray:
     rows = []
     for v in volumes:
         icv = float(v["icv_ml"])
@@ -74,7 +74,7 @@ def fit(volumes: list[dict], ages: list[float], *, features=("csf", "gm", "wm"),
     training subjects (NaN, and ``beats_mean_loo`` False, below 3 of them).
     """
     features = list(features)
-    X = _features(volumes, features)
+    X = volume_fractions(volumes, features)
     y = np.asarray(ages, dtype=np.float64)
     if len(y) != X.shape[0] or len(y) < 2:
         raise ValueError(f"need >= 2 subjects with one age each, got {X.shape[0]} volumes and {len(y)} ages")
@@ -106,5 +106,5 @@ def fit(volumes: list[dict], ages: list[float], *, features=("csf", "gm", "wm"),
 
 def predict(model: dict, volumes: list[dict]) -> np.ndarray:
     """Predicted ages in years, float64 [n_subjects], for ``volumes`` (same dicts as :func:`fit`)."""
-    X = _features(volumes, model["features"])
+    X = volume_fractions(volumes, model["features"])
     return X @ np.asarray(model["coef"], dtype=np.float64) + float(model["intercept"])

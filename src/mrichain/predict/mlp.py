@@ -64,9 +64,9 @@ class TissueMLP(torch.nn.Module):
 def fractions(volumes: list[dict], features) -> np.ndarray:
     """[n_subjects, n_features] float32: ``{f}_ml / icv_ml`` per subject (dicts of
     :func:`mrichain.predict.volumes.tissue_volumes`)."""
-    from mrichain.predict.linear import _features
+    from mrichain.predict.linear import volume_fractions
 
-    return _features(volumes, features).astype(np.float32)
+    return volume_fractions(volumes, features).astype(np.float32)
 
 
 def _label_volumes(paths) -> list[dict]:
