@@ -26,6 +26,7 @@ ALPHA = 1e-3
 
 
 def volume_fractions(volumes: list[dict], features) -> np.ndarray:
+    """[n_subjects, n_features] float64: ``{f}_ml / icv_ml`` per subject, for each of ``features``."""
     rows = []
     for v in volumes:
         icv = float(v["icv_ml"])
