@@ -8,10 +8,10 @@ Modules: :mod:`config` (key-named config errors), :mod:`sequence` (the FISP trai
 """
 from __future__ import annotations
 
-from mrichain.plan.stages import MRF_METHODS, Registry
+from mrichain.plan.stages import MRF, Registry, method_registry, trainer_registry
 
-METHODS: Registry = Registry({m.name: m.entry for m in MRF_METHODS})
+METHODS: Registry = method_registry(MRF)
 """Method name -> ``(dictionary[, model=]) -> mapper``, ``mapper(fingerprints) -> {"t1", "t2", "pd"}``."""
-TRAINERS: Registry = Registry({m.name: m.trainer for m in MRF_METHODS if m.learned})
+TRAINERS: Registry = trainer_registry(MRF)
 
 __all__ = ["METHODS", "TRAINERS"]

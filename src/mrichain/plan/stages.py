@@ -476,14 +476,21 @@ class Registry(Mapping):
         return f"Registry({self._entries})"
 
 
+def _declared_methods(stage_name: str) -> tuple[Method, ...]:
+    """The methods declared for a stage, or for the MR fingerprinting branch (:data:`MRF_METHODS`)."""
+    return MRF_METHODS if stage_name == MRF else stage(stage_name).methods
+
+
 def method_registry(stage_name: str, where=None) -> Registry:
-    """``METHODS`` of a stage package: name -> inference entry point (``where`` filters methods)."""
-    return Registry({m.name: m.entry for m in stage(stage_name).methods if where is None or where(m)})
+    """``METHODS`` of a stage package (or of :mod:`mrichain.mrf`): name -> inference entry point
+    (``where`` filters methods)."""
+    return Registry({m.name: m.entry for m in _declared_methods(stage_name) if where is None or where(m)})
 
 
 def trainer_registry(stage_name: str) -> Registry:
-    """``TRAINERS`` of a stage package: name -> training function, for its learned methods."""
-    return Registry({m.name: m.trainer for m in stage(stage_name).methods if m.learned})
+    """``TRAINERS`` of a stage package (or of :mod:`mrichain.mrf`): name -> training function, for
+    its learned methods."""
+    return Registry({m.name: m.trainer for m in _declared_methods(stage_name) if m.learned})
 
 
 SCORERS: Registry = Registry({s.name: s.scorer for s in STAGES})
