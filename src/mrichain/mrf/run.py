@@ -123,16 +123,15 @@ def map_subject(method: str, gt_dir: str | Path, dictionary_path: str | Path, mr
     from mrichain.mrf import METHODS
     from mrichain.mrf.dictionary import load_dictionary
     from mrichain.mrf.synthesis import synthesise
-    from mrichain.plan.stages import FLOOR, MRF_METHODS
+    from mrichain.plan.stages import FLOOR, MRF
+    from mrichain.plan.stages import method as declared_method
 
-    declared = {m.name: m for m in MRF_METHODS}
-    if method not in declared:
-        raise ValueError(f"unknown MRF method {method!r}; known: {', '.join(declared)}")
+    declared = declared_method(MRF, method)  # KeyError naming the known methods
     torch.set_num_threads(int(threads))
     d = load_dictionary(dictionary_path)
-    mapper = METHODS[method](d, **({"model": model} if declared[method].learned else {}))  # refuses a bad model here
+    mapper = METHODS[method](d, **({"model": model} if declared.learned else {}))  # refuses a bad model here
     # a floor reads no fingerprint: its mapping job simulates only which voxels are mapped
-    fp = subject_fingerprints(gt_dir, mrf_cfg, seed, d, noiseless=declared[method].kind == FLOOR)
+    fp = subject_fingerprints(gt_dir, mrf_cfg, seed, d, noiseless=declared.kind == FLOOR)
     t0 = time.perf_counter()
     res = mapper(fp.signals)
     seconds = time.perf_counter() - t0

@@ -425,7 +425,12 @@ def stage(name: str) -> Stage:
 
 
 def method(stage_name: str, method_name: str) -> Method:
-    return stage(stage_name).method(method_name)
+    """A declared method of a stage or of the MR fingerprinting branch (``stage_name`` :data:`MRF`)."""
+    for m in _declared_methods(stage_name):
+        if m.name == method_name:
+            return m
+    known = ", ".join(m.name for m in _declared_methods(stage_name))
+    raise KeyError(f"stage {stage_name!r} has no method {method_name!r}; known: {known}")
 
 
 def is_learned(stage_name: str, method_name: str) -> bool:
@@ -437,7 +442,7 @@ def kind(stage_name: str, method_name: str) -> str:
     the acquisition stage's only "method" is the simulation; the MRF branch's from
     :data:`MRF_METHODS`."""
     if stage_name == MRF:
-        return {m.name: m for m in MRF_METHODS}[method_name].kind
+        return method(MRF, method_name).kind
     s = stage(stage_name)
     if not s.methods:
         return "simulation"

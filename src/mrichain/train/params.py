@@ -63,11 +63,11 @@ def check_hyper_parameters(card_path, hp, stage_name: str, method_name: str, def
     before a weight is read. ``required``: keys the card must hold (the others default)."""
     import jsonschema
 
-    from mrichain.plan.stages import MRF, MRF_METHODS, method
+    from mrichain.plan.stages import method
 
     if not isinstance(hp, dict):
         raise CardError(f"{card_path}: hyper_parameters must be a JSON object, got {type(hp).__name__}")
-    declared = {m.name: m for m in MRF_METHODS}[method_name] if stage_name == MRF else method(stage_name, method_name)
+    declared = method(stage_name, method_name)
     schemas = {**declared.params, **(extra or {})}
     unknown = sorted(set(hp) - set(defaults), key=str)
     if unknown:
