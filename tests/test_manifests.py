@@ -203,6 +203,20 @@ def test_sweep_methods_of_stages_without_a_feed(cfg):
     assert set(p.score_manifest("predict", "oracle")["methods"]) == set(cfg["predict"]["methods"])
 
 
+def test_sweep_methods_of_reconstruction_choose_the_sweep_conditions(cfg):
+    """error_budget.sweep_methods.reconstruct: only those reconstructions are swept downstream (one
+    condition each at the undersampled acquisition); their jobs at the acquisitions are unchanged."""
+    c = copy.deepcopy(cfg)
+    c["error_budget"]["sweep_methods"] = {"reconstruct": ["varnet"]}
+    p = Plan(c)
+    assert list(p.conditions) == ["R4", "R1", "R4varnet", "oracle"]  # test.yaml sweeps R4cs and R4varnet
+    assert p.stage_conditions("segment") == ["R4", "R1", "R4varnet", "oracle"]
+    test = p.test_subjects[0]
+    assert p.methods_run("reconstruct", test, "R4") == cfg["reconstruct"]["methods"]
+    c["error_budget"]["sweep_methods"] = {"reconstruct": [cfg["reconstruct"]["feed"]]}  # the feed: no sweep
+    assert list(Plan(c).conditions) == ["R4", "R1", "oracle"]
+
+
 def test_sweep_and_oracle_inputs(plan):
     sub = plan.test_subjects[0]
     # R4cs: denoising reads CS's reconstruction at R4; later stages read their feed at R4cs

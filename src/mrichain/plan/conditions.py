@@ -98,7 +98,9 @@ def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], f
     job-seconds).
 
     acqs: {acq label: (acceleration, centre fraction)} (:attr:`mrichain.plan.manifests.Plan.acqs`);
-    sweep, oracle: the config's ``error_budget`` switches.
+    recon_methods: the reconstruction methods swept (the config's ``reconstruct.methods``, or
+    ``error_budget.sweep_methods.reconstruct``); sweep, oracle: the config's ``error_budget``
+    switches.
     """
     out = {a: Condition(a, a, float(r), feed) for a, (r, _) in acqs.items()}
     for a, (r, _) in acqs.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from mrichain.plan.conditions import SWEPT_STAGE
 from mrichain.plan.stages import METHOD_STAGES, MRF_METHODS, RESERVED, method as declared_method
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -172,10 +173,10 @@ def _cross_checks(cfg: dict) -> list[str]:
             )
     for stage, methods in cfg["error_budget"].get("sweep_methods", {}).items():
         key = f"config key 'error_budget.sweep_methods.{stage}'"
-        feedless = [s.name for s in METHOD_STAGES if not s.has_feed]
-        if stage not in feedless:
-            msgs.append(f"{key}: only a stage without a feed chooses its sweep methods (a stage with one runs "
-                        f"its feed); allowed stages: {', '.join(feedless)}")
+        choosers = [SWEPT_STAGE] + [s.name for s in METHOD_STAGES if not s.has_feed]
+        if stage not in choosers:
+            msgs.append(f"{key}: only the reconstructions swept and a stage without a feed choose their sweep "
+                        f"methods (a stage with one runs its feed); allowed stages: {', '.join(choosers)}")
             continue
         msgs += [f"{key}: {m!r} is not in {stage}.methods; allowed values: {', '.join(cfg[stage]['methods'])}"
                  for m in methods if m not in cfg[stage]["methods"]]

@@ -72,7 +72,8 @@ class Plan:
         acq = config["acquire"]
         self.acqs = {acq_label(a): (a, cf) for a, cf in zip(acq["accelerations"], acq["center_fractions"])}
         rec = config[SWEPT_STAGE]
-        self.conditions: dict[str, Condition] = conditions(self.acqs, list(rec["methods"]), rec["feed"],
+        swept = config["error_budget"].get("sweep_methods", {}).get(SWEPT_STAGE, rec["methods"])
+        self.conditions: dict[str, Condition] = conditions(self.acqs, list(swept), rec["feed"],
                                                            sweep=config["error_budget"]["sweep"],
                                                            oracle=config["error_budget"]["oracle"])
         self.models_root = config["input"].get("models_dir") or layout.MODELS
@@ -150,7 +151,8 @@ class Plan:
         return [self.feed(stage_name)]
 
     def sweep_methods(self, stage_name: str) -> list[str]:
-        """The methods a stage without a feed runs at a sweep condition: the config's
+        """The methods a stage without a feed runs at a sweep condition (for reconstruction: the
+        methods whose output is swept downstream in place of the feed's): the config's
         ``error_budget.sweep_methods.<stage>``, else all its methods."""
         return list(self.config["error_budget"].get("sweep_methods", {}).get(stage_name, self.methods(stage_name)))
 
