@@ -61,6 +61,27 @@ def test_training_reads_what_the_stage_declares(plan):
     assert not any(s in json.dumps(m) for m in (dn, vn, vxm, sf) for s in test)  # no test subject trains
 
 
+def test_drone_trains_on_the_dictionary_alone(plan, cfg):
+    """The MRF branch's learned method trains through the same manifest as the chain's: its
+    stage declares no training items, only the cohort-level dictionary; its params are
+    ``mrf.params.drone`` and its card gets no imaging domain (it sees no cohort image)."""
+    from mrichain.plan.config import train_params
+
+    assert plan.train_manifest("mrf", "drone") == {"dictionary": "models/mrf-dictionary.h5"}
+    assert plan.manifest("train", "mrf-drone") == plan.train_manifest("mrf", "drone")
+    assert manifest_files(plan.train_manifest("mrf", "drone")) == ["models/mrf-dictionary.h5"]
+    assert train_params(cfg, "mrf", "drone") == cfg["mrf"]["params"]["drone"]
+    full = copy.deepcopy(cfg)
+    full["mrf"]["params"]["drone"]["noise_snr_range"] = [20, 50]  # no coil count joins DRONE's (dncnn's would)
+    assert train_params(full, "mrf", "drone") == full["mrf"]["params"]["drone"]
+    assert plan.train_domain("mrf", "drone") is None
+    assert plan.train_domain("segment", "unet")["contrast"] == cfg["acquire"]["contrast"]
+    assert "mrf" in plan.trained_stages and "acquire" not in plan.trained_stages
+    no_mrf = copy.deepcopy(cfg)
+    del no_mrf["mrf"]
+    assert Plan(no_mrf).trained_stages == ["reconstruct", "denoise", "register", "segment", "predict"]
+
+
 def test_score_manifest(plan):
     seg = plan.score_manifest("segment", "R4")
     assert set(seg["subjects"]) == set(plan.subjects)
@@ -92,6 +113,7 @@ def test_job_manifest_of_a_cohort_level_stage(plan):
 
 @pytest.mark.parametrize("kind,names", [("score", dict(acq="R4", stage="denoise")),
                                         ("train", dict(stage="segment", method="unet")),
+                                        ("train", dict(stage="mrf", method="drone")),
                                         ("job", dict(stage="predict", acq="R1", method="linear")),
                                         ("tune", dict(stage="register", method="antssyn"))])
 def test_manifest_names_round_trip(plan, kind, names, tmp_path):

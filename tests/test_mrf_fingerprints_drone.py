@@ -121,7 +121,8 @@ def test_drone_forward_backward_shapes(small_dictionary):
 
 def test_drone_training_lowers_the_error_and_writes_its_card(small_dictionary, tmp_path):
     out = tmp_path / "mrf-drone.pt"
-    res = drone.train(small_dictionary, {**TRAIN, "epochs": 12, "n_val": 200}, str(out), 0, progress=False)
+    res = drone.train({"dictionary": small_dictionary}, {**TRAIN, "epochs": 12, "n_val": 200}, str(out), 0,
+                      progress=False)
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["method"] == "drone" and len(card["training_data_hash"]) == 64
     assert card["noise_levels"]["snr_range_db"] == [20.0, 50.0]
@@ -144,4 +145,4 @@ def test_drone_training_lowers_the_error_and_writes_its_card(small_dictionary, t
 
 
 def test_drone_interrupted_training_resumes_to_the_same_state(small_dictionary, tmp_path):
-    assert_resumes_identically(drone.train, small_dictionary, TRAIN, tmp_path, 3)
+    assert_resumes_identically(drone.train, {"dictionary": small_dictionary}, TRAIN, tmp_path, 3)

@@ -14,6 +14,7 @@ from mrichain.io import load_image, save_image
 from mrichain.plan.manifests import Plan
 from mrichain.mrf import run
 from mrichain.mrf.plan import MrfPlan
+from mrichain.plan.stages import MRF_STAGE
 from mrichain.simulate.cohort import Subject, write_subject
 from mrichain.simulate.tissue import TISSUE_PARAMS_3T
 
@@ -57,15 +58,35 @@ def mapped(tmp_path_factory):
     subj = _subject()
     write_subject(subj, root / "sub-001")
     info = run.write_dictionary(MRF, root / "dictionary.h5")
-    drone.train(root / "dictionary.h5", {"epochs": 3, "batch_size": 64, "n_val": 64}, str(root / "drone.pt"), 0,
-                progress=False)
+    drone.train({"dictionary": str(root / "dictionary.h5")}, {"epochs": 3, "batch_size": 64, "n_val": 64},
+                str(root / "drone.pt"), 0, progress=False)
     outs = {}
     for method in MRF["methods"]:
-        files = {k: str(root / f"{method}_{k}.{'json' if k == 'timing' else 'nii.gz'}") for k in layout.MRF_OUTPUTS}
+        files = {k: str(root / f"{method}_{k}.{'json' if k == 'timing' else 'nii.gz'}") for k in MRF_STAGE.outputs}
         run.map_subject(method, root / "sub-001", root / "dictionary.h5", MRF, 3, files, contrast="T1w",
                         seq_params=T1W, model=str(root / "drone.pt") if method == "drone" else None)
         outs[method] = files
     return root, subj, info, outs
+
+
+def test_drone_trains_through_the_trainer_registry(mapped, tmp_path):
+    """``mrichain train --stage mrf --method drone`` (rule ``train``) on the manifest that names the
+    dictionary file trains the network the trainer writes, byte for byte; its card records no
+    imaging domain (``--domain null``: it learned from the dictionary, not the cohort)."""
+    from mrichain import cli
+    from mrichain.mrf import drone
+    from mrichain.plan.stages import trainer_registry
+
+    root = mapped[0]
+    manifest = tmp_path / "mrf-drone.json"
+    manifest.write_text(json.dumps({"dictionary": str(root / "dictionary.h5")}))
+    params = {"epochs": 3, "batch_size": 64, "n_val": 64}
+    assert cli.main(["train", "--stage", "mrf", "--method", "drone", "--manifest", str(manifest), "--params",
+                     json.dumps(params), "--seed", "0", "--out", str(tmp_path / "drone.pt"), "--domain", "null"]) == 0
+    # the fixture's network (same manifest, params and seed; torch.save names the archive after the file)
+    assert (tmp_path / "drone.pt").read_bytes() == (root / "drone.pt").read_bytes()
+    assert "domain" not in json.loads((tmp_path / "drone.json").read_text())
+    assert trainer_registry("mrf")["drone"] is drone.train
 
 
 def test_central_slices_sit_in_the_middle_of_the_brain():
@@ -158,7 +179,21 @@ def test_plan_of_the_branch():
     sub = m["subjects"][plan.test_subjects[0]]
     assert sub["acq"] == "R1" and "desc-atropos" in sub["acquired_dseg"] and "_acq-R1_" in sub["acquired_dseg"]
     assert "dseg" in sub["methods"]["drone"] and "dseg" not in sub["methods"]["matching"]
-    assert sub["reference_dseg"].endswith("_acq-MRF_desc-acquired_dseg.nii.gz") and mrf.segmented == ["acquired", "drone"]
+    assert mrf.segmented == ["acquired", "drone"]
+    # the segment feed's labels of the MRF-derived T1w: rule segment at the MRF conditions, on the branch's T1w
+    test = plan.test_subjects[0]
+    feed = cfg["segment"]["feed"]
+    assert sub["reference_dseg"] == f"results/segment/{test}/{test}_acq-MRFacquired_desc-{feed}_dseg.nii.gz"
+    assert sub["methods"]["drone"]["dseg"] == plan.outputs("segment", test, "MRFdrone", feed)["labels"]
+    for label in mrf.segmented:
+        inputs = plan.method_inputs("segment", feed, test, f"MRF{label}")
+        assert inputs["image"] == mrf.maps(test, label)["T1w"] == f"results/mrf/{test}/{test}_acq-MRF_desc-{label}_T1w.nii.gz"
+        assert plan.test_only(f"MRF{label}")
+    assert not plan.test_only("R4") and plan.test_only("R4cs") and plan.test_only("oracle")
+    with pytest.raises(ValueError, match="does not exist at MRFdrone"):
+        plan.resolve("feed.reconstruct", test, "MRFdrone")  # the branch stands in for the denoised image only
+    assert plan.resolve("gt.dseg", test, "MRFdrone") == layout.groundtruth("dseg", test)
+    assert all("MRF" not in c for c in plan.conditions)  # not a condition the chain's stages run or score at
     assert mrf.slab_inputs(plan.test_subjects[0])["image"].endswith("_acq-R1_desc-antsnlm_T1w.nii.gz")
     assert sub["methods"]["matchingsvd"]["T1map"].endswith("_acq-MRF_desc-matchingsvd_T1map.nii.gz")
     no_mrf = copy.deepcopy(cfg)

@@ -29,7 +29,7 @@ def dictionary():
 @pytest.fixture(scope="module")
 def trained(dictionary, tmp_path_factory):
     out = tmp_path_factory.mktemp("drone") / "mrf-drone.pt"
-    drone.train(dictionary, BRIEF, str(out), 0, progress=False)
+    drone.train({"dictionary": dictionary}, BRIEF, str(out), 0, progress=False)
     net, card = drone.load_model(str(out))
     return out, net, card
 

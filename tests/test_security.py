@@ -38,7 +38,7 @@ from mrichain.plan.manifests import Plan
 from mrichain.profile import PROFILES_DIR, ProfileError, install_profile
 from mrichain.realdata.plan import RealInput, RealPlan
 from mrichain.realdata.structural import to_ras
-from mrichain.plan.stages import MRF_METHODS, stage
+from mrichain.plan.stages import MRF_STAGE, stage
 from mrichain.train import TrainSettings, fit, seed_everything
 from mrichain.train.engine import checkpoint_path
 
@@ -794,8 +794,7 @@ TRAINER_DEFAULTS = {
     "drone": ("DEFAULTS",),
 }
 
-ALL_METHODS = [(s.name, m) for s in stages.METHOD_STAGES for m in s.methods] + [
-    (stages.MRF, m) for m in stages.MRF_METHODS]
+ALL_METHODS = [(s.name, m) for s in stages.ALL_STAGES for m in s.methods]
 
 
 def _keyword_params(fn) -> dict:
@@ -991,8 +990,8 @@ def test_the_choices_are_the_declared_names():
     opt = lambda cmd, dest: next(a for a in sub[cmd]._actions if a.dest == dest).choices  # noqa: E731
     assert list(opt("register", "method")) == list(stage("register").method_names)
     assert list(opt("predict", "method")) == list(stage("predict").method_names)
-    assert list(opt("mrf-map", "method")) == [m.name for m in MRF_METHODS]
-    assert set(opt("train", "stage")) == {s for s in ("reconstruct", "denoise", "register", "segment", "predict")
+    assert list(opt("mrf-map", "method")) == list(MRF_STAGE.method_names)
+    assert set(opt("train", "stage")) == {s for s in ("reconstruct", "denoise", "register", "segment", "predict", "mrf")
                                           if any(m.learned for m in stage(s).methods)}
     from mrichain.simulate.signal import CONTRASTS
 

@@ -30,25 +30,30 @@ def test_method_names_are_bids_labels():
     rules' ``method`` wildcard, with no mapping in between."""
     import re
 
-    names = [m.name for s in stages.METHOD_STAGES for m in s.methods] + [m.name for m in stages.MRF_METHODS]
+    names = [m.name for s in stages.ALL_STAGES for m in s.methods]
     assert all(re.fullmatch(r"[a-z0-9]+", n) for n in names), names
 
 
 def test_mrf_methods_dispatch_through_the_declaration():
     from mrichain import mrf
 
-    assert list(mrf.METHODS) == [m.name for m in stages.MRF_METHODS]
-    assert set(mrf.TRAINERS) == {m.name for m in stages.MRF_METHODS if m.learned}
+    declared = stages.stage("mrf")
+    assert declared is stages.MRF_STAGE and declared not in stages.STAGES  # the branch, not a link of the chain
+    assert importlib.import_module(declared.package) is mrf
+    assert list(mrf.METHODS) == list(declared.method_names)
+    assert set(mrf.TRAINERS) == {m.name for m in declared.methods if m.learned}
     assert all(callable(mrf.METHODS[name]) for name in mrf.METHODS) and callable(mrf.TRAINERS["drone"])
-    assert len({m.entry for m in stages.MRF_METHODS}) == len(stages.MRF_METHODS)  # one entry per method
+    assert len({m.entry for m in declared.methods}) == len(declared.methods)  # one entry per method
+    for m in declared.methods:
+        assert (m.trainer is not None) == m.learned and (m.val_metric is not None) == m.learned, m.name
 
 
 def test_every_stage_has_a_scorer_and_every_reference_is_known():
     from mrichain.plan import layout
 
-    known_kinds = {"kspace", "noisefree", "gt", "template", "feed", "age"}
-    for s in stages.STAGES:
-        assert callable(stages.SCORERS[s.name]), s.name
+    known_kinds = {"kspace", "noisefree", "gt", "template", "feed", "age", "dictionary"}
+    for s in stages.ALL_STAGES:
+        assert callable(stages.SCORERS[s.name] if s in stages.STAGES else stages.Registry({s.name: s.scorer})[s.name])
         refs = [*s.reads.values(), *s.score_reads.values(), *s.train_reads.values(), *s.train_extra.values()]
         refs += [r for m in s.methods for r in [*(m.reads or {}).values(), *(m.train_reads or {}).values()]]
         for ref in refs:

@@ -75,7 +75,9 @@ def test_outputs_have_logs_montages_and_tables(run):
     comparison = (res / "comparison.tsv").read_text().splitlines()
     assert comparison[0].split("\t")[:4] == ["stage", "method", "kind", "metric"]
     assert any("\tlearned\t" in row for row in comparison) and any("\tclassical\t" in row for row in comparison)
-    for name in (f"{stage}-{m.name}" for stage, m in learned_methods()):
+    # every learned method trains through rule train: the chain's and the MRF branch's DRONE
+    trained = [*(f"{stage}-{m.name}" for stage, m in learned_methods()), "mrf-drone"]
+    for name in trained:
         card = json.loads((run / "models" / f"{name}.json").read_text())
         assert {"architecture", "training_data_hash", "seed", "validation_score", "epochs_run", "wall_seconds",
                 "device"} <= set(card), name
@@ -143,10 +145,14 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     # subjects at the sweep's conditions; dncnn's input did not change
     assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"] + len(plan.test_subjects) * n_sweep
     # the MRF branch compares its synthetic T1w with the acquired, denoised one: cut again to the
-    # mapped slices (mrf_slab), segmented there, scored
+    # mapped slices (mrf_slab), segmented there (rule segment at MRFacquired), scored
     assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "budget",
-                         "mrf_slab", "mrf_segment", "mrf_score", "all"}
-    assert jobs["mrf_segment"] == jobs["mrf_slab"] == len(plan.test_subjects)  # the acquired slab only
+                         "mrf_slab", "mrf_score", "all"}
+    assert jobs["mrf_slab"] == len(plan.test_subjects)
+    mrf_segmented = [w for r, w in _planned(snakemake(run, "-n", configfile=changed))
+                     if r == "segment" and w["acq"].startswith("MRF")]
+    assert sorted(w["sub"] for w in mrf_segmented) == plan.test_subjects  # the acquired slab only
+    assert {w["acq"] for w in mrf_segmented} == {"MRFacquired"}
     # the models that learn from denoised images (voxelmorph, unet, sfcn) or from their
     # segmentations (the brain-age mlp reads the segment feed's labels)
     assert jobs["train"] == 4
@@ -172,6 +178,9 @@ def test_mrf_branch_maps_scores_and_segments(run):
     assert drone_row.iloc[0]["kind"] == "learned" and drone_row.iloc[0]["floor"] == "constant"
     card = json.loads((run / "models" / "mrf-drone.json").read_text())
     assert card["stage"] == "mrf" and card["dictionary"]["atoms"] > 100 and card["training_data_hash"]
+    assert "domain" not in card  # trained on the dictionary, not on the cohort's images
+    manifest = json.loads((run / "results" / "manifests" / "train" / "mrf-drone.json").read_text())
+    assert manifest == {"dictionary": "models/mrf-dictionary.h5"}
     for sub in plan.test_subjects:
         t1 = nib.load(res / "mrf" / sub / f"{sub}_acq-MRF_desc-matchingsvd_T1map.nii.gz")
         assert t1.shape == nib.load(res / "groundtruth" / sub / f"{sub}_T1map.nii.gz").shape
@@ -192,7 +201,8 @@ def test_changing_the_mrf_snr_reruns_only_the_maps_and_what_reads_them(run, tmp_
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(run, "-n", "--quiet", "rules", configfile=changed))
     n = len(Plan(cfg).test_subjects)
-    assert jobs == {"mrf_map": n * len(cfg["mrf"]["methods"]), "mrf_segment": n * len(cfg["mrf"]["segment_from"]),
+    # the segment feed on each segment_from method's synthetic T1w (rule segment at MRF<method>)
+    assert jobs == {"mrf_map": n * len(cfg["mrf"]["methods"]), "segment": n * len(cfg["mrf"]["segment_from"]),
                     "mrf_score": 1, "aggregate": 1, "all": 1}
 
 
@@ -374,4 +384,5 @@ def test_learned_feeds_plan(tmp_path):
     learned.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(tmp_path / "work", "-n", "--quiet", "rules", configfile=learned))
     n_sub, n_acq = cfg["cohort"]["n_subjects"], len(cfg["acquire"]["accelerations"])
-    assert jobs["denoise"] >= n_sub * n_acq and jobs["train"] == len(learned_methods())
+    # every learned method of the chain, and the MRF branch's DRONE (stage mrf)
+    assert jobs["denoise"] >= n_sub * n_acq and jobs["train"] == len(learned_methods()) + 1

@@ -195,12 +195,13 @@ def cmd_train(a):
     _threads(a.threads)
     trainer = trainer_registry(a.stage)[a.method]
     result = trainer(_manifest(a.manifest), json.loads(a.params), a.out, a.seed)
-    if a.domain:  # what it was trained on, for the checks before it runs on a real input
+    domain = json.loads(a.domain) if a.domain else None
+    if domain:  # what it was trained on, for the checks before it runs on a real input
         from mrichain.io import load_json, save_json
         from mrichain.realdata.domain import card_path
 
         card = load_json(card_path(a.out))
-        save_json({**card, "domain": json.loads(a.domain)}, card_path(a.out))
+        save_json({**card, "domain": domain}, card_path(a.out))
     log.info("trained %s-%s: best val %.4g at epoch %d of %d, %.1f s on %s", a.stage, a.method,
              result.best_score, result.best_epoch, result.epochs_run, result.wall_seconds, result.device)
 
@@ -211,15 +212,6 @@ def cmd_mrf_dictionary(a):
     info = write_dictionary(json.loads(a.mrf), a.out)
     log.info("MRF dictionary: %d atoms, SVD rank %d, quantisation error %.2f %%, %.1f s", info["atoms"],
              info["rank"], 100 * info["quantisation_error"], info["seconds"])
-
-
-def cmd_mrf_train(a):
-    from mrichain.mrf import drone
-
-    _threads(a.threads)
-    result = drone.train(a.dictionary, json.loads(a.params), a.out, a.seed, progress=False)
-    log.info("trained mrf-drone: best val %.4g at epoch %d of %d, %.1f s on %s", result.best_score,
-             result.best_epoch, result.epochs_run, result.wall_seconds, result.device)
 
 
 def cmd_mrf_map(a):
@@ -335,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-noisefree", required=True)
     s.set_defaults(func=cmd_acquire)
 
-    from mrichain.plan.stages import METHOD_STAGES, MRF_METHODS, stage
+    from mrichain.plan.stages import ALL_STAGES, METHOD_STAGES, MRF_STAGE, stage
 
     # One sub-command per declared stage whose job reads one file and writes one (mrichain.plan.stages):
     # k-space -> image (reconstruct), image -> image (denoise, segment, and any such new stage).
@@ -434,17 +426,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_real_summary)
 
     s = sub.add_parser("train", help="train a learned method on the train split, select on val")
-    learned = {st.name: [m.name for m in st.methods if m.learned] for st in METHOD_STAGES}
+    learned = {st.name: [m.name for m in st.methods if m.learned] for st in ALL_STAGES}
     s.add_argument("--stage", required=True, choices=[name for name, methods in learned.items() if methods])
     s.add_argument("--method", required=True, choices=sorted({m for methods in learned.values() for m in methods}),
                    help="a learned method of --stage")
-    s.add_argument("--manifest", required=True, help="JSON file {train: [...], val: [...]} of input files")
+    s.add_argument("--manifest", required=True, help="JSON file of what it trains on: {train: [...], val: [...]} "
+                   "of input files and/or cohort-level files (mrf: {dictionary: path})")
     s.add_argument("--params", default="{}")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--out", required=True, help="models/<stage>-<method>.pt")
     s.add_argument("--domain", help="JSON: what the training data was (contrast, voxel_mm, n_coils, snr), "
-                   "added to the card (mrichain.realdata.domain)")
+                   "added to the card (mrichain.realdata.domain); null: none (a method trained on no cohort "
+                   "image: mrf drone, on the dictionary)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("mrf-dictionary", help="simulate and SVD-compress the MRF dictionary (HDF5)")
@@ -452,16 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_mrf_dictionary)
 
-    s = sub.add_parser("mrf-train", help="train DRONE on the MRF dictionary")
-    s.add_argument("--dictionary", required=True)
-    s.add_argument("--params", default="{}")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--out", required=True, help="models/mrf-drone.pt")
-    s.set_defaults(func=cmd_mrf_train)
-
     s = sub.add_parser("mrf-map", help="simulate one subject's fingerprints and map T1/T2/PD with one method")
-    s.add_argument("--method", required=True, choices=[m.name for m in MRF_METHODS])
+    s.add_argument("--method", required=True, choices=list(MRF_STAGE.method_names))
     s.add_argument("--gt-dir", required=True)
     s.add_argument("--dictionary", required=True)
     s.add_argument("--model", help="DRONE's weights (method drone)")

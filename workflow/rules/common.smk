@@ -7,7 +7,7 @@ import shlex
 
 from mrichain.plan import layout
 from mrichain.plan.config import method_params, train_params
-from mrichain.realdata.domain import check_models_dir, domain_of_config
+from mrichain.realdata.domain import check_models_dir
 from mrichain.realdata.plan import WORK as WORK_REAL, WORK_SUFFIX as REAL_WORK_SUFFIX, RealPlan
 from mrichain.plan.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
 from mrichain.plan.stages import STAGE_NAMES, is_learned, stage
@@ -31,14 +31,15 @@ def subject_group(stage_name=None):
     of a group (dag._check_groups), and a model's upstream is the whole training cohort, which
     made the DAG quadratic in the cohort. Subjects that training reads and test subjects are
     separate groups: a SLURM job holding both could wait for training that waits for it. Jobs at
-    a sweep condition or the oracle (mrichain.plan.conditions) stay ungrouped too: their input comes
-    from a tuned or learned reconstruction, or from the ground truth, not from the subject's chain.
+    a sweep condition, the oracle or an MR fingerprinting condition (mrichain.plan.conditions) stay
+    ungrouped too: their input comes from a tuned or learned reconstruction, from the ground truth
+    or from the MRF maps, not from the subject's chain.
     """
 
     def group(wildcards):
         if stage_name is not None and PLAN.reads_model(stage_name, wildcards.get("method")):
             return None
-        if wildcards.get("acq") in PLAN.conditions and PLAN.conditions[wildcards.acq].derived:
+        if PLAN.test_only(wildcards.get("acq")):
             return None
         return "subjects_test" if PLAN.splits[wildcards.sub] == "test" else "subjects_fit"
 
@@ -66,6 +67,11 @@ def params_json(stage_name, method):
 
 def train_params_json(stage_name, method):
     return json.dumps(train_params(config, stage_name, method), sort_keys=True)
+
+
+def train_domain_json(stage_name, method):
+    """The training job's --domain: JSON of PLAN.train_domain (null: none)."""
+    return json.dumps(PLAN.train_domain(stage_name, method), sort_keys=True)
 
 
 def method_inputs(stage_name):

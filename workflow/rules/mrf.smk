@@ -1,8 +1,9 @@
 # MR fingerprinting (config mrf; mrichain.mrf, docs/explanation/mr-fingerprinting.md): the dictionary ->
-# DRONE trained on it -> per test subject and method the T1/T2/PD maps (fingerprints simulated
-# from the subject's ground truth) and a synthetic T1w -> the segment feed on the synthetic T1w
-# and on the acquired T1w cut to the same voxels (mrf_slab) -> scores. The `method` wildcard is
-# the method's name (alphanumeric, a BIDS label).
+# DRONE trained on it (rule train, stage mrf) -> per test subject and method the T1/T2/PD maps
+# (fingerprints simulated from the subject's ground truth) and a synthetic T1w -> the segment feed
+# on the synthetic T1w and on the acquired T1w cut to the same voxels (mrf_slab), by rule segment
+# at the conditions MRF<method> and MRFacquired -> scores. The `method` wildcard is the method's
+# name (alphanumeric, a BIDS label).
 MRF_PLAN = PLAN.mrf
 
 
@@ -25,40 +26,11 @@ rule mrf_dictionary:
         "mrichain mrf-dictionary --mrf {params.mrf:q} --out {output:q} > {log:q} 2>&1"
 
 
-rule mrf_train:
-    input:
-        MRF_PLAN.dictionary,
-    output:
-        model=layout.model("mrf", "drone"),
-        card=layout.model("mrf", "drone", ".json"),
-        curve=layout.model("mrf", "drone", "_curve.tsv"),
-        curve_png=report(layout.model("mrf", "drone", "_curve.png"), caption="../report/mrf_curve.rst",
-                         category="Training curves", subcategory="mrf"),
-    params:
-        method_params=json.dumps(config["mrf"].get("params", {}).get("drone", {}), sort_keys=True),
-        seed=config["seed"],
-    log:
-        layout.log("train", "mrf-drone"),
-    benchmark:
-        layout.benchmark("train", "mrf-drone")
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=1,
-    conda:
-        "../../envs/evaluate.yaml"
-    shell:
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}} > {log:q}; "
-        "mrichain mrf-train --dictionary {input:q} --params {params.method_params:q} --seed {params.seed:q} "
-        "--threads {threads} --out {output.model:q} >> {log:q} 2>&1"
-
-
 rule mrf_map:
     input:
         unpack(lambda wc: MRF_PLAN.map_inputs(wc.sub, wc.method)),
     output:
-        **layout.mrf_maps(),
+        **MRF_PLAN.maps(),
     params:
         mrf=json.dumps({k: v for k, v in config["mrf"].items() if k not in ("methods", "segment_from", "params")},
                        sort_keys=True),
@@ -90,7 +62,7 @@ rule mrf_slab:
     input:
         unpack(lambda wc: MRF_PLAN.slab_inputs(wc.sub)),
     output:
-        layout.mrf_maps(label=MRF_PLAN.REFERENCE)["T1w"],
+        MRF_PLAN.maps(method=MRF_PLAN.REFERENCE)["T1w"],
     params:
         # only which slices are mapped: a new SNR does not cut the acquired image again
         mrf=json.dumps({"acquire": {k: v for k, v in config["mrf"].get("acquire", {}).items() if k == "n_slices"}}),
@@ -107,34 +79,6 @@ rule mrf_slab:
         "../../envs/evaluate.yaml"
     shell:
         "mrichain mrf-slab --image {input.image:q} --gt-dir {params.gt_dir:q} --mrf {params.mrf:q} --out {output:q} > {log:q} 2>&1"
-
-
-rule mrf_segment:
-    input:
-        image=layout.mrf_maps()["T1w"],
-        fitted=lambda wc: list(PLAN.fitted("segment", PLAN.feed("segment")).values()),
-    output:
-        labels=layout.mrf_dseg(),
-    params:
-        feed=PLAN.feed("segment"),
-        method_params=params_json("segment", PLAN.feed("segment")),
-        fitted=shell_options(PLAN.fitted("segment", PLAN.feed("segment"))),
-        contrast=C,
-    wildcard_constraints:
-        method="|".join(MRF_PLAN.segmented),
-    log:
-        layout.log("mrf_segment", "{sub}_{method}"),
-    benchmark:
-        layout.benchmark("mrf_segment", "{sub}_{method}")
-    threads: 1
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    conda:
-        "../../envs/ants.yaml"
-    shell:
-        "mrichain segment --method {params.feed:q} --params {params.method_params:q} {params.fitted} --threads {threads} "
-        "--contrast {params.contrast:q} --input {input.image:q} --output {output.labels:q} > {log:q} 2>&1"
 
 
 rule mrf_score:

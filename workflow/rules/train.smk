@@ -1,5 +1,6 @@
 # Training of every learned method: one job per (stage, method), on the train split, model
-# selected on the val split. Runs on CPU here; on a cluster the slurm profile sends it to a GPU.
+# selected on the val split; the MR fingerprinting branch's DRONE (stage mrf, where the config has
+# an mrf section) on the dictionary. Runs on CPU here; on a cluster the slurm profile sends it to a GPU.
 
 
 rule train:
@@ -19,7 +20,9 @@ rule train:
     params:
         method_params=lambda wc: train_params_json(wc.stage, wc.method),
         seed=config["seed"],
-        domain=json.dumps(domain_of_config(config), sort_keys=True),
+        domain=lambda wc: train_domain_json(wc.stage, wc.method),
+    wildcard_constraints:
+        stage="|".join(PLAN.trained_stages),
     log:
         layout.log("train", "{stage}-{method}"),
     benchmark:

@@ -248,12 +248,15 @@ def dictionary_hash(dictionary: Dictionary) -> str:
     return h.hexdigest()
 
 
-def train(dictionary: Dictionary | str, params: dict | None, out_path: str, seed: int, *,
+def train(manifest: dict, params: dict | None, out_path: str, seed: int, *,
           on_epoch_end=None, progress: bool = True):
-    """Train DRONE on ``dictionary`` (a :class:`Dictionary` with an SVD basis, or its HDF5 path)
-    through :func:`mrichain.train.fit`; returns its ``FitResult``.
+    """Train DRONE on the dictionary of ``manifest`` through :func:`mrichain.train.fit`; returns
+    its ``FitResult``.
 
-    params: overrides of :data:`DEFAULTS` (``noise_snr_range: [lo, hi]`` in dB). Writes
+    manifest: ``{"dictionary": path}``, the HDF5 file of rule ``mrf_dictionary`` (the training
+    manifest of rule ``train``, :meth:`mrichain.plan.manifests.Plan.train_manifest`), or a loaded
+    :class:`Dictionary` in its place; it needs an SVD basis. params: overrides of
+    :data:`DEFAULTS` (``noise_snr_range: [lo, hi]`` in dB). Writes
     ``out_path`` (state dict, with the log standardisation and the basis hash as buffers), the
     card JSON beside it (architecture, hyper-parameters, basis rank and hash, noise model,
     training-data hash), curve TSV/PNG, checkpoint.
@@ -263,6 +266,7 @@ def train(dictionary: Dictionary | str, params: dict | None, out_path: str, seed
     settings, rest = split_params(params, DEFAULTS, seed, name="mrf.drone")
     if rest["threads"]:
         torch.set_num_threads(int(rest["threads"]))
+    dictionary = manifest["dictionary"]
     if not isinstance(dictionary, Dictionary):
         dictionary = load_dictionary(dictionary)
     basis = _require_basis(dictionary)

@@ -3,13 +3,14 @@
 One dictionary; DRONE trained on it (if ``drone`` is among ``mrf.methods``); per test subject
 and method one mapping job (the subject's fingerprints simulated from its ground truth, mapped,
 a synthetic T1w written); per test subject the acquired T1w cut to the mapped voxels; per test
-subject and ``mrf.segment_from`` method (and that cut acquired T1w) the segment feed; one
-scoring job. Import-light (standard library only): the Snakefile builds it
-at parse time.
+subject and ``mrf.segment_from`` method (and that cut acquired T1w) the segment feed (rule
+``segment`` at the MR fingerprinting conditions, :mod:`mrichain.plan.conditions`); one scoring job.
+Import-light (standard library only): the Snakefile builds it at parse time.
 """
 from __future__ import annotations
 
 from mrichain.plan import layout
+from mrichain.plan.conditions import mrf_label
 
 STAGE = "mrf"
 
@@ -32,7 +33,7 @@ class MrfPlan:
 
     REFERENCE = "acquired"
     """The label of the acquired T1w cut to the mapped voxels (rule ``mrf_slab``), which the
-    segment feed segments beside the MRF-derived T1w (the ``method`` wildcard of ``mrf_segment``)."""
+    segment feed segments beside the MRF-derived T1w (at condition ``MRFacquired``)."""
 
     def slab_inputs(self, sub: str) -> dict[str, str]:
         """The acquired T1w the MRF-derived ones are compared with (the denoise feed's output at
@@ -46,6 +47,12 @@ class MrfPlan:
         """Labels of the T1w images the segment feed segments: the reference and ``segment_from``."""
         return [self.REFERENCE, *self.segment_from]
 
+    def dseg(self, sub: str, label: str) -> str:
+        """The segment feed's labels of the T1w of ``label`` (one of :attr:`segmented`): rule
+        ``segment``'s output at the MR fingerprinting condition ``MRF<label>``
+        (:func:`mrichain.plan.conditions.mrf_label`; its input there: :meth:`maps`' ``T1w``)."""
+        return self.plan.outputs("segment", sub, mrf_label(label), self.plan.feed("segment"))["labels"]
+
     @property
     def trains(self) -> bool:
         return "drone" in self.methods
@@ -55,6 +62,11 @@ class MrfPlan:
         """The subject's ground-truth files as job inputs (``gt_<key>``; the jobs read the folder
         of ``gt_info``)."""
         return {f"gt_{k}": v for k, v in layout.groundtruth_files(sub).items()}
+
+    def maps(self, sub: str = layout.SUB, method: str = layout.METHOD) -> dict[str, str]:
+        """What one mapping job writes, by key (``T1map``, ``T2map``, ``PDmap``, the synthetic
+        ``T1w``, ``timing``): the stage's declared outputs at :data:`mrichain.plan.layout.MRF_ACQ`."""
+        return self.plan.outputs(STAGE, sub, layout.MRF_ACQ, method)
 
     def map_inputs(self, sub: str, method: str) -> dict[str, str]:
         """A mapping job's inputs: the subject's ground truth, the dictionary, DRONE's weights."""
@@ -75,12 +87,11 @@ class MrfPlan:
         acq, feed = self.acquired(), self.plan.feed("segment")
         subjects = {}
         for sub in self.subjects:
-            methods = {m: {**layout.mrf_maps(sub, m),
-                           **({"dseg": layout.mrf_dseg(sub, m)} if m in self.segment_from else {})}
+            methods = {m: {**self.maps(sub, m), **({"dseg": self.dseg(sub, m)} if m in self.segment_from else {})}
                        for m in self.methods}
             subjects[sub] = {"groundtruth": layout.groundtruth_files(sub), "acq": acq,
                              "acquired_dseg": self.plan.outputs("segment", sub, acq, feed)["labels"],
-                             "reference_dseg": layout.mrf_dseg(sub, self.REFERENCE), "methods": methods}
+                             "reference_dseg": self.dseg(sub, self.REFERENCE), "methods": methods}
         return {"stage": STAGE, "acq": layout.MRF_ACQ, "subjects": subjects}
 
     def fitted(self) -> list[str]:

@@ -12,7 +12,7 @@ Config ``mrf`` (:func:`acquisition`; sequence and dictionary checked by :mod:`mr
 - each method writes T1, T2 and PD maps (float32 NIfTI on the subject's grid, 0 outside the
   mapped voxels; T1/T2 in ms, PD relative) and a synthetic T1w from them
   (:func:`mrichain.mrf.synthesis.synthesise`, the contrast and sequence ``acquire`` uses), which
-  the segment feed segments (rule ``mrf_segment``);
+  the segment feed segments (rule ``segment`` at condition ``MRF<method>``);
 - scores (:func:`score`): ``t1_mape``, ``t2_mape`` over GM, WM and CSF and per tissue
   (:func:`mrichain.mrf.scores.map_scores`), ``t1_mape_pure``/``t2_mape_pure`` over the voxels of
   one tissue (:data:`PURE`), ``seconds_per_slice``, ``speedup_vs_matching``

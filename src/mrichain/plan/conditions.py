@@ -15,6 +15,11 @@ A stage after reconstruction runs, per subject, on the output of the chain upstr
                noise-free fully sampled image for denoising, the true labels for segmentation;
                :attr:`mrichain.plan.stages.Stage.ideal`); the ceiling of the stages that read them
                (test split only)
+``MRFdrone``   the MR fingerprinting branch's T1w synthesised from one method's maps (here
+               ``drone``; ``MRFacquired``: the acquired image cut to the mapped voxels) in place
+               of the denoise feed's output (:attr:`mrichain.plan.stages.Stage.stands_in`): the
+               segment feed runs on it for the branch's downstream score (test split only; not
+               in :func:`conditions`, not scored by the segment stage: :func:`mrf_label`)
 =============  ==================================================================================
 
 Comparing a downstream score across conditions is the error budget (oracle -> fully sampled
@@ -32,7 +37,11 @@ SWEPT_STAGE = "reconstruct"
 
 _LABEL = re.compile(r"^(?P<acq>R\d+(?:p\d+)?)(?P<recon>[a-z][a-z0-9]*)?$")
 
-WILDCARD = r"R\d+(?:p\d+)?(?:[a-z][a-z0-9]*)?|" + ORACLE
+MRF_PREFIX = "MRF"
+"""The MR fingerprinting conditions' label: ``MRF<method>`` (the branch's ``acq`` entity is
+``MRF`` alone, :data:`mrichain.plan.layout.MRF_ACQ`)."""
+
+WILDCARD = r"R\d+(?:p\d+)?(?:[a-z][a-z0-9]*)?|" + ORACLE + "|" + MRF_PREFIX + r"[a-z0-9]+"
 """Regular expression of a condition label (the rules' ``acq`` wildcard)."""
 
 
@@ -83,6 +92,18 @@ def parse(label_: str) -> tuple[str | None, str | None]:
     if m is None:
         raise ValueError(f"not a condition label: {label_!r} (expected e.g. R4, R4cs or {ORACLE})")
     return m["acq"], m["recon"]
+
+
+def mrf_label(source: str) -> str:
+    """The label of the MR fingerprinting condition of ``source`` (a method's name, or the
+    acquired slab's label): ``'drone'`` -> ``'MRFdrone'``."""
+    return f"{MRF_PREFIX}{source}"
+
+
+def mrf_source(label_: str) -> str | None:
+    """``'MRFdrone'`` -> ``'drone'``; None for any other label."""
+    m = re.fullmatch(MRF_PREFIX + r"([a-z0-9]+)", label_)
+    return m[1] if m else None
 
 
 def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], feed: str, *,

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from mrichain.plan.conditions import SWEPT_STAGE
-from mrichain.plan.stages import METHOD_STAGES, MRF_METHODS, RESERVED, method as declared_method
+from mrichain.plan.stages import METHOD_STAGES, MRF_STAGE, RESERVED, method as declared_method
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
@@ -85,9 +85,9 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
         schema["required"].append(stage.name)
     mrf = schema["properties"]["mrf"]["properties"]
     for key in ("methods", "segment_from"):
-        mrf[key]["items"] = {"enum": [m.name for m in MRF_METHODS]}
+        mrf[key]["items"] = {"enum": list(MRF_STAGE.method_names)}
     # only a trainer takes MRF params (the mapping methods none): no infer sub-mapping
-    mrf["params"]["properties"] = {m.name: params_schema(m, infer=False) for m in MRF_METHODS if m.params}
+    mrf["params"]["properties"] = {m.name: params_schema(m, infer=False) for m in MRF_STAGE.methods if m.params}
     return schema
 
 
@@ -260,7 +260,8 @@ def _centre_fraction_checks(section: str, accelerations: list, fractions: list) 
 
 
 def method_params(cfg: dict, stage: str, method: str) -> dict:
-    """Keyword arguments configured for ``method`` of ``stage`` (empty dict if none)."""
+    """Keyword arguments configured for ``method`` of ``stage`` (``<stage>.params.<method>``, the
+    MR fingerprinting branch's ``mrf.params.<method>``; empty dict if none)."""
     return dict(cfg[stage].get("params", {}).get(method, {}))
 
 
@@ -269,11 +270,12 @@ def train_params(cfg: dict, stage: str, method: str) -> dict:
     workflow knows in their place when unset: the acquisition's coil count for noise-level blind
     training (``noise_coils``: the RSS of ``acquire.n_coils``) and the cohort's age range for an
     age-bin model (``bin_range``: ``cohort.age_range``, so the bins cover every age the cohort can
-    hold, not only the training subjects' span)."""
+    hold, not only the training subjects' span). Serves every declared stage, ``mrf`` included."""
     p = method_params(cfg, stage, method)
     p.pop("infer", None)
-    if p.get("noise_snr_range") is not None and p.get("noise_coils") is None:
+    declared = declared_method(stage, method).params
+    if "noise_coils" in declared and p.get("noise_snr_range") is not None and p.get("noise_coils") is None:
         p["noise_coils"] = int(cfg["acquire"]["n_coils"])
-    if "bin_range" in declared_method(stage, method).params and p.get("bin_range") is None:
+    if "bin_range" in declared and p.get("bin_range") is None:
         p["bin_range"] = [float(a) for a in cfg["cohort"]["age_range"]]
     return p

@@ -112,28 +112,14 @@ def figures(stage: str = "{stage}", acq: str = ACQ) -> str:
 
 MRF = f"{RESULTS}/mrf"
 MRF_ACQ = "MRF"
-"""The MR fingerprinting branch's folder and ``acq`` entity (its scores: ``scores("mrf", MRF_ACQ)``)."""
-
-MRF_OUTPUTS = {"T1map": ("T1map", ".nii.gz"), "T2map": ("T2map", ".nii.gz"), "PDmap": ("PDmap", ".nii.gz"),
-               "T1w": ("T1w", ".nii.gz"), "timing": ("mrf", ".json")}
-"""What one MRF mapping job writes, by key: (BIDS suffix, extension); ``T1w`` is the synthetic image."""
+"""The MR fingerprinting branch's folder and ``acq`` entity (its scores: ``scores("mrf", MRF_ACQ)``;
+its maps: :func:`stage_outputs` of :data:`mrichain.plan.stages.MRF_STAGE` at ``MRF_ACQ``)."""
 
 
 def mrf_dictionary() -> str:
     """The MRF dictionary (HDF5: atoms, grid, sequence, SVD basis): beside DRONE, which trains on
     it, in ``models/`` (DVC's ``models`` stage shares both)."""
     return f"{MODELS}/mrf-dictionary.h5"
-
-
-def mrf_maps(sub: str = SUB, label: str = METHOD) -> dict[str, str]:
-    """``results/mrf/<sub>/<sub>_acq-MRF_desc-<label>_<suffix>``: the maps of one method (``label``:
-    its name, alphanumeric as a BIDS label), by key."""
-    return {k: bids(MRF, sub=sub, acq=MRF_ACQ, desc=label, suffix=suf, ext=ext) for k, (suf, ext) in MRF_OUTPUTS.items()}
-
-
-def mrf_dseg(sub: str = SUB, label: str = METHOD) -> str:
-    """The segment feed's labels of the T1w synthesised from one method's maps."""
-    return bids(MRF, sub=sub, acq=MRF_ACQ, desc=label, suffix="dseg")
 
 
 def manifest(kind: str = "{kind}", name: str = "{name}") -> str:

@@ -17,8 +17,9 @@ import re
 from mrichain.mrf.plan import MrfPlan
 from mrichain.plan import layout
 from mrichain.plan.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
-from mrichain.plan.conditions import ORACLE, SWEPT_STAGE, Condition, acq_label, conditions
-from mrichain.plan.stages import METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
+from mrichain.plan.conditions import (ORACLE, SWEPT_STAGE, Condition, acq_label, conditions, mrf_label,
+                                      mrf_source)
+from mrichain.plan.stages import ALL_STAGES, METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
 
 MANIFEST_NAMES = {
     "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
@@ -101,6 +102,11 @@ class Plan:
     def _derived(self, acq: str | None) -> Condition | None:
         cond = self.conditions.get(acq) if acq is not None else None
         return cond if cond is not None and cond.derived else None
+
+    def test_only(self, acq: str | None) -> bool:
+        """Whether a condition runs on the test split only: a sweep condition, the oracle or an MR
+        fingerprinting condition (:func:`mrichain.plan.conditions.mrf_label`)."""
+        return self._derived(acq) is not None or (acq is not None and mrf_source(acq) is not None)
 
     def scored_subjects(self, stage_name: str, acq: str | None = None) -> list[str]:
         if stage(stage_name).scored_on == "test" or self._derived(acq):
@@ -215,8 +221,13 @@ class Plan:
         """A declared reference (:mod:`mrichain.plan.stages`) -> the path (or value) for one subject at
         a condition (:mod:`mrichain.plan.conditions`): k-space and noise-free image of its acquisition;
         a feed output at that condition, except the reconstruction a sweep condition names, and at
-        the oracle each feed's ideal (its ground truth)."""
+        the oracle each feed's ideal (its ground truth), at an MR fingerprinting condition what the
+        branch stands in for (:meth:`_resolve_mrf`); the cohort-level files (template, MRF
+        dictionary) wherever asked."""
         kind, _, key = ref.partition(".")
+        source = mrf_source(acq) if acq is not None else None
+        if source is not None:
+            return self._resolve_mrf(ref, sub, source)
         cond = self.conditions.get(acq) if acq is not None else None
         base = cond.acq if cond is not None else acq
         if kind == "kspace":
@@ -238,7 +249,22 @@ class Plan:
             return self.outputs(key, sub, acq, self.feed(key))[s.primary_output]
         if kind == "age":
             return subject_age(self.config, sub)
+        if kind == "dictionary":
+            return layout.mrf_dictionary()
         raise ValueError(f"unknown reference {ref!r}")
+
+    def _resolve_mrf(self, ref: str, sub: str, source: str):
+        """A reference at the MR fingerprinting condition of ``source``: the feed output of a stage
+        the branch stands in for (:attr:`mrichain.plan.stages.Stage.stands_in`: the denoised image)
+        is the T1w of ``source``'s maps (or of the acquired slab); ground truth, template, age and
+        dictionary as anywhere; nothing else exists there."""
+        kind, _, key = ref.partition(".")
+        if kind == "feed" and key in stage(MRF).stands_in:
+            return self.outputs(MRF, sub, layout.MRF_ACQ, source)[stage(MRF).stands_in[key]]
+        if kind in ("gt", "template", "age", "dictionary"):
+            return self.resolve(ref, sub, None)
+        raise ValueError(f"{ref} does not exist at {mrf_label(source)}: the MR fingerprinting branch stands in "
+                         f"only for the feed of {', '.join(stage(MRF).stands_in)}")
 
     def _reads(self, s: Stage, method: str | None) -> dict[str, str]:
         """What a job of ``s`` reads: the stage's references, with ``method``'s own over them."""
@@ -311,17 +337,41 @@ class Plan:
 
     @functools.lru_cache(maxsize=None)
     def train_manifest(self, stage_name: str, method: str) -> dict:
-        """Training items of a learned method: ``train`` to fit, ``val`` to select the epoch."""
+        """What a learned method trains on: its training items, ``train`` to fit and ``val`` to
+        select the epoch, and the stage's cohort-level files (:attr:`Stage.train_extra`); a
+        method whose stage declares no items trains on those files alone (DRONE: ``{"dictionary":
+        path}``)."""
         s = stage(stage_name)
+        reads = self._train_reads(s, method)
+        out = {k: self.resolve(r, None, None) for k, r in s.train_extra.items()}
+        if not reads:
+            return out
         acqs = self.train_acqs(s)
-        reads = s.method(method).train_reads or s.train_reads
 
         def items(subjects):
             return [{k: self.resolve(r, sub, a) for k, r in reads.items()} for sub in subjects for a in acqs]
 
-        out = {"train": items(self.fit_subjects(s)), "val": items(self.fit_subjects(s, "val"))}
-        out.update({k: self.resolve(r, None, None) for k, r in s.train_extra.items()})
-        return out
+        return {"train": items(self.fit_subjects(s)), "val": items(self.fit_subjects(s, "val")), **out}
+
+    @staticmethod
+    def _train_reads(s: Stage, method: str) -> dict[str, str]:
+        return dict(s.method(method).train_reads or s.train_reads)
+
+    def train_domain(self, stage_name: str, method: str) -> dict | None:
+        """What a learned method's training items were, for its card's ``domain`` (checked before
+        it runs on a real input, :mod:`mrichain.realdata.domain`): the simulated cohort's
+        acquisition; None for a method that trains on no cohort item (DRONE: on the dictionary)."""
+        if not self._train_reads(stage(stage_name), method):
+            return None
+        from mrichain.realdata.domain import domain_of_config
+
+        return domain_of_config(self.config)
+
+    @property
+    def trained_stages(self) -> list[str]:
+        """The stages whose learned methods this config may train (rule ``train``'s ``stage``
+        wildcard): the chain's, and the MR fingerprinting branch's where the config has one."""
+        return [s.name for s in ALL_STAGES if any(m.learned for m in s.methods) and (s.name != MRF or self.mrf)]
 
     @functools.lru_cache(maxsize=None)
     def score_manifest(self, stage_name: str, acq: str) -> dict:

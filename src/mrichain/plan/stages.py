@@ -17,6 +17,7 @@ resolves to paths through :mod:`mrichain.plan.layout` for one subject and acquis
 ``template.<key>``        a template file (keys: :data:`mrichain.plan.layout.TEMPLATE`)
 ``feed.<stage>``          the primary output of ``<stage>``'s feed method (config ``<stage>.feed``)
 ``age``                   the subject's true age in years (a value, not a file)
+``dictionary``            the MR fingerprinting dictionary (cohort-level, rule ``mrf_dictionary``)
 ========================  =============================================================
 
 Adding a classical method: its module, and one :class:`Method` line below with its ``params``.
@@ -115,6 +116,11 @@ class Stage:
         (:mod:`mrichain.plan.conditions`): its ground truth. A stage runs at the oracle when every feed
         it reads has one; None where the ideal output would be the next stage's target (a
         reconstruction's ideal is the noise-free image, which denoising is scored against).
+    stands_in: ``{chain stage: output key}``: the chain stages whose feed output one of this
+        stage's outputs replaces at its own conditions (``MRF<method>``,
+        :mod:`mrichain.plan.conditions`), so a later stage's feed method runs on it (the MR
+        fingerprinting branch's synthetic T1w in place of the denoised image: the segment feed
+        segments it).
     """
 
     name: str
@@ -137,6 +143,7 @@ class Stage:
     train_extra: Mapping[str, str] = field(default_factory=dict)
     primary_metric: str = ""
     ideal: str | None = None
+    stands_in: Mapping[str, str] = field(default_factory=dict)
 
     def method(self, name: str) -> Method:
         for m in self.methods:
@@ -391,46 +398,62 @@ STAGES: tuple[Stage, ...] = (
 )
 
 MRF = "mrf"
-MRF_METHODS: tuple[Method, ...] = (
-    Method("constant", FLOOR, "mrichain.mrf.run:constant_mapper"),
-    Method("matching", CLASSICAL, "mrichain.mrf.matching:full_mapper"),
-    Method("matchingsvd", CLASSICAL, "mrichain.mrf.matching:svd_mapper"),
-    Method("drone", LEARNED, "mrichain.mrf.drone:mapper", trainer="mrichain.mrf.drone:train",
-           val_metric="val_neg_mape",
-           params={**_TRAINING, "hidden": _width(8192), "noise_snr_range": _SNR_RANGE, "n_val": _width(10**7),
-                   "threads": _THREADS}),
+MRF_STAGE = Stage(
+    name=MRF,
+    package="mrichain.mrf",
+    scorer="mrichain.mrf.run:score",
+    methods=(
+        Method("constant", FLOOR, "mrichain.mrf.run:constant_mapper"),
+        Method("matching", CLASSICAL, "mrichain.mrf.matching:full_mapper"),
+        Method("matchingsvd", CLASSICAL, "mrichain.mrf.matching:svd_mapper"),
+        Method("drone", LEARNED, "mrichain.mrf.drone:mapper", trainer="mrichain.mrf.drone:train",
+               val_metric="val_neg_mape",
+               params={**_TRAINING, "hidden": _width(8192), "noise_snr_range": _SNR_RANGE, "n_val": _width(10**7),
+                       "threads": _THREADS}),
+    ),
+    directory="mrf",
+    # the maps (T1/T2 in ms, PD relative), the T1w synthesised from them, the mapping's timing
+    outputs={"T1map": Output("T1map"), "T2map": Output("T2map"), "PDmap": Output("PDmap"), "T1w": Output("T1w"),
+             "timing": Output("mrf", ".json")},
+    scored_on="test",
+    # DRONE trains on the dictionary's atoms and validates on fingerprints simulated from its
+    # sequence: no cohort item
+    train_extra={"dictionary": "dictionary"},
+    # the synthetic T1w is segmented by the segment feed as the denoised image is (conditions MRF<method>)
+    stands_in={"denoise": "T1w"},
 )
-"""The MR fingerprinting branch (config ``mrf``, ``workflow/rules/mrf.smk``, :mod:`mrichain.mrf`),
-``mrf`` in the score tables: not a link of the chain (it reads the ground-truth tissue maps,
-not k-space, and runs once per test subject, not per acquisition), so not a :class:`Stage`; its
-methods are declared here beside the stages' (the config schema's method names, the
-``kind`` column and :data:`mrichain.mrf.METHODS` derive from it; ``entry`` is what
-:func:`mrichain.mrf.run.map_subject` calls, ``(dictionary[, model=]) -> mapper`` with ``mapper(
-fingerprints) -> {"t1", "t2", "pd"}`` (a bad model is refused before any fingerprint is
-simulated), with no config params: only DRONE's trainer takes some, ``mrf.params.drone``).
-``constant`` is its floor: every voxel given the white-matter T1/T2 (no fingerprint read); the
-DRONE network trains on the dictionary."""
+"""The MR fingerprinting branch (config ``mrf``, optional; ``workflow/rules/mrf.smk``,
+:mod:`mrichain.mrf`), ``mrf`` in the score tables. Not a link of the chain, so not in
+:data:`STAGES`: it reads the ground-truth tissue maps, not k-space, and runs once per test
+subject, not per acquisition. Its methods' ``entry`` is what :func:`mrichain.mrf.run.map_subject`
+calls, ``(dictionary[, model=]) -> mapper`` with ``mapper(fingerprints) -> {"t1", "t2", "pd"}``
+(a bad model is refused before any fingerprint is simulated), with no config params: only
+DRONE's trainer takes some (``mrf.params.drone``), and it trains through rule ``train`` like
+every learned method, on the manifest ``{"dictionary": path}`` (:attr:`Stage.train_extra`).
+``constant`` is its floor: every voxel given the white-matter T1/T2 (no fingerprint read). Its
+scorer writes the branch's tables and figures from one manifest
+(:func:`mrichain.mrf.run.score`, rule ``mrf_score``)."""
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 STAGE_NAMES: tuple[str, ...] = tuple(BY_NAME)
 METHOD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.methods)
 """Stages a config configures (``<stage>: {methods, [feed], [params]}``)."""
+ALL_STAGES: tuple[Stage, ...] = (*STAGES, MRF_STAGE)
+"""Every declared stage: the chain's and the MR fingerprinting branch."""
+_DECLARED: dict[str, Stage] = {s.name: s for s in ALL_STAGES}
 
 
 def stage(name: str) -> Stage:
+    """A declared stage of the chain or the MR fingerprinting branch (``name`` :data:`MRF`)."""
     try:
-        return BY_NAME[name]
+        return _DECLARED[name]
     except KeyError:
-        raise KeyError(f"unknown stage {name!r}; known: {', '.join(STAGE_NAMES)}") from None
+        raise KeyError(f"unknown stage {name!r}; known: {', '.join(_DECLARED)}") from None
 
 
 def method(stage_name: str, method_name: str) -> Method:
-    """A declared method of a stage or of the MR fingerprinting branch (``stage_name`` :data:`MRF`)."""
-    for m in _declared_methods(stage_name):
-        if m.name == method_name:
-            return m
-    known = ", ".join(m.name for m in _declared_methods(stage_name))
-    raise KeyError(f"stage {stage_name!r} has no method {method_name!r}; known: {known}")
+    """A declared method of a stage (:data:`ALL_STAGES`)."""
+    return stage(stage_name).method(method_name)
 
 
 def is_learned(stage_name: str, method_name: str) -> bool:
@@ -439,10 +462,7 @@ def is_learned(stage_name: str, method_name: str) -> bool:
 
 def kind(stage_name: str, method_name: str) -> str:
     """``floor``, ``classical`` or ``learned``; the floors a scorer computes itself are floors;
-    the acquisition stage's only "method" is the simulation; the MRF branch's from
-    :data:`MRF_METHODS`."""
-    if stage_name == MRF:
-        return method(MRF, method_name).kind
+    the acquisition stage's only "method" is the simulation."""
     s = stage(stage_name)
     if not s.methods:
         return "simulation"
@@ -452,7 +472,7 @@ def kind(stage_name: str, method_name: str) -> str:
 
 
 def learned_methods() -> list[tuple[str, Method]]:
-    """Every (stage name, learned method) declared, in stage order."""
+    """Every (stage name, learned method) of the chain's stages (:data:`STAGES`), in stage order."""
     return [(s.name, m) for s in STAGES for m in s.methods if m.learned]
 
 
@@ -481,21 +501,16 @@ class Registry(Mapping):
         return f"Registry({self._entries})"
 
 
-def _declared_methods(stage_name: str) -> tuple[Method, ...]:
-    """The methods declared for a stage, or for the MR fingerprinting branch (:data:`MRF_METHODS`)."""
-    return MRF_METHODS if stage_name == MRF else stage(stage_name).methods
-
-
 def method_registry(stage_name: str, where=None) -> Registry:
     """``METHODS`` of a stage package (or of :mod:`mrichain.mrf`): name -> inference entry point
     (``where`` filters methods)."""
-    return Registry({m.name: m.entry for m in _declared_methods(stage_name) if where is None or where(m)})
+    return Registry({m.name: m.entry for m in stage(stage_name).methods if where is None or where(m)})
 
 
 def trainer_registry(stage_name: str) -> Registry:
     """``TRAINERS`` of a stage package (or of :mod:`mrichain.mrf`): name -> training function, for
     its learned methods."""
-    return Registry({m.name: m.trainer for m in _declared_methods(stage_name) if m.learned})
+    return Registry({m.name: m.trainer for m in stage(stage_name).methods if m.learned})
 
 
 SCORERS: Registry = Registry({s.name: s.scorer for s in STAGES})
