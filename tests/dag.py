@@ -7,12 +7,54 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "config" / "test.yaml"
 
 #: Directories whose files a run must reproduce byte for byte (images, k-space, labels).
 DETERMINISTIC_DIRS = ("results/template", "results/groundtruth", "results/kspace", "results/recon",
                       "results/denoise", "results/register", "results/segment")
+
+
+CLASSICAL_SUBSET = {"reconstruct": ["zerofilled", "cs"], "denoise": ["antsnlm"], "register": ["affine", "antssyn"],
+                    "segment": ["kmeans", "atropos"], "predict": ["mean", "linear", "sfcn"]}
+"""The methods of :func:`smaller_config`: the feeds, a floor and a tuned classical method per stage,
+and one learned method (SFCN, the quickest trainer) so that one training job runs."""
+
+
+def smaller_config(path: Path, *, mrf: bool = False, budget: bool = False, learned_device: str | None = None) -> Path:
+    """config/test.yaml cut to a subset of its jobs, written to ``path``: the same cohort, seed and
+    acquisitions, only the methods of :data:`CLASSICAL_SUBSET`, without the error-budget conditions
+    (``budget``) and the MR fingerprinting branch (``mrf``). Every job it plans is a job of the
+    full test config with the same inputs and parameters, so its outputs must equal the full run's
+    (:func:`differing_outputs` with ``b_runs_less``): the tests of the run's mechanics (SLURM,
+    DVC) run on it, the full DAG's content is tested once (the ``local_run`` fixture).
+    ``learned_device``: the ``device`` of every learned method kept (``cpu`` on a cluster whose
+    GPU torch cannot use)."""
+    from mrichain.plan.stages import stage
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    for name, methods in CLASSICAL_SUBSET.items():
+        section = cfg[name]
+        assert set(methods) <= set(section["methods"]), f"config/test.yaml no longer runs {methods} in {name}"
+        section["methods"] = list(methods)
+        for key in ("params", "tune"):
+            kept = {m: v for m, v in section.get(key, {}).items() if m in methods}
+            if kept:
+                section[key] = kept
+            else:
+                section.pop(key, None)
+        if learned_device:
+            for m in methods:
+                if stage(name).method(m).learned:
+                    section.setdefault("params", {}).setdefault(m, {})["device"] = learned_device
+    if not budget:
+        cfg["error_budget"] = {"sweep": False, "oracle": False}
+    if not mrf:
+        cfg.pop("mrf", None)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 def snakemake(workdir, *args, configfile=TEST_CONFIG, check=True, cores: str | None = "2", snakefile=ROOT / "Snakefile",
@@ -60,12 +102,20 @@ def _without_timings(obj):
     return obj
 
 
+def _restricted(a, b, depth: int):
+    """``a`` with only the keys ``b`` has, down ``depth`` levels of nested dicts (metrics.json:
+    stage, method; metrics_by_acq.json: acquisition, stage, method); below that, values whole."""
+    if depth == 0 or not isinstance(a, dict) or not isinstance(b, dict):
+        return a
+    return {k: _restricted(v, b[k], depth - 1) for k, v in a.items() if k in b}
+
+
 def differing_outputs(a: Path, b: Path, *, b_runs_less: bool = False) -> list[str]:
     """Relative paths where two runs differ: image/k-space/label files byte for byte, trained
     weights byte for byte, metrics JSON without timing fields. Missing files count as different.
-    ``b_runs_less``: ``b``'s config plans a subset of ``a``'s jobs (e.g. no error-budget
-    conditions, no MRF branch): every output of ``b`` must equal ``a``'s; files, models, stages and
-    acquisitions only ``a`` has are not differences."""
+    ``b_runs_less``: ``b``'s config plans a subset of ``a``'s jobs (e.g. :func:`smaller_config`):
+    every output of ``b`` must equal ``a``'s; files, models, acquisitions, stages and methods only
+    ``a`` has are not differences."""
     diffs = []
     for d in DETERMINISTIC_DIRS:
         files_a = {p.relative_to(a) for p in (a / d).rglob("*") if p.is_file() and p.suffix != ".json"}
@@ -78,10 +128,10 @@ def differing_outputs(a: Path, b: Path, *, b_runs_less: bool = False) -> list[st
             continue  # a model only a's config trains (e.g. the MRF branch's DRONE)
         if not q.exists() or p.read_bytes() != q.read_bytes():
             diffs.append(str(p.relative_to(a)))
-    for name in ("results/metrics.json", "results/metrics_by_acq.json"):
+    for name, depth in (("results/metrics.json", 2), ("results/metrics_by_acq.json", 3)):
         ja, jb = (json.loads((r / name).read_text()) if (r / name).exists() else None for r in (a, b))
-        if b_runs_less and ja is not None and jb is not None:  # the stages (metrics) or acquisitions b ran
-            ja = {k: v for k, v in ja.items() if k in jb}
+        if b_runs_less and ja is not None and jb is not None:  # the acquisitions, stages, methods b ran
+            ja = _restricted(ja, jb, depth)
         if ja is None or _without_timings(ja) != _without_timings(jb):
             diffs.append(name)
     return diffs

@@ -1,10 +1,10 @@
-"""config/test.yaml through `snakemake --profile slurm` on a real single-node SLURM.
+"""A subset of config/test.yaml's jobs through `snakemake --profile slurm` on a real single-node SLURM.
 
 The profile is used as the README tells a lab to: `mrichain profile install slurm` (here into a
 temporary XDG_CONFIG_HOME), then `snakemake --profile slurm`, the short form. The cluster
 (slurmctld, slurmd, munge from Debian's packages) is started and stopped here, with a CPU and a
 GPU partition named as in the profile and one GPU generic resource (tests/slurm_cluster.py).
-Its GPU is not real, so the config run here sets `device: cpu` for the learned methods.
+Its GPU is not real, so the config run here sets `device: cpu` for its learned method.
 Needs root and the packages; skipped otherwise, unless MRICHAIN_REQUIRE_SLURM=1 (set by .ci/run)
 makes a missing SLURM a failure.
 """
@@ -21,8 +21,7 @@ import pytest
 import torch
 import yaml
 
-from dag import ROOT, TEST_CONFIG, differing_outputs, planned_jobs, rules_run, snakemake
-from mrichain.plan.stages import METHOD_STAGES
+from dag import ROOT, differing_outputs, planned_jobs, rules_run, smaller_config, snakemake
 from slurm_cluster import LocalSlurm, missing_requirements
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -48,27 +47,15 @@ def slurm_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slurm_config(tmp_path_factory):
-    """config/test.yaml with `device: cpu` in every learned method's params. The test cluster's GPU
-    is declared but not real (gres File=/dev/null): SLURM sets CUDA_VISIBLE_DEVICES=0 in a training
-    job, and a job given a GPU that its torch cannot use fails (mrichain.train.engine.select_device)
-    unless the config chooses the CPU deliberately, as here."""
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    learned = 0
-    for stage in METHOD_STAGES:
-        section = cfg[stage.name]
-        for method in section["methods"]:
-            if stage.method(method).learned:
-                section.setdefault("params", {}).setdefault(method, {})["device"] = "cpu"
-                learned += 1
-    assert learned, "no learned method in config/test.yaml"
-    # No error-budget conditions on SLURM: their jobs (after a learned or tuned reconstruction)
-    # are submitted one per job, like the learned inference jobs this run already submits, and
-    # they tripled this test's time (41 min on the 2-core CI machine); test_workflow runs them.
-    cfg["error_budget"] = {"sweep": False, "oracle": False}
-    cfg.pop("mrf")  # the MR fingerprinting branch runs in test_workflow's DAG; here it would add 13 submissions
-    path = tmp_path_factory.mktemp("slurm-config") / "test-slurm.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    """A subset of config/test.yaml's jobs (tests/dag.py smaller_config: the feeds, a floor and a
+    tuned classical method per stage, one learned method; no error budget, no MRF branch) with
+    `device: cpu` for the learned method. What runs through SLURM here is the mechanism (every
+    job through sbatch, grouping, the GPU partition, failures and resumption); that its outputs
+    equal a local run's covers the content of the rest, which test_workflow runs locally. The test
+    cluster's GPU is declared but not real (gres File=/dev/null): SLURM sets CUDA_VISIBLE_DEVICES=0
+    in a training job, and a job given a GPU that its torch cannot use fails
+    (mrichain.train.engine.select_device) unless the config chooses the CPU deliberately, as here."""
+    return smaller_config(tmp_path_factory.mktemp("slurm-config") / "test-slurm.yaml", learned_device="cpu")
 
 
 def slurm_snakemake(workdir, env, configfile, *args, check=True):
@@ -104,7 +91,7 @@ def slurm_run(cluster, slurm_env, slurm_config, tmp_path_factory):
     # the installed profile, found by its name (not profiles/slurm by path)
     assert re.search(r"^Using profiles? slurm\b", log, flags=re.M), log[:2000]
     submissions = SUBMITTED.findall(log)
-    print(f"\nconfig/test.yaml on SLURM: {elapsed:.0f} s, {len(submissions)} submissions for "
+    print(f"\nsmaller test config on SLURM: {elapsed:.0f} s, {len(submissions)} submissions for "
           f"{sum(n for r, n in planned.items() if r != 'all')} jobs")
     return {"workdir": workdir, "log": log, "planned": planned, "submissions": submissions,
             "env": slurm_env, "config": slurm_config}
@@ -165,7 +152,7 @@ def test_training_got_a_gpu_from_slurm(slurm_run, cluster):
 
 
 def test_outputs_match_a_local_run(slurm_run, local_run):
-    # the local run (config/test.yaml) also runs the error-budget conditions: compare what both ran
+    # the local run (config/test.yaml) runs more methods and conditions: compare what both ran
     assert differing_outputs(local_run, slurm_run["workdir"], b_runs_less=True) == []
 
 
@@ -219,9 +206,10 @@ def test_a_gpu_job_without_cuda_fails_and_says_why(slurm_run, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(slurm_run["workdir"], work, symlinks=True)
     shutil.rmtree(work / ".snakemake" / "slurm_logs")
-    model = "models/predict-sfcn.pt"  # the quickest trainer; config/test.yaml has no `device` key
+    model = "models/predict-sfcn.pt"  # the run's learned method, now without a `device` key
     assert (work / model).exists()
-    proc = slurm_snakemake(work, slurm_run["env"], TEST_CONFIG, model, "--force", "--retries", "0", check=False)
+    no_device = smaller_config(tmp_path / "no-device.yaml")
+    proc = slurm_snakemake(work, slurm_run["env"], no_device, model, "--force", "--retries", "0", check=False)
     assert proc.returncode != 0
     log = (work / "logs" / "train" / "predict-sfcn.log").read_text()
     assert log.splitlines()[0] == "CUDA_VISIBLE_DEVICES=0"
