@@ -73,8 +73,7 @@ class Plan:
         acq = config["acquire"]
         self.acqs = {acq_label(a): (a, cf) for a, cf in zip(acq["accelerations"], acq["center_fractions"])}
         rec = config[SWEPT_STAGE]
-        swept = config["error_budget"].get("sweep_methods", {}).get(SWEPT_STAGE, rec["methods"])
-        self.conditions: dict[str, Condition] = conditions(self.acqs, list(swept), rec["feed"],
+        self.conditions: dict[str, Condition] = conditions(self.acqs, self.sweep_methods(SWEPT_STAGE), rec["feed"],
                                                            sweep=config["error_budget"]["sweep"],
                                                            oracle=config["error_budget"]["oracle"])
         self.models_root = config["input"].get("models_dir") or layout.MODELS
