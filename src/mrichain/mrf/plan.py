@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from mrichain.plan import layout
 from mrichain.plan.conditions import mrf_label
-
-STAGE = "mrf"
+from mrichain.plan.stages import MRF as STAGE
 
 
 class MrfPlan:
