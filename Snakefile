@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from mrichain.plan import layout
 from mrichain.plan.conditions import WILDCARD as CONDITION
 from mrichain.plan.config import validate_config
 from mrichain.provenance import CONFIG_HASH_ENV, config_sha256
@@ -22,7 +23,12 @@ if not workflow.overwrite_configfiles:
     configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
-report: "workflow/report/workflow.rst"
+# The report opens on the answer: the headline table the run writes (rule overview), once it exists;
+# before that, the workflow's description.
+OVERVIEW = Path(layout.report_overview()).resolve()
+
+
+report: str(OVERVIEW) if OVERVIEW.is_file() else "workflow/report/workflow.rst"
 
 
 # Fails before any job, naming the key and the allowed values.
@@ -68,13 +74,32 @@ if PLAN.mrf:
     include: "workflow/rules/mrf.smk"
 
 
+# Per-subject pages and the run's methods text (after realdata.smk: both read REAL).
+include: "workflow/rules/subject_report.smk"
+include: "workflow/rules/citation.smk"
+
+
 rule all:
     input:
         rules.aggregate.output,
         rules.budget.output,
+        rules.overview.output,
+        SUBJECT_REPORTS_SIM,
+        SUBJECT_REPORTS_REAL,
+        CITATION_TARGETS,
         rules.real_summary.output if REAL.active else [],
         PLAN.mrf.targets() if PLAN.mrf else [],
     default_target: True
+
+
+# The BIDS-App participant level (`mrichain BIDS_DIR OUTPUT_DIR participant`, mrichain.bids_app): the
+# chosen participants' derivatives and what they need of the cohort (trained models, tuning
+# cards); its group level is rule all.
+rule participant:
+    input:
+        REAL.outputs(),
+        SUBJECT_REPORTS_REAL,
+        CITATION_TARGETS if REAL.active else [],
 
 
 # Named targets for the DVC stages (dvc.yaml): `snakemake cohort` builds the simulated cohort

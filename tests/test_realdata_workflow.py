@@ -4,6 +4,8 @@ derivatives; bad inputs fail their own jobs, naming the file, and the others kee
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -117,34 +119,84 @@ def test_learned_models_warn_outside_their_training(fastmri_run):
     assert "outside its training" in text and "trained at 4 mm" in text and "coils" not in text.split("WARNING")[-1]
 
 
+def bids_app(bids_dir, out, level, *args, work=None, check=True):
+    """``mrichain BIDS_DIR OUTPUT_DIR LEVEL`` (the BIDS App, mrichain.bids_app) on the test config."""
+    cmd = [sys.executable, "-m", "mrichain.cli", str(bids_dir), str(out), level, "--configfile", str(TEST_CONFIG),
+           "--cores", "2", *args] + (["--work-dir", str(work)] if work is not None else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
 @pytest.fixture(scope="module")
 def bids_run(local_run, tmp_path_factory):
+    """The BIDS App on a 2-subject dataset, in a copy of the test run: participant level for
+    sub-01 (planned first with --dry-run), then group level (sub-02, the tables, the report)."""
     tmp = tmp_path_factory.mktemp("bids_run")
-    records = write_bids_dataset(tmp / "my study", load_config(TEST_CONFIG), n_subjects=2, voxel_mm=2.0)
+    bids = tmp / "my study"
+    records = write_bids_dataset(bids, load_config(TEST_CONFIG), n_subjects=2, voxel_mm=2.0)
     # sub-02's T1w is a symlink (as in a DataLad dataset) into a directory whose name holds `;`
     t1w = Path(records[-1]["T1w"])
     target = tmp / "annex; touch PWNED #" / t1w.name
     target.parent.mkdir()
     t1w.rename(target)
     t1w.symlink_to(target)
-    cfg = _config(tmp, {"kind": "bids", "bids_dir": str(tmp / "my study")})
     work = _copy_run(local_run, tmp)
-    planned = planned_jobs(snakemake(work, "-n", "--quiet", "rules", configfile=cfg))
-    snakemake(work, configfile=cfg)
-    return {"work": work, "records": records, "config": cfg, "planned": planned}
+    out = tmp / "derivatives out"
+    planned = planned_jobs(bids_app(bids, out, "participant", "--participant-label", "01", "--dry-run", work=work))
+    bids_app(bids, out, "participant", "--participant-label", "sub-01", work=work)
+    after_participant = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
+    bids_app(bids, out, "group", work=work)
+    return {"work": work, "out": out, "records": records, "config": work / "mrichain_config.yaml",
+            "planned": planned, "after_participant": after_participant}
+
+
+def test_bids_app_participant_level_runs_only_that_participant(bids_run):
+    """Participant 01 (two sessions): only its real-input jobs are planned (the cohort is up to
+    date in the copy) and only its derivatives exist before the group level."""
+    planned = bids_run["planned"]
+    assert set(planned) <= REAL_RULES | {"participant"}, planned
+    assert planned["real_prepare"] == 2 and "real_summary" not in planned
+    assert bids_run["after_participant"] and all(p.startswith("sub-01/") for p in bids_run["after_participant"])
+
+
+def test_bids_app_group_level_writes_the_tables_and_the_report(bids_run):
+    out = bids_run["out"]
+    ages = pd.read_csv(out / "group" / "realdata_brain_age.tsv", sep="\t")
+    assert list(ages["participant_id"]) == ["sub-01", "sub-01", "sub-02"]
+    assert (out / "group" / "cohort_comparison.tsv").is_file()
+    html = (out / "report.html").read_text(errors="replace")
+    assert "Real inputs" in html and "reconstruction_rss" in html  # the category and its caption (realdata.rst)
+    assert "The answer first" in html  # the report opens on the headline table (rule overview)
+    assert ".bidsignore" in {p.name for p in out.iterdir()} and check_names(out) == []
+
+
+def test_bids_app_refuses_bad_arguments_before_any_job(tmp_path):
+    """Exit 2 with one line naming the problem, and nothing written: an unknown participant, an
+    output folder inside the raw dataset, a bad config override."""
+    bids = tmp_path / "bids"
+    write_bids_dataset(bids, load_config(TEST_CONFIG), n_subjects=1, voxel_mm=4.0, two_sessions="none")
+    cases = [(("participant", "--participant-label", "07"), tmp_path / "out", "sub-07"),
+             (("participant",), bids / "mrichain", "is inside input.bids_dir"),
+             (("group", "--config", "segment.methods=[nosuchmethod]"), tmp_path / "out", "segment.methods")]
+    for args, out, expected in cases:
+        proc = bids_app(bids, out, *args, check=False)
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not out.exists()
+    assert sorted(p.name for p in bids.iterdir()) == ["dataset_description.json", "derivatives", "participants.tsv",
+                                                      "sub-01"]
 
 
 def test_bids_dataset_end_to_end_on_the_inputs_grid(bids_run):
     """Every T1w (sub-01 has two sessions) gets a brain mask, each denoising and segmentation
     method's output and a brain age; images come back on the input's grid and voxel order."""
-    work, planned = bids_run["work"], bids_run["planned"]
-    assert set(planned) <= REAL_RULES, planned
-    assert planned["real_prepare"] == 3
+    out = bids_run["out"]
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     for rec in bids_run["records"]:
         src = nib.load(rec["T1w"])
         key = Path(rec["T1w"]).name.replace("_T1w.nii.gz", "")
-        folder = work / DERIV / rec["participant_id"] / (rec["session"] or "") / "anat"
+        folder = out / rec["participant_id"] / (rec["session"] or "") / "anat"
         outs = [folder / f"{key}_desc-brain_mask.nii.gz"]
         outs += [folder / f"{key}_desc-{m}_T1w.nii.gz" for m in cfg["denoise"]["methods"]]
         outs += [folder / f"{key}_desc-{m}_dseg.nii.gz" for m in cfg["segment"]["methods"]]
@@ -157,7 +209,7 @@ def test_bids_dataset_end_to_end_on_the_inputs_grid(bids_run):
         # a check that the way back lands on the right voxels)
         brain = truth > 0
         assert np.mean(labels[brain] == truth[brain]) > 0.5
-    assert check_names(work / DERIV) == []
+    assert check_names(out) == []
 
 
 def test_hostile_file_names_run_nothing(fastmri_run, bids_run):
@@ -166,7 +218,7 @@ def test_hostile_file_names_run_nothing(fastmri_run, bids_run):
     assert not [p for run in (fastmri_run, bids_run) for p in run["work"].parent.rglob("PWNED")]
     sub = "sub-filebrainAXT1PRE2026000393touchPWNED"
     assert (fastmri_run["work"] / DERIV / sub / "anat" / f"{sub}_acq-R4_rec-zerofilled_desc-dncnn_T1w.nii.gz").exists()
-    assert list((bids_run["work"] / DERIV / "sub-02" / "anat").glob("sub-02_desc-*_dseg.nii.gz"))
+    assert list((bids_run["out"] / "sub-02" / "anat").glob("sub-02_desc-*_dseg.nii.gz"))
 
 
 def test_bids_brain_age_scored_against_participants_ages(bids_run):
@@ -183,7 +235,7 @@ def test_bids_brain_age_scored_against_participants_ages(bids_run):
             assert metrics["predict"][method]["mae_years"] == pytest.approx(err, abs=1e-3)
     assert metrics["segment"] and set(metrics["segment"].values()) == {"no reference"}
     # the same ages in the BIDS tables: one scans.tsv per subject (session) folder
-    scans = pd.read_csv(work / DERIV / "sub-01/ses-02/sub-01_ses-02_scans.tsv", sep="\t")
+    scans = pd.read_csv(bids_run["out"] / "sub-01/ses-02/sub-01_ses-02_scans.tsv", sep="\t")
     row = ages[(ages.participant_id == "sub-01") & (ages.session_id == "ses-02")].iloc[0]
     assert scans["brainage_linear"].iloc[0] == pytest.approx(row["predicted_age_linear"], abs=1e-3)
 
@@ -250,14 +302,6 @@ def test_models_dir_trains_nothing(local_run, tmp_path):
     jobs = planned_jobs(proc)
     assert "train" not in jobs and jobs["segment"] > 0
     assert f"--model {local_run / 'models'}/segment-unet.pt" in proc.stdout
-
-
-def test_report_lists_the_real_inputs(fastmri_run, tmp_path):
-    """The same report: its "Real inputs" section holds the real inputs' score table."""
-    path = tmp_path / "report.html"
-    snakemake(fastmri_run["work"], "--report", str(path), configfile=fastmri_run["config"])
-    html = path.read_text(errors="replace")
-    assert "Real inputs" in html and "reconstruction_rss" in html  # the category and its caption (realdata.rst)
 
 
 def test_lint_is_clean_with_real_inputs(fastmri_run):

@@ -11,6 +11,7 @@ import inspect
 import io
 import json
 import os
+import re
 import pathlib
 import shlex
 import tracemalloc
@@ -106,6 +107,15 @@ def test_planned_commands_keep_hostile_paths_whole(tmp_path):
                     "bids": {"prepare", "restore", "real-summary"}}[kind]
         assert expected <= rules, rules
     assert not list(tmp_path.rglob("PWNED"))
+
+
+def test_every_file_in_a_rule_shell_is_quoted():
+    """Statically, beside the planned commands above: no rule file names an input, output or log
+    in a shell command without ``:q`` (a rule the hostile dry runs do not plan is covered too)."""
+    pattern = re.compile(r"\{(?:input|output|log)(?:\.[A-Za-z_]\w*)?\}")
+    unquoted = [f"{f.name}: {m.group(0)}" for f in sorted((ROOT / "workflow" / "rules").glob("*.smk"))
+                for m in pattern.finditer(f.read_text())]
+    assert unquoted == []
 
 
 def test_a_brace_in_an_input_name_is_refused_at_plan_time(tmp_path):

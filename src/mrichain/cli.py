@@ -22,7 +22,8 @@ CONTRASTS = ("T1w", "T2w")
 """The contrasts the chain simulates and its methods take (:data:`mrichain.simulate.signal.CONTRASTS`)."""
 
 INPUT_OPTIONS = ("input", "moving", "fixed", "labels", "kspace", "manifest", "model", "tuning", "prep", "mask",
-                 "dictionary", "image", "gt_dir", "template_dir", "scores", "recons", "benchmarks")
+                 "dictionary", "image", "gt_dir", "template_dir", "scores", "recons", "benchmarks", "comparison",
+                 "differences", "budget_png")
 """Options (argparse ``dest``) that name a file or directory a command reads. An output option is
 ``output``, ``out``, ``outdir`` or ``out_*``; no output may be the same file as an input."""
 
@@ -292,6 +293,26 @@ def cmd_real_summary(a):
     summarise(_manifest(a.manifest), out, version=__version__)
 
 
+def cmd_overview(a):
+    from mrichain.scoring.overview import write_overview
+
+    write_overview(a.comparison, a.differences, a.primary_acq, a.out, a.budget_png)
+
+
+def cmd_subject_report(a):
+    from mrichain.scoring.subject_report import build_page, load_manifest
+
+    page = build_page(load_manifest(a.manifest), a.out_html, a.out_figures, manifest_path=a.manifest)
+    log.info("subject report written: %s (figures in %s)", page, a.out_figures)
+
+
+def cmd_citation(a):
+    from mrichain.citation import write_citation
+
+    keys = write_citation(_manifest(a.manifest), a.out_md, a.out_bib)
+    log.info("methods text %s and %d references %s written", a.out_md, len(keys), a.out_bib)
+
+
 def cmd_profile(a):
     from mrichain.profile import ProfileError, install_profile
 
@@ -301,9 +322,22 @@ def cmd_profile(a):
         sys.exit(f"mrichain profile {a.action}: error: {exc}")
 
 
+USAGE = """mrichain BIDS_DIR OUTPUT_DIR {participant,group} [options]
+       mrichain COMMAND [options]"""
+BIDS_APP_HELP = """As a BIDS App, mrichain runs the MRI chain on a BIDS dataset's T1w images, beside the
+simulated cohort that trains and scores its methods, and writes BIDS derivatives:
+
+  mrichain /data/study /data/study/derivatives/mrichain participant --participant-label 01 02
+  mrichain /data/study /data/study/derivatives/mrichain group
+
+(`mrichain BIDS_DIR OUTPUT_DIR participant --help` lists its options.) The commands below run
+one stage on one file, as the workflow's rules call them."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mrichain", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="mrichain", usage=USAGE, description=BIDS_APP_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     s = sub.add_parser("template", help="resample and crop the MNI152 template + tissue maps")
     s.add_argument("--resolution", type=float, required=True)
@@ -493,6 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seeds the bootstrap intervals")
     s.set_defaults(func=cmd_aggregate)
 
+    s = sub.add_parser("overview", help="the run report's first page: headline table and error-budget figure (rst)")
+    s.add_argument("--comparison", required=True, help="results/comparison.tsv")
+    s.add_argument("--differences", required=True, help="results/differences.tsv")
+    s.add_argument("--primary-acq", required=True)
+    s.add_argument("--budget-png", help="the error-budget figure to embed")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_overview)
+
     s = sub.add_parser("budget", help="error budget, acceleration sweep and acceleration limits from the scores")
     s.add_argument("--conditions", required=True, help="JSON {label: Condition fields} (mrichain.plan.conditions)")
     s.add_argument("--feed", required=True, choices=stage("reconstruct").method_names,
@@ -506,6 +548,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seeds the bootstrap intervals")
     s.set_defaults(func=cmd_budget)
 
+    s = sub.add_parser("subject-report", help="one subject's visual report: an HTML page and its PNG reportlets")
+    s.add_argument("--manifest", required=True, help="JSON: what the page shows (mrichain.scoring.subject_report)")
+    s.add_argument("--out-html", required=True)
+    s.add_argument("--out-figures", required=True, help="folder of the page's PNG figures")
+    s.set_defaults(func=cmd_subject_report)
+
+    s = sub.add_parser("citation", help="the run's methods text (Markdown) and its references (BibTeX)")
+    s.add_argument("--manifest", required=True, help="JSON: the run's methods, card paths, seed and cohort "
+                   "(mrichain.citation.citation_manifest; rule citation_manifest)")
+    s.add_argument("--out-md", required=True, help="CITATION.md")
+    s.add_argument("--out-bib", required=True, help="CITATION.bib: exactly the entries the text cites")
+    s.set_defaults(func=cmd_citation)
+
     s = sub.add_parser("profile", help="Snakemake profiles shipped in profiles/")
     s.add_argument("action", choices=["install"], help="install: copy profiles/NAME to where "
                    "`snakemake --profile NAME` finds it ($XDG_CONFIG_HOME/snakemake/NAME or ~/.config/snakemake/NAME)")
@@ -517,8 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and not argv[0].startswith("-") and argv[0] not in commands:  # BIDS_DIR OUTPUT_DIR LEVEL
+        from mrichain.bids_app import main as bids_app
+
+        return bids_app(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
         refuse_output_over_input(args)

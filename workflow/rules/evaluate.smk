@@ -113,3 +113,27 @@ rule budget:
         "mrichain budget --conditions {params.conditions:q} --feed {params.feed:q} --seed {params.seed:q} --scores {input:q} "
         "--out-budget {output.budget:q} --out-sweep {output.sweep:q} --out-limits {output.limits:q} "
         "--out-budget-png {output.budget_png:q} --out-sweep-png {output.sweep_png:q} > {log:q} 2>&1"
+
+
+# The run report's first page (the Snakefile's `report:` points at it once it exists): the
+# headline table and the error-budget figure (mrichain.scoring.overview).
+rule overview:
+    input:
+        comparison=rules.aggregate.output.comparison,
+        differences=rules.aggregate.output.differences,
+        budget_png=rules.budget.output.budget_png,
+    output:
+        layout.report_overview(),
+    params:
+        primary=list(ACQS)[0],
+    log:
+        layout.log("overview"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "mrichain overview --comparison {input.comparison:q} --differences {input.differences:q} "
+        "--primary-acq {params.primary:q} --budget-png {input.budget_png:q} --out {output:q} > {log:q} 2>&1"

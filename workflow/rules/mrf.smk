@@ -54,8 +54,8 @@ rule mrf_map:
     shell:
         "mrichain mrf-map --method {wildcards.method:q} --gt-dir {params.gt_dir:q} --dictionary {input.dictionary:q} "
         "{params.model} --mrf {params.mrf:q} --seed {params.seed:q} --contrast {params.contrast:q} --sequence {params.sequence:q} "
-        "--threads {threads} --out-t1map {output.T1map} --out-t2map {output.T2map} --out-pdmap {output.PDmap:q} "
-        "--out-synthetic {output.T1w} --out-timing {output.timing:q} > {log:q} 2>&1"
+        "--threads {threads} --out-t1map {output.T1map:q} --out-t2map {output.T2map:q} --out-pdmap {output.PDmap:q} "
+        "--out-synthetic {output.T1w:q} --out-timing {output.timing:q} > {log:q} 2>&1"
 
 
 rule mrf_slab:

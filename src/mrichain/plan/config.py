@@ -216,7 +216,7 @@ def _mrf_checks(mrf: dict) -> list[str]:
     return msgs
 
 
-INPUT_KEYS = {"simulated": set(), "bids": {"bids_dir", "participant_label", "derivatives"},
+INPUT_KEYS = {"simulated": set(), "bids": {"bids_dir", "participant_label", "derivatives", "validate"},
               "fastmri": {"dir", "accelerations", "center_fractions"}}
 """Keys each ``input.kind`` takes besides ``kind``, ``output_dir`` and ``models_dir``."""
 

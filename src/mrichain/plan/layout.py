@@ -122,6 +122,11 @@ def mrf_dictionary() -> str:
     return f"{MODELS}/mrf-dictionary.h5"
 
 
+def report_overview() -> str:
+    """The run report's first page (reStructuredText, rule ``overview``)."""
+    return f"{RESULTS}/report/overview.rst"
+
+
 def manifest(kind: str = "{kind}", name: str = "{name}") -> str:
     """A job's manifest (JSON): ``kind`` is one of :data:`mrichain.plan.manifests.MANIFEST_NAMES`."""
     return f"{RESULTS}/manifests/{kind}/{name}.json"
@@ -145,3 +150,9 @@ def benchmark(rule: str, name: str | None = None, root: str = BENCHMARKS) -> str
     """Snakemake's benchmark file of a job (seconds, memory; scoring reads the methods' ones):
     ``<root>/<rule>/<name>.tsv``, or ``<root>/<rule>.tsv`` for a rule with one job."""
     return f"{root}/{rule}/{name}.tsv" if name else f"{root}/{rule}.tsv"
+
+
+def citation(ext: str = ".md", root: str = f"{RESULTS}/logs") -> str:
+    """The run's methods text (``.md``) or its references (``.bib``): ``<root>/CITATION<ext>``
+    (``root``: a BIDS derivatives folder's ``logs`` for real inputs, as fMRIPrep writes them)."""
+    return f"{root}/CITATION{ext}"

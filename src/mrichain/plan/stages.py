@@ -59,6 +59,8 @@ class Method:
         (``<stage>.tune.<method>.<param>: [grid values]``, rule ``tune``), each with the JSON
         schema of one grid value; the config schema and the check of a tuning card's chosen values
         (:func:`mrichain.train.tune.tuned_params`) are generated from it. Each is one of ``params``.
+    cite: BibTeX keys (:data:`mrichain.citation.BIBTEX`) of the method's paper(s) and of the
+        library that implements it, for the run's methods text (``mrichain citation``); at least one.
     """
 
     name: str
@@ -71,6 +73,7 @@ class Method:
     tunable: Mapping[str, dict] = field(default_factory=dict)
     params: Mapping[str, dict] = field(default_factory=dict)
     infer: Mapping[str, dict] = field(default_factory=dict)
+    cite: tuple[str, ...] = ()
 
     @property
     def learned(self) -> bool:
@@ -121,6 +124,8 @@ class Stage:
         :mod:`mrichain.plan.conditions`), so a later stage's feed method runs on it (the MR
         fingerprinting branch's synthetic T1w in place of the denoised image: the segment feed
         segments it).
+    cite: BibTeX keys of what the whole stage rests on besides its methods (the acquisition's
+        fastMRI layout and masks, the template space, MR fingerprinting's sequence and EPG).
     """
 
     name: str
@@ -144,6 +149,7 @@ class Stage:
     primary_metric: str = ""
     ideal: str | None = None
     stands_in: Mapping[str, str] = field(default_factory=dict)
+    cite: tuple[str, ...] = ()
 
     def method(self, name: str) -> Method:
         for m in self.methods:
@@ -241,14 +247,16 @@ STAGES: tuple[Stage, ...] = (
         name="acquire",
         scorer="mrichain.scoring.evaluate:score_acquire",
         score_reads={"kspace": "kspace", "noisefree": "noisefree", "mask": "gt.brain_mask"},
+        cite=("zbontar2018fastmri",),
     ),
     Stage(
         name="reconstruct",
         package="mrichain.recon",
         scorer="mrichain.scoring.evaluate:score_reconstruct",
         methods=(
-            Method("zerofilled", FLOOR, "mrichain.recon.zerofilled:zerofilled"),
+            Method("zerofilled", FLOOR, "mrichain.recon.zerofilled:zerofilled", cite=("zbontar2018fastmri",)),
             Method("cs", CLASSICAL, "mrichain.recon.cs:cs", tunable=_CS,
+                   cite=("lustig2007sparse", "uecker2014espirit", "shin2014sake", "ong2019sigpy"),
                    params={**_CS, "wave_name": {"type": "string", "minLength": 1},
                            "num_low_frequency": {"type": ["integer", "null"], "minimum": 1},
                            "calib_width": _COUNT, "sake_iterations": {"type": "integer", "minimum": 0}}),
@@ -259,7 +267,7 @@ STAGES: tuple[Stage, ...] = (
                            "val_max_slices": {"type": ["integer", "null"], "minimum": 1}, "num_threads": _THREADS,
                            "cascades": _width(32), "channels": _width(256), "sens_channels": _width(256),
                            "pad_factor": _width(256)},
-                   infer=_NETWORK_INFER),
+                   infer=_NETWORK_INFER, cite=("sriram2020endtoend", "cardoso2022monai", "paszke2019pytorch")),
         ),
         has_feed=True,
         directory="recon",
@@ -282,7 +290,8 @@ STAGES: tuple[Stage, ...] = (
         scorer="mrichain.scoring.evaluate:score_denoise",
         methods=(
             Method("antsnlm", CLASSICAL, "mrichain.denoise.antsnlm:antsnlm",
-                   tunable=_ANTSNLM, params={**_ANTSNLM, "shrink_factor": _width(8)}),
+                   tunable=_ANTSNLM, params={**_ANTSNLM, "shrink_factor": _width(8)},
+                   cite=("manjon2010adaptive", "tustison2021antsx")),
             Method("dncnn", LEARNED, "mrichain.denoise.dncnn:dncnn", trainer="mrichain.denoise.dncnn:train",
                    val_metric="val_psnr_brain",
                    params={**_TRAINING, "depth": {"type": "integer", "minimum": 2, "maximum": 64},
@@ -291,7 +300,7 @@ STAGES: tuple[Stage, ...] = (
                            # noise-level blind training: [lo, hi] SNR, or null (the manifest's pairs)
                            "noise_snr_range": {**_SNR_RANGE, "type": ["array", "null"]},
                            "noise_coils": {"type": ["integer", "null"], "minimum": 1, "maximum": 128}},
-                   infer=_NETWORK_INFER),
+                   infer=_NETWORK_INFER, cite=("zhang2017beyond", "cardoso2022monai", "paszke2019pytorch")),
         ),
         has_feed=True,
         directory="denoise",
@@ -311,15 +320,18 @@ STAGES: tuple[Stage, ...] = (
         package="mrichain.register",
         scorer="mrichain.scoring.evaluate:score_register",
         methods=(
-            Method("affine", FLOOR, "mrichain.register.antssyn:affine"),
+            Method("affine", FLOOR, "mrichain.register.antssyn:affine",
+                   cite=("avants2011reproducible", "tustison2021antsx")),
             Method("antssyn", CLASSICAL, "mrichain.register.antssyn:antssyn",
-                   tunable=_ANTSSYN, params={**_ANTSSYN, "type_of_transform": {"type": "string", "minLength": 1}}),
+                   tunable=_ANTSSYN, params={**_ANTSSYN, "type_of_transform": {"type": "string", "minLength": 1}},
+                   cite=("avants2008symmetric", "tustison2021antsx")),
             Method("voxelmorph", LEARNED, "mrichain.register.voxelmorph:voxelmorph",
                    trainer="mrichain.register.voxelmorph:train", val_metric="val_dice",
                    params={**_TRAINING, "channels": _widths(2, 12, 512), "final_conv_channels": _widths(1, 8, 512),
                            "int_steps": {"type": "integer", "minimum": 0, "maximum": 20}, "lambda": _NONNEGATIVE,
                            "ncc_kernel": {"type": "integer", "minimum": 1, "maximum": 31},
-                           "lambda_dice": _NONNEGATIVE, "norm": {"enum": ["instance", None]}}),
+                           "lambda_dice": _NONNEGATIVE, "norm": {"enum": ["instance", None]}},
+                   cite=("balakrishnan2019voxelmorph", "cardoso2022monai", "paszke2019pytorch")),
         ),
         directory="register",
         space="MNI152NLin2009aSym",
@@ -332,15 +344,17 @@ STAGES: tuple[Stage, ...] = (
         train_reads={"moving": "feed.denoise", "labels": "gt.dseg"},
         train_extra={"fixed": "template.T1w", "fixed_labels": "template.dseg"},
         primary_metric="dice_mean",
+        cite=("fonov2009unbiased", "fonov2011unbiased"),
     ),
     Stage(
         name="segment",
         package="mrichain.segment",
         scorer="mrichain.scoring.evaluate:score_segment",
         methods=(
-            Method("kmeans", FLOOR, "mrichain.segment.kmeans:kmeans"),
+            Method("kmeans", FLOOR, "mrichain.segment.kmeans:kmeans", cite=("lloyd1982least", "pedregosa2011scikit")),
             Method("atropos", CLASSICAL, "mrichain.segment.atropos:atropos",
-                   tunable=_ATROPOS, params={**_ATROPOS, "partial_volume": _BOOL}),
+                   tunable=_ATROPOS, params={**_ATROPOS, "partial_volume": _BOOL},
+                   cite=("avants2011atropos", "tustison2021antsx")),
             Method("unet", LEARNED, "mrichain.segment.unet:unet", trainer="mrichain.segment.unet:train",
                    val_metric="val_dice_mean",
                    params={**_TRAINING, "channels": _widths(2, 8), "num_res_units": {"type": "integer", "minimum": 0,
@@ -350,7 +364,8 @@ STAGES: tuple[Stage, ...] = (
                            "context": {"type": "integer", "minimum": 0, "maximum": 3},  # 2.5-D neighbours
                            "oversample_foreground": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
                            "threads": _THREADS},
-                   infer=_NETWORK_INFER),
+                   infer=_NETWORK_INFER,
+                   cite=("ronneberger2015unet", "isensee2021nnunet", "cardoso2022monai", "paszke2019pytorch")),
         ),
         has_feed=True,
         directory="segment",
@@ -366,9 +381,9 @@ STAGES: tuple[Stage, ...] = (
         package="mrichain.predict",
         scorer="mrichain.scoring.evaluate:score_predict",
         methods=(
-            Method("mean", FLOOR, "mrichain.predict.mean"),
+            Method("mean", FLOOR, "mrichain.predict.mean", cite=("harris2020array",)),
             Method("linear", CLASSICAL, "mrichain.predict.linear", reads={"labels": "feed.segment"},
-                   tunable=_LINEAR, params=_LINEAR),
+                   tunable=_LINEAR, params=_LINEAR, cite=("pedregosa2011scikit",)),
             Method("sfcn", LEARNED, "mrichain.predict.sfcn:predict_images", trainer="mrichain.predict.sfcn:train",
                    val_metric="val_neg_mae_years", reads={"images": "feed.denoise"},
                    params={**_TRAINING, "channels": _widths(1, 8, 512), "dropout": _DROPOUT,
@@ -380,12 +395,14 @@ STAGES: tuple[Stage, ...] = (
                            "label_sigma": {"type": "number", "minimum": 0, "maximum": 50},
                            "max_shift": {"type": "integer", "minimum": 0, "maximum": 32}, "flip": _BOOL},
                    infer={"mc_samples": _width(10000), "interval": {"type": "number", "exclusiveMinimum": 0,
-                                                                    "exclusiveMaximum": 1}}),
+                                                                    "exclusiveMaximum": 1}},
+                   cite=("peng2021accurate", "paszke2019pytorch")),
             Method("mlp", LEARNED, "mrichain.predict.mlp:predict_labels",
                    trainer="mrichain.predict.mlp:train", val_metric="val_neg_mae_years",
                    reads={"labels": "feed.segment"}, train_reads={"labels": "feed.segment", "age": "age"},
                    params={**_TRAINING, "hidden": _width(1024),
-                           "features": _LINEAR["features"], "ensemble": _width(64)}),
+                           "features": _LINEAR["features"], "ensemble": _width(64)},
+                   cite=("paszke2019pytorch",)),
         ),
         per_subject=False,
         directory="predict",
@@ -403,13 +420,15 @@ MRF_STAGE = Stage(
     package="mrichain.mrf",
     scorer="mrichain.mrf.run:score",
     methods=(
-        Method("constant", FLOOR, "mrichain.mrf.run:constant_mapper"),
-        Method("matching", CLASSICAL, "mrichain.mrf.matching:full_mapper"),
-        Method("matchingsvd", CLASSICAL, "mrichain.mrf.matching:svd_mapper"),
+        Method("constant", FLOOR, "mrichain.mrf.run:constant_mapper", cite=("harris2020array",)),
+        Method("matching", CLASSICAL, "mrichain.mrf.matching:full_mapper", cite=("ma2013magnetic", "paszke2019pytorch")),
+        Method("matchingsvd", CLASSICAL, "mrichain.mrf.matching:svd_mapper",
+               cite=("mcgivney2014svd", "paszke2019pytorch")),
         Method("drone", LEARNED, "mrichain.mrf.drone:mapper", trainer="mrichain.mrf.drone:train",
                val_metric="val_neg_mape",
                params={**_TRAINING, "hidden": _width(8192), "noise_snr_range": _SNR_RANGE, "n_val": _width(10**7),
-                       "threads": _THREADS}),
+                       "threads": _THREADS},
+               cite=("cohen2018mr", "paszke2019pytorch")),
     ),
     directory="mrf",
     # the maps (T1/T2 in ms, PD relative), the T1w synthesised from them, the mapping's timing
@@ -421,6 +440,7 @@ MRF_STAGE = Stage(
     train_extra={"dictionary": "dictionary"},
     # the synthetic T1w is segmented by the segment feed as the denoised image is (conditions MRF<method>)
     stands_in={"denoise": "T1w"},
+    cite=("ma2013magnetic", "jiang2015mr", "weigel2015extended"),
 )
 """The MR fingerprinting branch (config ``mrf``, optional; ``workflow/rules/mrf.smk``,
 :mod:`mrichain.mrf`), ``mrf`` in the score tables. Not a link of the chain, so not in

@@ -196,12 +196,14 @@ def read_ages(bids_dir, subjects=None) -> dict[str, float | None]:
 # ------------------------------------------------------------------ discovery
 
 
-def _layout(root: Path, *, derivative: bool, database_path=None, reset_database: bool = False):
-    """pybids layout of ``root`` (raw: validated; derivative: lenient, see :func:`_masks`)."""
+def _layout(root: Path, *, derivative: bool, database_path=None, reset_database: bool = False,
+            validate: bool = True):
+    """pybids layout of ``root`` (raw: validated unless ``validate`` is False; derivative:
+    lenient, see :func:`_masks`)."""
     from bids import BIDSLayout, BIDSLayoutIndexer
     from bids.exceptions import PyBIDSError
 
-    validate = not derivative
+    validate = validate and not derivative
     try:
         return BIDSLayout(root, validate=validate, is_derivative=derivative, database_path=database_path,
                           reset_database=reset_database,
@@ -253,20 +255,23 @@ def _misnamed_t1w(root: Path, indexed: set[Path]) -> list[Path]:
 
 
 def discover_t1w(bids_dir, participant_label=None, derivatives_dirs=(), *, database_path=None,
-                 reset_database: bool = False) -> list[BidsT1w]:
+                 reset_database: bool = False, validate: bool = True) -> list[BidsT1w]:
     """Every T1w image of a BIDS dataset, sorted by key (deterministic).
 
     bids_dir: the dataset root (with ``dataset_description.json``).
     participant_label: None (all), or labels with or without ``sub-`` (``"01"``, ``["sub-01"]``).
     derivatives_dirs: folders searched, in order, for a user ``desc-brain_mask`` per image.
     database_path, reset_database: pybids' SQLite index cache (default: in memory).
+    validate: index only files whose names pass pybids' validation (False: every file, config
+    ``input.validate``; the T1w pattern below still applies).
     Raises UserError naming the path or label: ``bids_dir`` missing or not a dataset, a derivatives
     folder missing, a participant label the dataset lacks (listing those it has), no T1w found,
     two files for one key, a bad ``participants.tsv``.
     """
     root = Path(bids_dir).expanduser().resolve()
     _check_dataset(root, "BIDS directory")
-    layout = _layout(root, derivative=False, database_path=database_path, reset_database=reset_database)
+    layout = _layout(root, derivative=False, database_path=database_path, reset_database=reset_database,
+                     validate=validate)
 
     labels = None
     if participant_label is not None:

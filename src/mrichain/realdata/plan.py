@@ -171,7 +171,7 @@ class RealPlan:
 
         return [RealInput(i.key, str(i.path), dict(i.entities), "T1w", str(i.mask) if i.mask else None, i.age)
                 for i in discover_t1w(inp["bids_dir"], inp.get("participant_label") or None,
-                                      inp.get("derivatives") or ())]
+                                      inp.get("derivatives") or (), validate=inp.get("validate", True))]
 
     @property
     def active(self) -> bool:
