@@ -1,6 +1,8 @@
 """The run report's first page (mrichain.scoring.overview), from the aggregate tables of synthetic
 per-subject scores: the headline row per stage, intervals and "beats" only where n supports them,
-a learned method that did not learn named with its reason."""
+the error-budget figure embedded whole."""
+import base64
+
 import numpy as np
 import pandas as pd
 
@@ -59,9 +61,12 @@ def test_overview_embeds_the_figure_and_is_valid_rst(tmp_path):
     comp, diffs = _tables(12)
     comp.to_csv(tmp_path / "comparison.tsv", sep="\t", index=False)
     diffs.to_csv(tmp_path / "differences.tsv", sep="\t", index=False)
-    Image.new("RGB", (8, 8), "red").save(tmp_path / "budget.png")
+    noise = np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8)  # > 10,000 base64 characters
+    Image.fromarray(noise).save(tmp_path / "budget.png")
     out = tmp_path / "report" / "overview.rst"
     write_overview(tmp_path / "comparison.tsv", tmp_path / "differences.tsv", "R4", out, tmp_path / "budget.png")
     html = publish_parts(out.read_text(), writer="html", settings_overrides={"report_level": 2,
                                                                                  "halt_level": 2})["html_body"]
-    assert "<table" in html and "data:image/png;base64," in html and "atropos" in html
+    assert "<table" in html and "atropos" in html and "System Message" not in html
+    src = html.split('<img ')[1].split('src="')[1].split('"')[0]
+    assert src == "data:image/png;base64," + base64.b64encode((tmp_path / "budget.png").read_bytes()).decode()

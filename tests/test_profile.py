@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from mrichain.cli import main
 from mrichain.profile import PROFILES_DIR, ProfileError, install_profile, user_profile_dir
@@ -122,3 +123,48 @@ def test_snakemake_finds_the_installed_profile_by_name(tmp_path):
     run = subprocess.run(cmd[:-1] + ["--executor", "local"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert run.returncode == 0 and "Using profile slurm" in run.stdout + run.stderr, run.stdout + run.stderr
     assert (tmp_path / "model.pt").read_text().split() == ["gpu", "1", "2"]
+
+
+GRES_MARK = re.compile(r"^ *# =+ slurm-gres =+\n.*?^ *# =+ end slurm-gres =+\n", flags=re.MULTILINE | re.DOTALL)
+
+
+def test_slurm_gres_profile_is_the_slurm_profile_but_the_gpu_request():
+    """profiles/slurm-gres is a copy of profiles/slurm (Snakemake 9.15 cannot make one profile
+    include another) that must not drift: outside its blocks between `slurm-gres` markers it is
+    the slurm profile line for line, less the one `gpu: 1` line of `train`; as settings, the two
+    differ only in train's `gpu` (0) and `gres` (gpu:1)."""
+    slurm = (PROFILES_DIR / "slurm" / "config.yaml").read_text()
+    gres = (PROFILES_DIR / "slurm-gres" / "config.yaml").read_text()
+    assert len(GRES_MARK.findall(gres)) == 2  # the header and the train block
+    assert slurm.count("\n    gpu: 1\n") == 1
+    assert GRES_MARK.sub("", gres) == slurm.replace("\n    gpu: 1\n", "\n")
+
+    a, b = yaml.safe_load(slurm), yaml.safe_load(gres)
+    train_a, train_b = a["set-resources"].pop("train"), b["set-resources"].pop("train")
+    assert a == b
+    assert train_a.pop("gpu") == 1 and "gres" not in train_a
+    assert train_b.pop("gpu") == 0 and train_b.pop("gres") == "gpu:1"
+    assert train_a == train_b
+    assert sorted(os.listdir(PROFILES_DIR / "slurm-gres")) == sorted(os.listdir(PROFILES_DIR / "slurm"))
+
+
+def test_slurm_gres_profile_installs_and_gives_train_gres_not_gpus(tmp_path):
+    """`mrichain profile install slurm-gres`, then `snakemake --profile slurm-gres` by name: the
+    train rule gets `gres=gpu:1` and `gpu=0` (the plugin then writes --gres=gpu:1 and no --gpus;
+    tests/test_slurm.py checks the allocation on a real SLURM)."""
+    (tmp_path / "Snakefile").write_text(
+        'rule train:\n    output: "model.pt"\n    resources: gpu=1\n'
+        '    shell: "echo {resources.slurm_partition} {resources.gpu} {resources.gres} > {output}"\n')
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_CONFIG_DIRS": str(tmp_path / "site")}
+    install = subprocess.run([sys.executable, "-m", "mrichain.cli", "profile", "install", "slurm-gres"],
+                             check=False, capture_output=True, text=True, env=env)
+    assert install.returncode == 0, install.stderr
+    assert "snakemake --profile slurm-gres" in install.stdout
+    dest = tmp_path / "xdg" / "snakemake" / "slurm-gres"
+    assert (dest / "config.yaml").read_bytes() == (PROFILES_DIR / "slurm-gres" / "config.yaml").read_bytes()
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "slurm-gres", "--workflow-profile", "none",
+                          "--snakefile", str(tmp_path / "Snakefile"), "--directory", str(tmp_path),
+                          "--executor", "local"], check=False, capture_output=True, text=True, env=env, cwd=ROOT)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0 and "Using profile slurm-gres" in out, out
+    assert (tmp_path / "model.pt").read_text().split() == ["gpu", "0", "gpu:1"]

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from bids_dataset import write_bids_dataset
+from browser import chromium, severe_errors, wait_for  # noqa: F401 (chromium: the browser fixture)
 from dag import TEST_CONFIG, planned_jobs, snakemake
 from fastmri_files import write_fastmri_file
 from mrichain.plan.config import load_config
@@ -28,7 +29,10 @@ DERIV = Path("results/derivatives/mrichain")
 HOSTILE = "202_6000393$(touch PWNED)"
 """Part of a fastMRI file name that runs a command if a shell ever reads the path unquoted."""
 REAL_RULES = {"real_prepare", "real_image_stage", "real_restore", "real_predict_manifest", "real_predict",
-              "fastmri_reconstruct", "fastmri_denoise", "fastmri_score", "real_summary_manifest", "real_summary", "all"}
+              "fastmri_reconstruct", "fastmri_denoise", "fastmri_score", "real_summary_manifest", "real_summary", "all",
+              "real_subject_report_manifest", "real_subject_report", "real_subject_report_bidsignore", "real_citation",
+              # the methods text describes the real inputs too: rewritten when they are added
+              "citation_manifest", "citation"}
 
 
 def _config(tmp_path, inp: dict) -> Path:
@@ -157,7 +161,7 @@ def test_bids_app_participant_level_runs_only_that_participant(bids_run):
     date in the copy) and only its derivatives exist before the group level."""
     planned = bids_run["planned"]
     assert set(planned) <= REAL_RULES | {"participant"}, planned
-    assert planned["real_prepare"] == 2 and "real_summary" not in planned
+    assert planned["real_prepare"] == 2 and "real_summary" not in planned and planned["real_subject_report"] == 1
     assert bids_run["after_participant"] and all(p.startswith("sub-01/") for p in bids_run["after_participant"])
 
 
@@ -170,6 +174,30 @@ def test_bids_app_group_level_writes_the_tables_and_the_report(bids_run):
     assert "Real inputs" in html and "reconstruction_rss" in html  # the category and its caption (realdata.rst)
     assert "The answer first" in html  # the report opens on the headline table (rule overview)
     assert ".bidsignore" in {p.name for p in out.iterdir()} and check_names(out) == []
+
+
+def test_bids_app_subject_page_renders_every_reportlet_in_chromium(bids_run, browser):
+    """sub-01.html (two sessions) opened from the derivatives folder: every figure it links exists
+    and loads, no console error, brain age and "no reference" shown; the methods text beside it
+    names every method that ran."""
+    from selenium.webdriver.common.by import By
+
+    page = bids_run["out"] / "sub-01.html"
+    browser.get(page.as_uri())
+    wait_for(browser, lambda: browser.execute_script("return document.readyState") == "complete", what="sub-01.html")
+    imgs = browser.find_elements(By.TAG_NAME, "img")
+    figures = sorted((bids_run["out"] / "sub-01" / "figures").glob("*.png"))
+    assert figures and len(imgs) == len(figures)
+    widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in imgs]
+    assert all(w and w > 0 for w in widths), widths
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "ses-01" in text and "ses-02" in text and "no reference" in text and "Brain age" in text
+    assert not severe_errors(browser)
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    methods_text = (bids_run["out"] / "logs" / "CITATION.md").read_text()
+    for stage_name in ("reconstruct", "denoise", "register", "segment", "predict"):
+        for method in cfg[stage_name]["methods"]:
+            assert f"`{method}`" in methods_text, method
 
 
 def test_bids_app_refuses_bad_arguments_before_any_job(tmp_path):
@@ -191,12 +219,12 @@ def test_bids_app_refuses_bad_arguments_before_any_job(tmp_path):
 def test_bids_dataset_end_to_end_on_the_inputs_grid(bids_run):
     """Every T1w (sub-01 has two sessions) gets a brain mask, each denoising and segmentation
     method's output and a brain age; images come back on the input's grid and voxel order."""
-    out = bids_run["out"]
+    deriv = bids_run["out"]
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     for rec in bids_run["records"]:
         src = nib.load(rec["T1w"])
         key = Path(rec["T1w"]).name.replace("_T1w.nii.gz", "")
-        folder = out / rec["participant_id"] / (rec["session"] or "") / "anat"
+        folder = deriv / rec["participant_id"] / (rec["session"] or "") / "anat"
         outs = [folder / f"{key}_desc-brain_mask.nii.gz"]
         outs += [folder / f"{key}_desc-{m}_T1w.nii.gz" for m in cfg["denoise"]["methods"]]
         outs += [folder / f"{key}_desc-{m}_dseg.nii.gz" for m in cfg["segment"]["methods"]]
@@ -209,7 +237,7 @@ def test_bids_dataset_end_to_end_on_the_inputs_grid(bids_run):
         # a check that the way back lands on the right voxels)
         brain = truth > 0
         assert np.mean(labels[brain] == truth[brain]) > 0.5
-    assert check_names(out) == []
+    assert check_names(deriv) == []
 
 
 def test_hostile_file_names_run_nothing(fastmri_run, bids_run):

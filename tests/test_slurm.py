@@ -26,6 +26,7 @@ from slurm_cluster import LocalSlurm, missing_requirements
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 PROFILE = ROOT / "profiles" / "slurm"
+GRES_PROFILE = ROOT / "profiles" / "slurm-gres"  # the same, with the GPU asked for as --gres=gpu:1
 # Status polling every few seconds instead of the plugin's defaults (40 s before the first check,
 # then 10 s): the test's jobs take seconds. Everything else comes from the profile as a lab uses it.
 FAST_POLL = ["--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "3"]
@@ -216,3 +217,35 @@ def test_a_gpu_job_without_cuda_fails_and_says_why(slurm_run, tmp_path):
     assert "mrichain train: error: this job was given a GPU (CUDA_VISIBLE_DEVICES=0)" in log, log[-3000:]
     assert f"torch {torch.__version__}" in log and "pip install torch==" in log and "device: cpu" in log
     assert "Traceback" not in log and "epoch 1" not in log  # failed before training, no CPU run
+
+
+def test_gres_profile_asks_for_the_gpu_with_gres(slurm_run, cluster, tmp_path):
+    """The site variant: `mrichain profile install slurm-gres`, then `snakemake --profile
+    slurm-gres` retrains the run's one model (the finished run copied, only `train` forced). SLURM's
+    record of that job shows the GPU requested per node, as `--gres=gpu:1` records it
+    (TresPerNode=gres:gpu:1), and no per-job request (`--gpus=1` records TresPerJob, as the slurm
+    profile's jobs in test_training_got_a_gpu_from_slurm); SLURM allocated it (CUDA_VISIBLE_DEVICES=0)."""
+    env = {**slurm_run["env"], "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.run(["mrichain", "profile", "install", "slurm-gres"], check=False, capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    work = tmp_path / "work"
+    shutil.copytree(slurm_run["workdir"], work, symlinks=True)
+    shutil.rmtree(work / ".snakemake" / "slurm_logs")
+    model = "models/predict-sfcn.pt"
+    before = (work / model).read_bytes()
+    proc = snakemake(work, "--profile", "slurm-gres", "--slurm-keep-successful-logs", *FAST_POLL, model, "--force",
+                     "--retries", "0", configfile=slurm_run["config"], check=False, cores=None, env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{log[-6000:]}\n{cluster.logs()}"
+    assert re.search(r"^Using profiles? slurm-gres\b", log, flags=re.MULTILINE), log[:2000]
+    submissions = SUBMITTED.findall(log)
+    assert len(submissions) == 1 and "rule_train" in submissions[0][2], submissions
+    job = cluster.job(submissions[0][1])
+    gres = yaml.safe_load((GRES_PROFILE / "config.yaml").read_text())["set-resources"]["train"]
+    assert job["JobState"] == "COMPLETED"
+    assert job["Partition"] == gres["slurm_partition"]
+    assert job.get("TresPerNode") == f"gres:{gres['gres']}" == "gres:gpu:1", job
+    assert "TresPerJob" not in job, job
+    assert (work / "logs" / "train" / "predict-sfcn.log").read_text().splitlines()[0] == "CUDA_VISIBLE_DEVICES=0"
+    assert (work / model).read_bytes() == before  # the same model as the slurm profile's job trained

@@ -145,9 +145,11 @@ def test_changing_one_stage_reruns_only_it_and_dependants(run, tmp_path):
     # subjects at the sweep's conditions; dncnn's input did not change
     assert jobs.get("denoise") == n_sub * n_acq + cfg["cohort"]["n_age_train_subjects"] + len(plan.test_subjects) * n_sweep
     # the MRF branch compares its synthetic T1w with the acquired, denoised one: cut again to the
-    # mapped slices (mrf_slab), segmented there (rule segment at MRFacquired), scored
+    # mapped slices (mrf_slab), segmented there (rule segment at MRFacquired), scored; the report's
+    # first page, the test subjects' pages and the methods text (the feed's params, new cards)
     assert set(jobs) == {"tune", "denoise", "train", "register", "segment", "predict", "score", "aggregate", "budget",
-                         "mrf_slab", "mrf_score", "all"}
+                         "mrf_slab", "mrf_score", "overview", "subject_report_manifest", "subject_report",
+                         "citation_manifest", "citation", "all"}
     assert jobs["mrf_slab"] == len(plan.test_subjects)
     mrf_segmented = [w for r, w in _planned(snakemake(run, "-n", configfile=changed))
                      if r == "segment" and w["acq"].startswith("MRF")]
@@ -203,7 +205,7 @@ def test_changing_the_mrf_snr_reruns_only_the_maps_and_what_reads_them(run, tmp_
     n = len(Plan(cfg).test_subjects)
     # the segment feed on each segment_from method's synthetic T1w (rule segment at MRF<method>)
     assert jobs == {"mrf_map": n * len(cfg["mrf"]["methods"]), "segment": n * len(cfg["mrf"]["segment_from"]),
-                    "mrf_score": 1, "aggregate": 1, "all": 1}
+                    "mrf_score": 1, "aggregate": 1, "overview": 1, "all": 1}
 
 
 def test_error_budget_sweep_and_limits(run):

@@ -10,20 +10,11 @@ CITATION_MANIFEST = layout.manifest("citation", "methods")
 CITATION_FILES = {"md": layout.citation(".md"), "bib": layout.citation(".bib")}
 
 
-def citation_cards():
-    """The model cards of the learned methods the run trains (or reads from input.models_dir),
-    MR fingerprinting's DRONE included, and the tuning cards of its tuned methods."""
-    cards = [PLAN.model(s, m, ".json") for s, m in PLAN.learned_run()]
-    if PLAN.mrf and PLAN.mrf.trains:
-        cards.append(PLAN.model("mrf", "drone", ".json"))
-    return cards + [layout.tuning(s, m) for s, m in PLAN.tuned_run()]
-
-
 rule citation_manifest:
     output:
         CITATION_MANIFEST,
     params:
-        manifest=citation_manifest(PLAN, REAL if REAL.active else None),
+        manifest=canonical(citation_manifest(PLAN, REAL if REAL.active else None)),
     log:
         layout.log("manifest", "citation"),
     localrule: True
@@ -63,6 +54,8 @@ if REAL.active:
         log:
             layout.log("real_citation"),
         localrule: True
+        conda:
+            "../../envs/evaluate.yaml"
         shell:
             "(cp {input.md:q} {output.md:q} && cp {input.bib:q} {output.bib:q}) > {log:q} 2>&1"
 

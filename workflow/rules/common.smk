@@ -2,6 +2,7 @@
 # methods run where, what each job reads) is mrichain.plan.manifests.Plan, the stages and methods are
 # declared once in mrichain.plan.stages, and every path comes from mrichain.plan.layout.
 import dataclasses
+import functools
 import json
 import shlex
 
@@ -9,7 +10,7 @@ from mrichain.plan import layout
 from mrichain.plan.config import method_params, train_params
 from mrichain.realdata.domain import check_models_dir
 from mrichain.realdata.plan import WORK as WORK_REAL, WORK_SUFFIX as REAL_WORK_SUFFIX, RealPlan
-from mrichain.plan.manifests import MANIFEST_NAMES, Plan, manifest_files, manifest_path, write_manifest
+from mrichain.plan.manifests import MANIFEST_NAMES, Plan, canonical, manifest_files, manifest_path, write_manifest
 from mrichain.plan.stages import STAGE_NAMES, is_learned, stage
 
 PLAN = Plan(config)
@@ -125,3 +126,30 @@ def real_fitted_files(stage_name):
 def mrf_gt_dir(wildcards, input):
     """The subject's ground-truth folder, for the MRF jobs (MrfPlan.groundtruth's inputs sit in it)."""
     return str(Path(input.gt_info).parent)
+
+
+# Per-subject pages (workflow/rules/subject_report.smk) and the methods text (citation.smk)
+@functools.lru_cache(maxsize=None)
+def sim_report_manifest(sub):
+    """What a simulated test subject's page shows (mrichain.scoring.subject_report), keys sorted."""
+    from mrichain.scoring import subject_report
+
+    return canonical(subject_report.sim_manifest(PLAN, sub))
+
+
+@functools.lru_cache(maxsize=None)
+def real_report_manifest(label):
+    """What a real BIDS subject's page shows, keys sorted."""
+    from mrichain.scoring import subject_report
+
+    return canonical(subject_report.real_manifest(REAL, label))
+
+
+def citation_cards():
+    """The model cards of the learned methods the run trains (or reads from input.models_dir),
+    MR fingerprinting's DRONE included, and the tuning cards of its tuned methods: what the
+    methods text reads."""
+    cards = [PLAN.model(s, m, ".json") for s, m in PLAN.learned_run()]
+    if PLAN.mrf and PLAN.mrf.trains:
+        cards.append(PLAN.model("mrf", "drone", ".json"))
+    return cards + [layout.tuning(s, m) for s, m in PLAN.tuned_run()]

@@ -5,22 +5,11 @@
 #   simulated cohort: results/reports/<sub>.html for each test subject, at the primary acquisition
 #   real BIDS inputs: <input.output_dir>/sub-<label>.html, every session and run of the subject
 # Targets for rule all: SUBJECT_REPORTS_SIM and SUBJECT_REPORTS_REAL (empty without BIDS inputs).
-import functools
-
+# (The manifests: sim_report_manifest and real_report_manifest in common.smk.)
 from mrichain.scoring import subject_report as subject_reports
 
 SUBJECT_REPORTS_SIM = subject_reports.sim_targets(PLAN)
 SUBJECT_REPORTS_REAL = subject_reports.real_targets(REAL)
-
-
-@functools.lru_cache(maxsize=None)
-def sim_report_manifest(sub):
-    return subject_reports.sim_manifest(PLAN, sub)
-
-
-@functools.lru_cache(maxsize=None)
-def real_report_manifest(label):
-    return subject_reports.real_manifest(REAL, label)
 
 
 rule subject_report_manifest:

@@ -415,6 +415,18 @@ class Plan:
         return self.job_manifest(w["stage"], w["method"], w["acq"])
 
 
+def canonical(obj):
+    """``obj`` with every mapping's keys in sorted order (lists keep theirs): a rule's param that
+    holds a manifest built from the config must not change when only the config file's key order
+    does (Snakemake compares params by their text, and a config written by ``yaml.safe_dump``
+    sorts its keys)."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
+
+
 def write_manifest(manifest: dict, path, log_path=None) -> None:
     """Write a manifest as JSON (sorted keys: stable bytes) and say so in the job's log."""
     from mrichain.io import save_json

@@ -115,9 +115,13 @@ def overview_rst(comparison: pd.DataFrame, differences: pd.DataFrame, primary_ac
                   "interval and no \"beats\" is printed (docs/explanation/evidence.md).", ""]
     if budget_png is not None and Path(budget_png).is_file():
         data = base64.b64encode(Path(budget_png).read_bytes()).decode("ascii")
+        # docutils refuses input lines over 10,000 characters; an image URI may span lines (it
+        # drops their whitespace), so the data is wrapped at 76 characters
+        uri = "data:image/png;base64," + data
+        lines = [uri[i:i + 76] for i in range(0, len(uri), 76)]
         parts += ["**Error budget**: what each upstream step costs the downstream scores, from the oracle "
                   "(ideal inputs) to the fully sampled chain to each acceleration and reconstruction.", "",
-                  f".. image:: data:image/png;base64,{data}", "   :width: 90%", ""]
+                  f".. image:: {lines[0]}", *(f"   {line}" for line in lines[1:]), "   :width: 90%", ""]
     parts += ["Below: the montages, training curves, per-subject scores and the workflow's provenance "
               "(menu on the left)."]
     return "\n".join(parts) + "\n"
