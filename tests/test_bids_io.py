@@ -271,6 +271,16 @@ def test_derivative_names_pass_the_validator(dataset, tmp_path):
     assert dv.check_names(out) == sorted(bad)
     for b in bad:
         (out / b).unlink()
+    # what .bidsignore lists is passed over: a file glob, a folder (and all under it), a folder glob
+    extra = ["sub-01.html", "group/cohort_comparison.tsv", "sub-01/figures/sub-01_desc-brain_mask.png",
+             "work/results/x.nii.gz"]
+    for e in extra:
+        (out / e).parent.mkdir(parents=True, exist_ok=True)
+        (out / e).write_bytes(b"")
+    assert sorted(dv.check_names(out)) == sorted(extra)
+    (out / ".bidsignore").write_text("sub-*.html\ngroup/\nsub-*/figures/\n")
+    assert dv.check_names(out) == ["work/results/x.nii.gz"]
+    (out / "work/results/x.nii.gz").unlink()
     # pybids indexes the tree as a valid derivatives dataset (it checks GeneratedBy) with our entities
     layout = BIDSLayout(out, validate=True, is_derivative=True)
     got = layout.get(subject="01", session="02", desc="unet", suffix="dseg", return_type="filename")

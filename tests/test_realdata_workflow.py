@@ -191,7 +191,7 @@ def test_bids_app_subject_page_renders_every_reportlet_in_chromium(bids_run, bro
     widths = [browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in imgs]
     assert all(w and w > 0 for w in widths), widths
     text = browser.find_element(By.TAG_NAME, "body").text
-    assert "ses-01" in text and "ses-02" in text and "no reference" in text and "Brain age" in text
+    assert "ses-01" in text and "ses-02" in text and "no reference" in text and "brain age" in text
     assert not severe_errors(browser)
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     methods_text = (bids_run["out"] / "logs" / "CITATION.md").read_text()

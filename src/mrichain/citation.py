@@ -547,14 +547,9 @@ def citation_manifest(plan, real=None) -> dict:
 
 def read_json_card(path, what: str) -> dict:
     """A model or tuning card (``what`` names it in errors): a JSON object, else :class:`CitationError`."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            card = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise CitationError(f"{path}: cannot read the {what} ({exc})") from None
-    if not isinstance(card, dict):
-        raise CitationError(f"{path}: a {what} is a JSON object, got {type(card).__name__}")
-    return card
+    from mrichain.io import load_json_object
+
+    return load_json_object(path, what, CitationError)
 
 
 # ---- words -----------------------------------------------------------------------------------------

@@ -266,6 +266,20 @@ def load_json(path: str | os.PathLike) -> dict:
         return json.load(fh)
 
 
+def load_json_object(path, what: str, error: type[Exception] = UserError) -> dict:
+    """A JSON file that must hold an object (a model or tuning card, a manifest): ``error`` (a
+    :class:`mrichain.UserError` subclass), naming the file and ``what`` it should be, when it
+    cannot be read, is not JSON or holds something else."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: cannot read the {what} ({exc})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{path}: a {what} is a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def save_json(obj, path: str | os.PathLike) -> Path:
     """Write strict JSON with sorted keys and a trailing newline (stable bytes), atomically.
 

@@ -14,7 +14,7 @@ SUBJECT_REPORTS_REAL = subject_reports.real_targets(REAL)
 
 rule subject_report_manifest:
     output:
-        subject_reports.sim_manifest_path(),
+        layout.manifest("subject_report", "{sub}"),
     params:
         manifest=lambda wc: sim_report_manifest(wc.sub),
     log:
@@ -26,11 +26,11 @@ rule subject_report_manifest:
 
 rule subject_report:
     input:
-        manifest=subject_reports.sim_manifest_path(),
+        manifest=layout.manifest("subject_report", "{sub}"),
         files=lambda wc: subject_reports.manifest_inputs(sim_report_manifest(wc.sub)),
     output:
-        html=subject_reports.sim_page(),
-        figures=directory(subject_reports.sim_figures()),
+        html=layout.subject_page(),
+        figures=directory(layout.subject_figures()),
     log:
         layout.log("subject_report", "{sub}"),
     benchmark:

@@ -122,6 +122,15 @@ def mrf_dictionary() -> str:
     return f"{MODELS}/mrf-dictionary.h5"
 
 
+def subject_page(sub: str = SUB) -> str:
+    """A test subject's page (rule ``subject_report``); its PNG figures in :func:`subject_figures`."""
+    return f"{RESULTS}/reports/{sub}.html"
+
+
+def subject_figures(sub: str = SUB) -> str:
+    return f"{RESULTS}/reports/{sub}/figures"
+
+
 def report_overview() -> str:
     """The run report's first page (reStructuredText, rule ``overview``)."""
     return f"{RESULTS}/report/overview.rst"

@@ -81,8 +81,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FIGURE_FILES = ("image", "labels", "template", "template_labels")
 """Keys of a figure entry that name a file (besides ``panels[].image`` and ``predictions``)."""
 BRAIN_LABELS = {"1": "brain"}
-REPORTS = "reports"
-"""The simulated cohort's pages: ``results/reports/<sub>.html`` and ``results/reports/<sub>/figures/``."""
 
 
 class ReportError(UserError, ValueError):
@@ -90,24 +88,6 @@ class ReportError(UserError, ValueError):
 
 
 # --- where the pages go (parse time) -------------------------------------------------------------
-def sim_page(sub: str = "{sub}") -> str:
-    from mrichain.plan import layout
-
-    return f"{layout.RESULTS}/{REPORTS}/{sub}.html"
-
-
-def sim_figures(sub: str = "{sub}") -> str:
-    from mrichain.plan import layout
-
-    return f"{layout.RESULTS}/{REPORTS}/{sub}/figures"
-
-
-def sim_manifest_path(sub: str = "{sub}") -> str:
-    from mrichain.plan import layout
-
-    return layout.manifest("subject_report", sub)
-
-
 def real_page(real, label: str = "{rsub}") -> str:
     """A BIDS subject's page in the derivatives folder: ``<root>/sub-<label>.html``."""
     return f"{real.root}/sub-{label}.html"
@@ -144,7 +124,9 @@ def real_subjects(real) -> dict[str, list[str]]:
 
 def sim_targets(plan) -> list[str]:
     """The simulated cohort's pages: one per test subject."""
-    return [sim_page(s) for s in plan.test_subjects]
+    from mrichain.plan import layout
+
+    return [layout.subject_page(s) for s in plan.test_subjects]
 
 
 def real_targets(real) -> list[str]:
@@ -447,14 +429,9 @@ def read_scores(path, subject: str) -> tuple[list[str], list[str], dict[tuple[st
 
 
 def _card(path) -> dict:
-    try:
-        with open(path) as fh:
-            card = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: cannot read the card ({exc})") from exc
-    if not isinstance(card, dict):
-        raise ReportError(f"{path}: a card is a JSON object")
-    return card
+    from mrichain.io import load_json_object
+
+    return load_json_object(path, "card", ReportError)
 
 
 def _num(v, digits: int = 4) -> str:
