@@ -189,7 +189,6 @@ def main(argv: list[str]) -> int:
         print(f"mrichain {a.analysis_level}: error: {e}", file=sys.stderr)
         return 2
     work.mkdir(parents=True, exist_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
     config_path = work / CONFIG_NAME
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     print(f"mrichain {a.analysis_level}: {n_images} T1w image(s) of {config['input']['bids_dir']}; "
@@ -197,6 +196,7 @@ def main(argv: list[str]) -> int:
     if a.dry_run:
         return 0 if subprocess.run(snakemake_command(a, work, config_path, "-n", TARGETS[a.analysis_level])
                                    ).returncode == 0 else 1
+    output_dir.mkdir(parents=True, exist_ok=True)
     if subprocess.run(snakemake_command(a, work, config_path, TARGETS[a.analysis_level])).returncode != 0:
         return 1
     if a.analysis_level == "group":

@@ -122,8 +122,10 @@ def overview_rst(comparison: pd.DataFrame, differences: pd.DataFrame, primary_ac
         parts += ["**Error budget**: what each upstream step costs the downstream scores, from the oracle "
                   "(ideal inputs) to the fully sampled chain to each acceleration and reconstruction.", "",
                   f".. image:: {lines[0]}", *(f"   {line}" for line in lines[1:]), "   :width: 90%", ""]
-    parts += ["Below: the montages, training curves, per-subject scores and the workflow's provenance "
-              "(menu on the left)."]
+    parts += ["Each test subject has a page with its images, labels, registration and brain age under its "
+              "scores (`results/reports/ <results/reports/>`_, beside a report written in the working "
+              "folder; a BIDS App's pages, ``sub-<label>.html``, sit beside its report). Below: the montages, "
+              "training curves, per-subject scores and the workflow's provenance (menu on the left)."]
     return "\n".join(parts) + "\n"
 
 
