@@ -148,6 +148,15 @@ def _blank(ax) -> None:
         spine.set_visible(False)
 
 
+def _draw_contours(ax, labels_2d, values, linewidth: float) -> None:
+    """The boundary of each label value of a 2-D label slice, in its colour (nothing where the
+    value is absent or fills the slice)."""
+    for i, v in enumerate(values):
+        m = (labels_2d == v).astype(np.float32)
+        if 0 < m.sum() < m.size:
+            ax.contour(m, levels=[0.5], colors=[_label_colour(v, i)], linewidths=linewidth)
+
+
 def _label_colour(value: int, i: int) -> str:
     return TISSUE_COLOURS.get(value) or f"C{i % 10}"
 
@@ -174,11 +183,7 @@ def contours(image, labels, out, *, label_names: dict[int, str] | None = None, t
             ax = axes[view, col]
             ax.imshow(_slice(vol, view, idx), cmap="gray", vmin=lo, vmax=hi, aspect=_aspect(vox, view),
                       interpolation="nearest")
-            sl = _slice(lab, view, idx)
-            for i, v in enumerate(values):
-                m = (sl == v).astype(np.float32)
-                if 0 < m.sum() < m.size:
-                    ax.contour(m, levels=[0.5], colors=[_label_colour(v, i)], linewidths=0.9)
+            _draw_contours(ax, _slice(lab, view, idx), values, 0.9)
             _blank(ax)
             if col == 0:
                 ax.set_ylabel(VIEWS[view], fontsize=8)
@@ -287,11 +292,7 @@ def edges(image, out, *, template=None, template_labels=None, title: str = "", s
                 ax.imshow(np.ma.masked_where(~e, e.astype(np.float32)), cmap=red, vmin=0, vmax=1,
                           aspect=_aspect(vox, view), interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
             if lab is not None:
-                sl = _slice(lab, view, idx)
-                for i, v in enumerate(values):
-                    m = (sl == v).astype(np.float32)
-                    if 0 < m.sum() < m.size:
-                        ax.contour(m, levels=[0.5], colors=[_label_colour(v, i)], linewidths=0.7)
+                _draw_contours(ax, _slice(lab, view, idx), values, 0.7)
             _blank(ax)
             if col == 0:
                 ax.set_ylabel(VIEWS[view], fontsize=8)
