@@ -148,6 +148,14 @@ def _blank(ax) -> None:
         spine.set_visible(False)
 
 
+def _finish(fig, title: str, out):
+    """Title (if any), tight layout and save a reportlet figure; the PNG's path."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def _draw_contours(ax, labels_2d, values, linewidth: float) -> None:
     """The boundary of each label value of a 2-D label slice, in its colour (nothing where the
     value is absent or fills the slice)."""
@@ -222,10 +230,7 @@ def compare(panels: list[tuple[str, str]], out, *, title: str = "") -> Path:
                 ax.set_title(name, fontsize=8)
             if col == 0:
                 ax.set_ylabel(VIEWS[view], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish(fig, title, out)
 
 
 EDGE_PIXELS = 160
@@ -296,10 +301,7 @@ def edges(image, out, *, template=None, template_labels=None, title: str = "", s
             _blank(ax)
             if col == 0:
                 ax.set_ylabel(VIEWS[view], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return _save(fig, out)
+    return _finish(fig, title, out)
 
 
 def brain_age(rows: list[dict], out, *, true_age: float | None = None, title: str = "") -> Path:
