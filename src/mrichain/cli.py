@@ -106,7 +106,8 @@ def cmd_acquire(a):
     from mrichain.simulate.acquire import simulate_acquisition
 
     cfg = json.loads(a.config_json)
-    kfile, noisefree = simulate_acquisition(Path(a.gt_dir), a.sub, cfg, a.acceleration, a.center_fraction)
+    kfile, noisefree = simulate_acquisition(Path(a.gt_dir), a.sub, cfg, a.acceleration, a.center_fraction,
+                                            motion_level=a.motion_level)
     write_kspace(a.out_kspace, kfile)
     save_image(noisefree.get_fdata(dtype="float32"), noisefree.affine, a.out_noisefree)
     log.info("k-space %s written, shape %s", a.out_kspace, kfile.kspace.shape)
@@ -357,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gt-dir", required=True)
     s.add_argument("--acceleration", type=float, required=True)
     s.add_argument("--center-fraction", type=float, required=True)
+    s.add_argument("--motion-level", default=None,
+                   help="a level of acquire.motion.levels: the head moves during the scan (poses recorded in the file)")
     s.add_argument("--out-kspace", required=True)
     s.add_argument("--out-noisefree", required=True)
     s.set_defaults(func=cmd_acquire)

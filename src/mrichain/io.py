@@ -387,7 +387,10 @@ class KSpaceFile:
 
     kspace: complex64 [slices, coils, H, W]; mask: float32 [W] or None (fully sampled);
     reconstruction_rss: float32 [slices, H, W] or None; affine: 4x4 mapping (H, W, slice)
-    voxel indices to RAS mm; attrs: the remaining HDF5 attributes.
+    voxel indices to RAS mm; attrs: the remaining HDF5 attributes. Simulated motion only (our
+    files; :mod:`mrichain.simulate.motion`): motion_shot int32 [W], the shot that acquired each
+    phase-encode line, and motion_poses float64 [n_shots, 4], each shot's true pose
+    (rotation in degrees, x, y, z translation in mm); None for a still acquisition.
     """
 
     kspace: np.ndarray
@@ -395,6 +398,8 @@ class KSpaceFile:
     reconstruction_rss: np.ndarray | None = None
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     attrs: dict = field(default_factory=dict)
+    motion_shot: np.ndarray | None = None
+    motion_poses: np.ndarray | None = None
 
 
 def read_kspace(path: str | os.PathLike) -> KSpaceFile:
@@ -413,6 +418,7 @@ def read_kspace(path: str | os.PathLike) -> KSpaceFile:
             kspace = f["kspace"][()]
             mask = f["mask"][()].astype(np.float32) if "mask" in f else None
             rss = f["reconstruction_rss"][()].astype(np.float32) if "reconstruction_rss" in f else None
+            motion_shot, motion_poses = _read_motion(f, shape[-1], path)
             attrs = {k: _attr(v) for k, v in f.attrs.items()}
     except InputImageError:
         raise
@@ -429,7 +435,25 @@ def read_kspace(path: str | os.PathLike) -> KSpaceFile:
     if mask is not None and mask.shape[-1] != kspace.shape[-1]:
         raise InputImageError(f"{path}: mask length {mask.shape} does not match kspace width {kspace.shape[-1]}")
     affine = np.asarray(attrs.pop("affine"), dtype=np.float64).reshape(4, 4) if "affine" in attrs else np.eye(4)
-    return KSpaceFile(kspace.astype(np.complex64), mask, rss, affine, attrs)
+    return KSpaceFile(kspace.astype(np.complex64), mask, rss, affine, attrs, motion_shot, motion_poses)
+
+
+def _read_motion(f, width: int, path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The motion datasets of an open k-space file (both or neither), checked against the k-space
+    width before they are read: ``motion_shot`` [W] shot indices, ``motion_poses`` [n_shots, 4]."""
+    if "motion_shot" not in f and "motion_poses" not in f:
+        return None, None
+    if "motion_shot" not in f or "motion_poses" not in f:
+        raise InputImageError(f"{path}: motion_shot and motion_poses must come together")
+    shot_ds, pose_ds = f["motion_shot"], f["motion_poses"]
+    if shot_ds.shape != (width,) or pose_ds.ndim != 2 or pose_ds.shape[1] != 4 or not 1 <= pose_ds.shape[0] <= width:
+        raise InputImageError(f"{path}: motion_shot must be [{width}] and motion_poses [n_shots <= {width}, 4], "
+                              f"got {shot_ds.shape} and {pose_ds.shape}")
+    shot = shot_ds[()].astype(np.int64)
+    poses = pose_ds[()].astype(np.float64)
+    if shot.min() < 0 or shot.max() >= len(poses) or not np.all(np.isfinite(poses)):
+        raise InputImageError(f"{path}: motion_shot indexes no pose of motion_poses, or a pose is not finite")
+    return shot.astype(np.int32), poses
 
 
 def read_reconstruction_rss(path: str | os.PathLike) -> np.ndarray | None:
@@ -457,6 +481,9 @@ def write_kspace(path: str | os.PathLike, data: KSpaceFile) -> Path:
             f.create_dataset("reconstruction_rss", data=data.reconstruction_rss.astype(np.float32), track_times=False)
         if data.mask is not None:
             f.create_dataset("mask", data=data.mask.astype(np.float32), track_times=False)
+        if data.motion_shot is not None:
+            f.create_dataset("motion_shot", data=np.asarray(data.motion_shot, np.int32), track_times=False)
+            f.create_dataset("motion_poses", data=np.asarray(data.motion_poses, np.float64), track_times=False)
         for key, value in sorted(data.attrs.items()):
             f.attrs[key] = value
         f.attrs["affine"] = np.asarray(data.affine, dtype=np.float64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, "mask": 7, "brainage": 8,
-           "mrf_noise": 9, "mrf_b1": 10, "age_split": 11}
+           "mrf_noise": 9, "mrf_b1": 10, "age_split": 11, "motion": 12}
 """Purpose codes: the third entropy word of each random stream."""
 
 

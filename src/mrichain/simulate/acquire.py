@@ -15,12 +15,14 @@ from mrichain.fft import fft2c, ifft2c, rss
 from mrichain.io import KSpaceFile, load_image, read_kspace
 from mrichain.simulate.coils import sensitivity_maps
 from mrichain.simulate.cohort import make_rng, read_subject, subject_index
+from mrichain.simulate.motion import corrupt_kspace, subject_trajectory
 from mrichain.simulate.sampling import cartesian_mask, measured_acceleration, num_low_frequencies
 from mrichain.simulate.signal import ACQUISITION, noise_free_image
 
 
 def simulate_acquisition(
-    gt_dir: Path, sub_id: str, cfg: dict, acceleration: float, center_fraction: float
+    gt_dir: Path, sub_id: str, cfg: dict, acceleration: float, center_fraction: float,
+    motion_level: str | None = None,
 ) -> tuple[KSpaceFile, nib.Nifti1Image]:
     """Simulate the k-space of subject ``sub_id`` from its ground truth folder ``gt_dir``.
 
@@ -33,6 +35,12 @@ def simulate_acquisition(
     equals sigma in image space too. The noise depends on (seed, subject) only, so every
     acceleration of a subject shares one fully sampled measurement; the mask is seeded by
     (seed, subject, acceleration).
+
+    motion_level: a level of ``cfg['acquire']['motion']['levels']``: the head moves during the
+    scan along the subject's trajectory at that level (:func:`mrichain.simulate.motion.subject_trajectory`,
+    the same for every acceleration of the subject, like the noise), recorded in the file
+    (``motion_shot``, ``motion_poses``); the noise-free image stays the still head (the truth).
+    None: a still head (the k-space of a level whose trajectory is still is the same bytes).
 
     KSpaceFile: kspace complex64 [Z, C, X, Y] with unsampled lines zeroed; mask float32 [Y];
     reconstruction_rss float32 [Z, X, Y] (RSS of the fully sampled noisy k-space); affine = subject
@@ -50,10 +58,16 @@ def simulate_acquisition(
 
     n_coils = int(acq["n_coils"])
     sens = sensitivity_maps(image.shape, n_coils, subj.affine)  # [C, X, Y, Z]
-    coil_img = (sens * image[None].astype(np.complex64)).transpose(3, 0, 1, 2)  # [Z, C, X, Y]
-    kfull = fft2c(coil_img).astype(np.complex64)
-
     seed, idx = int(cfg["seed"]), subject_index(sub_id)
+    trajectory = None
+    if motion_level is not None:
+        trajectory = subject_trajectory(cfg, sub_id, motion_level, image.shape[1])
+        voxel_mm = tuple(float(v) for v in nib.affines.voxel_sizes(np.asarray(subj.affine, np.float64)))
+        kfull = corrupt_kspace(image, sens, trajectory, voxel_mm)  # [Z, C, X, Y]
+    else:
+        coil_img = (sens * image[None].astype(np.complex64)).transpose(3, 0, 1, 2)  # [Z, C, X, Y]
+        kfull = fft2c(coil_img).astype(np.complex64)
+
     rng = make_rng(seed, idx, "noise")
     noise = rng.standard_normal((2, *kfull.shape), dtype=np.float32)
     kfull += np.float32(sigma) * (noise[0] + 1j * noise[1])
@@ -82,8 +96,14 @@ def simulate_acquisition(
         "seed": seed,
         **{k: float(v) for k, v in seq.items()},
     }
+    if trajectory is not None:
+        mcfg = acq["motion"]
+        attrs.update({"motion_level": motion_level, "motion_shots": int(mcfg["shots"]),
+                      "motion_ordering": mcfg["ordering"]})
     kf = KSpaceFile(kspace=kspace, mask=mask.astype(np.float32), reconstruction_rss=target,
-                    affine=np.array(subj.affine, np.float64), attrs=attrs)
+                    affine=np.array(subj.affine, np.float64), attrs=attrs,
+                    motion_shot=None if trajectory is None else trajectory.shot.astype(np.int32),
+                    motion_poses=None if trajectory is None else trajectory.poses)
     nf = nib.Nifti1Image(image.astype(np.float32), np.array(subj.affine, np.float64))
     nf.set_data_dtype(np.float32)
     return kf, nf

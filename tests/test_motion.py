@@ -1,0 +1,238 @@
+"""Rigid motion in the simulated acquisition (mrichain.simulate.motion): the physics against
+independent references (np.roll, np.rot90, the Fourier shift theorem, TorchIO's Motion), the
+trajectories, and the acquisition with and without motion."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+from mrichain.fft import fft2c, ifft2c
+from mrichain.io import read_kspace, write_kspace
+from mrichain.simulate import build_template, simulate_subject, write_subject
+from mrichain.simulate.acquire import simulate_acquisition
+from mrichain.simulate.motion import (MotionTrajectory, corrupt_kspace, draw_trajectory, move_object,
+                                      shot_of_line, subject_trajectory)
+
+from dag import ROOT
+
+SUB = "sub-001"
+MOTION = {"shots": 8, "ordering": "sequential",
+          "levels": {"none": {"movements": 0},
+                     "severe": {"rotation_deg": 5.0, "translation_mm": 3.0, "through_plane_mm": 1.0, "movements": 2}}}
+
+
+def _phantom(shape=(40, 40, 6), seed=0, n=6, sigma=(2.5, 5.0)) -> np.ndarray:
+    """A positive object well inside the field of view: ``n`` Gaussian blobs of SD in ``sigma``
+    voxels, centred in the middle half of each axis (near 0 at the edges)."""
+    rng = np.random.default_rng(seed)
+    g = np.meshgrid(*[np.arange(k, dtype=np.float64) for k in shape], indexing="ij")
+    out = np.zeros(shape)
+    for _ in range(n):
+        c = [rng.uniform(0.25 * k, 0.75 * k) for k in shape]
+        s = rng.uniform(*sigma)
+        out += rng.uniform(0.5, 1.0) * np.exp(-sum((gi - ci) ** 2 for gi, ci in zip(g, c)) / (2 * s * s))
+    return out
+
+
+def _two_shot(width: int, start: int, pose) -> MotionTrajectory:
+    """Lines before ``start`` at rest, the rest at ``pose``."""
+    return MotionTrajectory((np.arange(width) >= start).astype(np.int64), np.array([[0.0] * 4, list(pose)]))
+
+
+def test_integer_translation_is_a_circular_shift():
+    m = _phantom()
+    moved = move_object(m, np.array([0.0, 2 * 1.5, -3 * 2.0, 0.0]), (1.5, 2.0, 3.0))
+    np.testing.assert_allclose(moved.real, np.roll(m, (2, -3), axis=(0, 1)), atol=1e-12)
+    assert np.abs(moved.imag).max() < 1e-12
+
+
+def test_translation_is_the_linear_phase_of_the_spectrum():
+    """One uniform coil: the lines of a translated shot are the still spectrum times exp(-2 pi i k.t)."""
+    m = _phantom()
+    x, y, vox = 40, 40, (1.0, 1.25, 2.0)
+    t = (1.3, -0.7)  # mm, sub-voxel
+    traj = _two_shot(y, 18, (0.0, t[0], t[1], 0.0))  # the moved block holds the centre line (20)
+    k = corrupt_kspace(m, np.ones((1, *m.shape), np.complex64), traj, vox)[:, 0]  # [Z, X, Y]
+    still = fft2c(np.moveaxis(m, 2, 0))
+    kx = (np.arange(x) - x // 2) / x
+    ky = (np.arange(y) - y // 2) / y
+    ramp = np.exp(-2j * np.pi * (kx[:, None] * t[0] / vox[0] + ky[None, :] * t[1] / vox[1]))
+    scale = np.abs(still).max()
+    np.testing.assert_allclose(k[..., :18], still[..., :18], atol=1e-6 * scale)
+    np.testing.assert_allclose(k[..., 18:], (still * ramp)[..., 18:], atol=1e-6 * scale)
+    assert np.abs(k[..., 18:] - still[..., 18:]).max() > 0.1 * scale  # the shift is not negligible
+
+
+def test_rotation_is_the_spectrum_of_the_rotated_object():
+    """90 degrees from X towards Y on a square grid is np.rot90 (exact grid points): every coil's
+    k-space equals that of the rotated object inside the fixed coils."""
+    m = _phantom((32, 32, 4))
+    rng = np.random.default_rng(1)
+    sens = (rng.standard_normal((3, 32, 32, 4)) + 1j * rng.standard_normal((3, 32, 32, 4))).astype(np.complex64)
+    traj = MotionTrajectory(np.zeros(32, np.int64), np.array([[90.0, 0.0, 0.0, 0.0]]))
+    k = corrupt_kspace(m, sens, traj, (2.0, 2.0, 2.0))
+    rotated = np.rot90(m, 1, axes=(0, 1))
+    expected = fft2c((sens * rotated[None]).transpose(3, 0, 1, 2))
+    np.testing.assert_allclose(k, expected, atol=1e-5 * np.abs(expected).max())
+    # and the coils did not rotate with the head: rotating the coil images instead differs
+    wrong = fft2c(np.rot90(sens * m[None], 1, axes=(1, 2)).transpose(3, 0, 1, 2))
+    assert np.abs(k - wrong).max() > 0.1 * np.abs(expected).max()
+
+
+def test_anisotropic_rotation_acts_in_millimetres():
+    """A rotation on a grid with 1 x 2 mm voxels keeps distances in mm: a point 8 mm along X moves
+    to 8 mm along Y (4 voxels), not 8 voxels."""
+    m = np.zeros((33, 33, 1))
+    m[16 + 8, 16, 0] = 1.0  # 8 voxels = 8 mm along X from the centre (16, 16)
+    moved = move_object(m, np.array([90.0, 0.0, 0.0, 0.0]), (1.0, 2.0, 2.0)).real[..., 0]
+    assert np.unravel_index(np.argmax(moved), moved.shape) == (16, 16 + 4)
+
+
+def test_shot_orderings():
+    np.testing.assert_array_equal(shot_of_line(8, 4, "sequential"), [0, 0, 1, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(shot_of_line(8, 4, "interleaved"), [0, 1, 2, 3, 0, 1, 2, 3])
+    assert np.bincount(shot_of_line(99, 8, "sequential")).tolist() == [13, 12, 13, 12, 12, 13, 12, 12]
+    with pytest.raises(ValueError, match="ordering"):
+        shot_of_line(8, 4, "radial")
+
+
+def test_trajectory_draws_within_the_level():
+    rng = np.random.default_rng(3)
+    level = MOTION["levels"]["severe"]
+    traj = draw_trajectory(99, level, 8, "sequential", rng)
+    assert not np.any(traj.poses[0])
+    assert np.all(np.abs(traj.poses[:, 0]) <= 5.0) and np.all(np.abs(traj.poses[:, 1:3]) <= 3.0)
+    assert np.all(np.abs(traj.poses[:, 3]) <= 1.0)
+    assert 1 <= len(np.unique(traj.poses, axis=0)) - 1 <= 2  # two movements (possibly the same shot twice: no)
+    assert traj.corrupted.any() and not traj.corrupted.all()
+    assert draw_trajectory(99, {"movements": 0}, 8, "sequential", rng).still
+
+
+def test_subject_trajectory_is_seeded_by_subject_and_level():
+    cfg = {"seed": 7, "acquire": {"motion": MOTION}}
+    a = subject_trajectory(cfg, "sub-001", "severe", 64)
+    np.testing.assert_array_equal(a.poses, subject_trajectory(cfg, "sub-001", "severe", 64).poses)
+    assert not np.array_equal(a.poses, subject_trajectory(cfg, "sub-002", "severe", 64).poses)
+    more = copy.deepcopy(cfg)
+    more["acquire"]["motion"]["levels"]["mild"] = {"rotation_deg": 1.0, "translation_mm": 0.5, "movements": 1}
+    np.testing.assert_array_equal(a.poses, subject_trajectory(more, "sub-001", "severe", 64).poses)
+    with pytest.raises(ValueError, match="no level 'extreme'"):
+        subject_trajectory(cfg, "sub-001", "extreme", 64)
+    with pytest.raises(ValueError, match="no acquire.motion"):
+        subject_trajectory({"seed": 7, "acquire": {}}, "sub-001", "severe", 64)
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"ordering": "radial"}, "acquire.motion.ordering"),
+    ({"shots": 1}, "acquire.motion.shots"),
+    ({"levels": {"Severe": {"movements": 1}}}, "acquire.motion.levels"),
+    ({"levels": {"severe": {"movements": 1, "rotation_deg": -2.0}}}, "acquire.motion.levels.severe.rotation_deg"),
+])
+def test_config_refuses_a_bad_motion_section(change, key):
+    from mrichain.plan.config import ConfigError, load_config, validate_config
+
+    cfg = load_config(ROOT / "config" / "test.yaml")
+    cfg["acquire"]["motion"] = copy.deepcopy(MOTION)
+    validate_config(copy.deepcopy(cfg))
+    cfg["acquire"]["motion"].update(change)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate_config(cfg)
+
+
+def test_matches_torchio_motion_on_one_uniform_coil():
+    """Where both models apply (one uniform coil, a real object, one movement, contiguous blocks
+    of phase-encode lines, the still pose filling the block with the centre of k-space) the real
+    part of our corrupted image equals TorchIO's Motion with cubic B-spline resampling.
+
+    Axes: TorchIO stitches along its array's last axis; we give it our volume [X, Y, Z] as
+    [X, Z, Y], so its last axis is our phase encode. TorchIO rotates about the physical origin
+    (its rigid transform drops the centre it was built with), so the affine puts the origin at the
+    array centre, our rotation centre. In SimpleITK's LPS frame x = -X, y = -Z, z = Y, and the
+    output at p is read from the input at T(p): the head moves by T^-1. Our rotation of theta from
+    X towards Y is then TorchIO's rotation R of -theta about y. Our translation t (mm, applied after
+    the rotation) is (-tx, -tz, ty) in LPS; TorchIO's head moves by T^-1(q) = R^-1 (q - t'), so
+    t' = -R t_LPS. Integer-millimetre translations, where spline resampling and our linear phase
+    are both exact."""
+    tio = pytest.importorskip("torchio")
+    import SimpleITK as sitk
+    m = _phantom((48, 48, 12), seed=2, n=25, sigma=(1.5, 3.0))
+    x, y, z = m.shape
+    rot, tx, ty, tz = 4.0, 1.0, -2.0, 1.0
+    time = 0.4  # lines before 0.4 W at the moved pose, the rest (with the centre) still
+    traj = MotionTrajectory((np.arange(y) >= int(time * y)).astype(np.int64),
+                            np.array([[rot, tx, ty, tz], [0.0] * 4]))
+    ours = ifft2c(corrupt_kspace(m, np.ones((1, *m.shape), np.complex64), traj, (1.0, 1.0, 1.0))[:, 0])
+    ours = np.moveaxis(ours.real, 0, 2)  # [X, Y, Z]
+    affine = np.eye(4)
+    affine[:3, 3] = -(np.array([x, z, y]) - 1) / 2
+    euler = sitk.Euler3DTransform()
+    euler.SetRotation(0.0, np.deg2rad(-rot), 0.0)
+    t_tio = -np.array(euler.GetMatrix()).reshape(3, 3) @ np.array([-tx, -tz, ty])
+    motion = tio.Motion(degrees=np.array([[0.0, -rot, 0.0]]), translation=t_tio[None],
+                        times=np.array([time]), image_interpolation="bspline")
+    image = tio.ScalarImage(tensor=m.transpose(0, 2, 1)[None].astype(np.float32), affine=affine)
+    theirs = motion(image).data[0].numpy().astype(np.float64).transpose(0, 2, 1)  # back to [X, Y, Z]
+    artifact = np.linalg.norm(theirs - m)
+    assert artifact > 0.05 * np.linalg.norm(m)  # the movement is visible
+    assert np.linalg.norm(ours - theirs) < 1e-3 * artifact
+
+
+@pytest.fixture(scope="module")
+def acquisition_cfg():
+    with open(ROOT / "config" / "test.yaml") as fh:
+        cfg = yaml.safe_load(fh)
+    cfg["acquire"]["motion"] = copy.deepcopy(MOTION)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def gt_dir(acquisition_cfg, tmp_path_factory):
+    d = tmp_path_factory.mktemp("gt") / SUB
+    write_subject(simulate_subject(build_template(acquisition_cfg["cohort"]["resolution_mm"]), SUB, acquisition_cfg), d)
+    return d
+
+
+def test_still_level_is_the_still_acquisition_byte_for_byte(gt_dir, acquisition_cfg, tmp_path):
+    still, _ = simulate_acquisition(gt_dir, SUB, acquisition_cfg, 4.0, 0.16)
+    none, _ = simulate_acquisition(gt_dir, SUB, acquisition_cfg, 4.0, 0.16, motion_level="none")
+    assert still.kspace.tobytes() == none.kspace.tobytes()
+    assert still.reconstruction_rss.tobytes() == none.reconstruction_rss.tobytes()
+    assert still.motion_shot is None and none.motion_shot is not None and not np.any(none.motion_poses)
+
+
+def test_motion_acquisition_records_its_poses_and_shares_noise_and_truth(gt_dir, acquisition_cfg, tmp_path):
+    still, nf_still = simulate_acquisition(gt_dir, SUB, acquisition_cfg, 1.0, 0.16)
+    kf, nf = simulate_acquisition(gt_dir, SUB, acquisition_cfg, 1.0, 0.16, motion_level="severe")
+    np.testing.assert_array_equal(nf.get_fdata(), nf_still.get_fdata())  # the truth is the still head
+    path = write_kspace(tmp_path / "motion.h5", kf)
+    back = read_kspace(path)
+    traj = subject_trajectory(acquisition_cfg, SUB, "severe", kf.kspace.shape[-1])
+    np.testing.assert_array_equal(back.motion_shot, traj.shot)
+    np.testing.assert_array_equal(back.motion_poses, traj.poses)
+    assert back.attrs["motion_level"] == "severe" and back.attrs["motion_shots"] == 8
+    # lines acquired at rest carry the still k-space (the same noise); moved lines do not
+    rest = ~traj.corrupted
+    np.testing.assert_array_equal(kf.kspace[..., rest], still.kspace[..., rest])
+    assert not np.allclose(kf.kspace[..., ~rest], still.kspace[..., ~rest])
+
+
+def test_reading_rejects_inconsistent_motion_datasets(tmp_path):
+    import h5py
+
+    from mrichain.io import InputImageError, KSpaceFile
+
+    k = np.zeros((2, 1, 8, 6), np.complex64)
+    good = write_kspace(tmp_path / "good.h5", KSpaceFile(k, motion_shot=np.zeros(6, np.int32),
+                                                         motion_poses=np.zeros((1, 4))))
+    assert read_kspace(good).motion_shot.shape == (6,)
+    bad = write_kspace(tmp_path / "bad.h5", KSpaceFile(k, motion_shot=np.full(6, 3, np.int32),
+                                                       motion_poses=np.zeros((2, 4))))
+    with pytest.raises(InputImageError, match="bad.h5: motion_shot indexes no pose"):
+        read_kspace(bad)
+    with h5py.File(good, "a") as f:
+        del f["motion_poses"]
+    with pytest.raises(InputImageError, match="good.h5: motion_shot and motion_poses must come together"):
+        read_kspace(good)
