@@ -4,7 +4,7 @@
 
 Runs the whole DAG on the benchmark config in its own working directory, then writes
 ``results/bench/comparison.tsv`` (one row per stage, method, metric at each acquisition) and
-``results/bench/targets.tsv`` (each learned-vs-classical target with the measured value, the
+``results/bench/targets.tsv`` and ``targets.md`` (each learned-vs-classical target with the measured value, the
 reference, the paired test-subject difference with its 95 % bootstrap interval, and whether it is
 met: "beats" means the interval lies above zero, and a learned method the "did it learn" check
 flagged meets nothing), and prints the targets table. Brain age also gets
@@ -194,8 +194,27 @@ def main(argv=None) -> int:
     table = targets(by_acq, diffs, oracle_brain_age(by_acq), cfg["cohort"]["atrophy"]["brain_age_gap_sd_years"],
                     predictions)
     table.to_csv(out / "targets.tsv", sep="\t", index=False, float_format="%.4g")
+    (out / "targets.md").write_text(markdown(table))
     print(table.to_string(index=False))
     return 0
+
+
+def _num(v: float) -> str:
+    return "" if v != v else f"{v:+.3g}" if abs(v) < 1000 else f"{v:+,.0f}"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The targets as a Markdown table (``results/bench/targets.md``, for the docs): target,
+    measured, reference, the paired difference with its 95 % interval, n, met, note."""
+    lines = ["| target | measured | reference | paired difference [95 % CI] | n | met | note |",
+             "|---|---:|---:|---:|---:|:---:|---|"]
+    for r in table.itertuples(index=False):
+        diff = "" if r.difference != r.difference else \
+            f"{_num(r.difference)} [{_num(r.diff_ci_low)}, {_num(r.diff_ci_high)}]"
+        fmt = lambda v: "" if v != v else f"{v:.4g}"  # noqa: E731
+        lines.append(f"| {r.target} | {fmt(r.measured)} | {fmt(r.reference)} | {diff} | "
+                     f"{r.n_test or ''} | {'yes' if r.met else 'no'} | {r.note} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -38,3 +38,16 @@ def test_flagged_learned_methods_meet_nothing_and_intervals_decide():
     # the flagged SFCN's lower MAE does not make it the best learned age model
     within = t.loc[[i for i in t.index if i.startswith("predict R1: best learned age model (mlp) MAE within")][0]]
     assert within.met and within.measured == 6.4
+
+
+def test_markdown_table_has_a_row_per_target_with_interval_and_verdict():
+    table = pd.DataFrame([
+        {"target": "a beats b", "measured": 0.86, "reference": 0.84, "difference": 0.0123, "diff_ci_low": 0.007,
+         "diff_ci_high": 0.018, "n_test": 20, "met": True, "note": ""},
+        {"target": "speed", "measured": 0.81, "reference": float("nan"), "difference": float("nan"),
+         "diff_ci_low": float("nan"), "diff_ci_high": float("nan"), "n_test": 0, "met": False, "note": "64x"},
+    ])
+    lines = run_bench.markdown(table).splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| target |")
+    assert lines[2] == "| a beats b | 0.86 | 0.84 | +0.0123 [+0.007, +0.018] | 20 | yes |  |"
+    assert lines[3] == "| speed | 0.81 |  |  |  | no | 64x |"
