@@ -1,6 +1,7 @@
 """Rigid motion in the simulated acquisition (mrichain.simulate.motion): the physics against
 independent references (np.roll, np.rot90, the Fourier shift theorem, TorchIO's Motion), the
-trajectories, and the acquisition with and without motion."""
+trajectories, the acquisition with and without motion; and its detection from k-space alone
+(mrichain.motion.consistency)."""
 from __future__ import annotations
 
 import copy
@@ -11,8 +12,11 @@ import yaml
 
 from mrichain.fft import fft2c, ifft2c
 from mrichain.io import read_kspace, write_kspace
+from mrichain.motion.consistency import shot_residuals
+from mrichain.recon.cs import coil_maps
 from mrichain.simulate import build_template, simulate_subject, write_subject
 from mrichain.simulate.acquire import simulate_acquisition
+from mrichain.simulate.coils import sensitivity_maps
 from mrichain.simulate.motion import (MotionTrajectory, corrupt_kspace, draw_trajectory, move_object,
                                       shot_of_line, subject_trajectory)
 
@@ -236,3 +240,32 @@ def test_reading_rejects_inconsistent_motion_datasets(tmp_path):
         del f["motion_poses"]
     with pytest.raises(InputImageError, match="good.h5: motion_shot and motion_poses must come together"):
         read_kspace(good)
+
+
+@pytest.fixture(scope="module")
+def toy_scan():
+    """Two 64 x 64 slices at 3 mm inside 8 simulated coils, a little noise."""
+    m = _phantom((64, 64, 2), seed=4, n=30, sigma=(1.5, 4.0))
+    sens = sensitivity_maps(m.shape, 8, np.diag([3.0, 3.0, 3.0, 1.0]))
+    return m, sens
+
+
+def _scan(toy, ordering, pose, shot_moved=3, seed=0):
+    m, sens = toy
+    shot = shot_of_line(64, 8, ordering)
+    poses = np.zeros((8, 4))
+    poses[shot_moved] = pose
+    k = corrupt_kspace(m, sens, MotionTrajectory(shot, poses), (3.0, 3.0, 3.0))
+    rng = np.random.default_rng(seed)
+    k += (0.002 * np.abs(k).max() * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))).astype(np.complex64)
+    return k, shot
+
+
+def test_leave_one_shot_out_finds_the_moved_shot(toy_scan):
+    """Interleaved: each shot's lines predicted from the other seven; the moved shot is the worst
+    predicted, with the true maps and with maps estimated from the corrupted data."""
+    k, shot = _scan(toy_scan, "interleaved", [2.0, 1.5, -1.0, 0.0])
+    for maps in (toy_scan[1].transpose(3, 0, 1, 2), coil_maps(k)):
+        r = shot_residuals(k, maps, shot)
+        assert int(np.argmax(r)) == 3
+        assert r[3] > 1.2 * np.sort(r)[-2]

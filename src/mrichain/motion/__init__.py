@@ -1,0 +1,2 @@
+"""Motion: detecting and correcting rigid head motion in k-space (simulated by
+:mod:`mrichain.simulate.motion`)."""
