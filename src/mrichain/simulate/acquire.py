@@ -11,11 +11,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mrichain.fft import fft2c, ifft2c, rss
+from mrichain.fft import ifft2c, rss
 from mrichain.io import KSpaceFile, load_image, read_kspace
 from mrichain.simulate.coils import sensitivity_maps
 from mrichain.simulate.cohort import make_rng, read_subject, subject_index
-from mrichain.simulate.motion import corrupt_kspace, subject_trajectory
+from mrichain.simulate.motion import coil_kspace, corrupt_kspace, subject_trajectory
 from mrichain.simulate.sampling import cartesian_mask, measured_acceleration, num_low_frequencies
 from mrichain.simulate.signal import ACQUISITION, noise_free_image
 
@@ -65,8 +65,7 @@ def simulate_acquisition(
         voxel_mm = tuple(float(v) for v in nib.affines.voxel_sizes(np.asarray(subj.affine, np.float64)))
         kfull = corrupt_kspace(image, sens, trajectory, voxel_mm)  # [Z, C, X, Y]
     else:
-        coil_img = (sens * image[None].astype(np.complex64)).transpose(3, 0, 1, 2)  # [Z, C, X, Y]
-        kfull = fft2c(coil_img).astype(np.complex64)
+        kfull = coil_kspace(image, sens)  # [Z, C, X, Y]
 
     rng = make_rng(seed, idx, "noise")
     noise = rng.standard_normal((2, *kfull.shape), dtype=np.float32)

@@ -175,18 +175,22 @@ def move_object(image: np.ndarray, pose: np.ndarray, voxel_mm: tuple[float, floa
     return out
 
 
+def coil_kspace(image: np.ndarray, sens: np.ndarray) -> np.ndarray:
+    """Fully sampled multi-coil k-space [Z, C, X, Y] complex64 of ``image`` [X, Y, Z] (real or
+    complex) seen through ``sens`` [C, X, Y, Z]: each axial slice's coil images ``S_c * m``,
+    centred orthonormal 2-D FFT over (X, Y)."""
+    return fft2c((sens * image[None].astype(np.complex64)).transpose(3, 0, 1, 2)).astype(np.complex64)
+
+
 def corrupt_kspace(image: np.ndarray, sens: np.ndarray, trajectory: MotionTrajectory,
                    voxel_mm: tuple[float, float, float]) -> np.ndarray:
     """Fully sampled multi-coil k-space [Z, C, X, Y] complex64 of ``image`` [X, Y, Z] moving along
     ``trajectory`` inside coils ``sens`` [C, X, Y, Z] fixed to the scanner.
 
-    One coil k-space per distinct pose (``fft2c(S_c * m_p)`` per slice); each phase-encode line is
-    taken from its shot's pose. A still trajectory returns exactly the still k-space (the
-    computation of :func:`mrichain.simulate.acquire.simulate_acquisition` without motion).
+    One coil k-space per distinct pose (:func:`coil_kspace` of the moved head); each phase-encode
+    line is taken from its shot's pose. A still trajectory returns exactly :func:`coil_kspace` of
+    the still head.
     """
-    def coil_kspace(obj):
-        return fft2c((sens * obj[None].astype(np.complex64)).transpose(3, 0, 1, 2)).astype(np.complex64)
-
     still = np.asarray(image)
     out = None
     poses, which = np.unique(trajectory.poses, axis=0, return_inverse=True)
@@ -196,7 +200,7 @@ def corrupt_kspace(image: np.ndarray, sens: np.ndarray, trajectory: MotionTrajec
         if not lines.any():
             continue
         obj = still if not np.any(pose) else move_object(still, pose, voxel_mm)
-        k = coil_kspace(obj)
+        k = coil_kspace(obj, sens)
         if out is None:
             out = np.zeros_like(k)
         out[..., lines] = k[..., lines]
