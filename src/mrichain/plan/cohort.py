@@ -17,9 +17,11 @@ PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, 
 """Purpose codes: the third entropy word of each random stream."""
 
 
-def make_rng(seed: int, subject_index: int, purpose: str) -> np.random.Generator:
-    """The random generator for one (seed, subject, purpose) stream."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(subject_index), PURPOSE[purpose]]))
+def make_rng(seed: int, subject_index: int, purpose: str, *extra: int) -> np.random.Generator:
+    """The random generator for one (seed, subject, purpose) stream; ``extra`` entropy words split
+    a purpose into independent streams (a motion level's trajectory)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(subject_index), PURPOSE[purpose],
+                                                         *(int(e) for e in extra)]))
 
 
 def subject_index(sub_id: str) -> int:

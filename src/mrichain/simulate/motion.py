@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from mrichain.fft import fft2c, ifft2c
-from mrichain.plan.cohort import PURPOSE, subject_index
+from mrichain.plan.cohort import make_rng, subject_index
 
 POSE_KEYS = ("rotation_deg", "x_mm", "y_mm", "z_mm")
 """The columns of a pose (:attr:`MotionTrajectory.poses`)."""
@@ -135,8 +135,7 @@ def subject_trajectory(cfg: dict, sub_id: str, level: str, width: int) -> Motion
         raise ValueError(f"motion level {level!r} asked for, but the config has no acquire.motion")
     if level not in mcfg["levels"]:
         raise ValueError(f"acquire.motion.levels has no level {level!r}; levels: {sorted(mcfg['levels'])}")
-    entropy = [int(cfg["seed"]), subject_index(sub_id), PURPOSE["motion"], zlib.crc32(level.encode())]
-    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    rng = make_rng(cfg["seed"], subject_index(sub_id), "motion", zlib.crc32(level.encode()))
     return draw_trajectory(width, mcfg["levels"][level], int(mcfg["shots"]), mcfg["ordering"], rng)
 
 
