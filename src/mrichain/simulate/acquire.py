@@ -96,12 +96,10 @@ def simulate_acquisition(
         **{k: float(v) for k, v in seq.items()},
     }
     if trajectory is not None:
-        mcfg = acq["motion"]
-        attrs.update({"motion_level": motion_level, "motion_shots": int(mcfg["shots"]),
-                      "motion_ordering": mcfg["ordering"]})
+        attrs.update({"motion_level": motion_level, "motion_ordering": acq["motion"]["ordering"]})
     kf = KSpaceFile(kspace=kspace, mask=mask.astype(np.float32), reconstruction_rss=target,
                     affine=np.array(subj.affine, np.float64), attrs=attrs,
-                    motion_shot=None if trajectory is None else trajectory.shot.astype(np.int32),
+                    motion_shot=None if trajectory is None else trajectory.shot,
                     motion_poses=None if trajectory is None else trajectory.poses)
     nf = nib.Nifti1Image(image.astype(np.float32), np.array(subj.affine, np.float64))
     nf.set_data_dtype(np.float32)

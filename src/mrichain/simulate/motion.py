@@ -35,7 +35,7 @@ import zlib
 import numpy as np
 from scipy import ndimage
 
-from mrichain.fft import fft2c, ifft2c
+from mrichain.fft import fft2c
 from mrichain.plan.cohort import make_rng, subject_index
 
 POSE_KEYS = ("rotation_deg", "x_mm", "y_mm", "z_mm")
@@ -64,24 +64,13 @@ class MotionTrajectory:
             raise ValueError("shot must be [W] with values in 0 .. n_shots - 1")
 
     @property
-    def line_poses(self) -> np.ndarray:
-        """float64 [W, 4]: the pose of every phase-encode line."""
-        return self.poses[self.shot]
-
-    @property
     def corrupted(self) -> np.ndarray:
         """bool [W]: lines acquired away from the rest pose (shot 0's pose, the reference)."""
-        return np.any(self.line_poses != self.poses[0], axis=1)
+        return np.any(self.poses[self.shot] != self.poses[0], axis=1)
 
     @property
     def still(self) -> bool:
         return not np.any(self.poses)
-
-    def table(self) -> list[dict]:
-        """One row per phase-encode line: ``line``, ``shot``, the pose, ``corrupted`` (0/1)."""
-        lp, bad = self.line_poses, self.corrupted
-        return [{"line": int(i), "shot": int(self.shot[i]), **{k: float(lp[i, j]) for j, k in enumerate(POSE_KEYS)},
-                 "corrupted": int(bad[i])} for i in range(len(self.shot))]
 
 
 def shot_of_line(width: int, n_shots: int, ordering: str) -> np.ndarray:
@@ -144,11 +133,12 @@ def move_object(image: np.ndarray, pose: np.ndarray, voxel_mm: tuple[float, floa
 
     Rotation about z through the array centre ((N - 1) / 2 in x and y) and the through-plane shift
     by cubic-spline resampling (outside the array: 0); the in-plane translation as the linear phase
-    of each slice's centred 2-D spectrum (exact, periodic in the field of view). voxel_mm: the
+    of each slice's 2-D spectrum (:func:`scipy.ndimage.fourier_shift`: exact, periodic in the
+    field of view). voxel_mm: the
     voxel size along (X, Y, Z) in mm. Returns complex128 [X, Y, Z].
     """
     rot, tx, ty, tz = (float(v) for v in pose)
-    out = np.asarray(image, dtype=np.complex128)
+    out = np.asarray(image)
     if rot != 0.0 or tz != 0.0:
         th = np.deg2rad(rot)
         # output voxel o reads input R^-1 (o - c - t) + c; the in-plane axes have unequal voxel sizes
@@ -158,20 +148,13 @@ def move_object(image: np.ndarray, pose: np.ndarray, voxel_mm: tuple[float, floa
         m = np.eye(3)
         m[:2, :2] = (r_inv * d[None, :]) / d[:, None]
         c = (np.array(out.shape, dtype=np.float64) - 1) / 2
-        shift = np.array([0.0, 0.0, tz / float(voxel_mm[2])])
-        offset = c - m @ (c + shift)
-        def resample(a):
-            return ndimage.affine_transform(a, m, offset=offset, order=3, mode="grid-constant", cval=0.0)
-
-        out = resample(out.real) + (1j * resample(out.imag) if np.any(out.imag) else 0.0)
+        offset = c - m @ (c + np.array([0.0, 0.0, tz / float(voxel_mm[2])]))
+        out = ndimage.affine_transform(out, m, offset=offset, order=3, mode="grid-constant", cval=0.0)
     if tx != 0.0 or ty != 0.0:
-        nx, ny = out.shape[:2]
-        kx = (np.arange(nx) - nx // 2) / nx  # cycles per voxel, centred (fft2c's convention)
-        ky = (np.arange(ny) - ny // 2) / ny
-        ramp = np.exp(-2j * np.pi * (kx[:, None] * tx / voxel_mm[0] + ky[None, :] * ty / voxel_mm[1]))
-        slices = np.moveaxis(out, 2, 0)  # [Z, X, Y]
-        out = np.moveaxis(ifft2c(fft2c(slices) * ramp[None]), 0, 2)
-    return out
+        spectrum = np.fft.fft2(np.moveaxis(out, 2, 0), axes=(-2, -1))  # [Z, X, Y]
+        spectrum = ndimage.fourier_shift(spectrum, (0.0, tx / voxel_mm[0], ty / voxel_mm[1]))
+        out = np.moveaxis(np.fft.ifft2(spectrum, axes=(-2, -1)), 0, 2)
+    return out.astype(np.complex128)
 
 
 def coil_kspace(image: np.ndarray, sens: np.ndarray) -> np.ndarray:
