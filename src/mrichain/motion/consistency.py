@@ -18,40 +18,31 @@ A sequential block is predicted from distant lines, worse near the centre whatev
 its shots do not compare: that ordering needs another detector (an image-quality index, or a
 learned one).
 
-Written here: sigpy solves the SENSE least squares (fully sampled input: the closed-form
-projection, since the maps satisfy sum_c |S_c|^2 = 1); no library scores lines by it.
+Written here: sigpy solves the SENSE least squares; no library scores shots by it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from mrichain.fft import fft2c, ifft2c
+from mrichain.fft import fft2c
 
 
-def sense_full(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray | None = None,
-               iterations: int = 30) -> np.ndarray:
-    """``F S x`` on every line (acquired or not), ``x`` the least-squares SENSE image of the
-    acquired lines of each slice.
+def sense_full(kspace: np.ndarray, maps: np.ndarray, mask: np.ndarray, iterations: int = 30) -> np.ndarray:
+    """``F S x`` on every line, ``x`` the least-squares SENSE image of the lines ``mask`` keeps.
 
-    kspace: complex [S, C, H, W] (phase encode along W, unacquired lines zero); maps: complex
-    [S, C, H, W] with sum_c |S_c|^2 = 1 (ESPIRiT, :func:`mrichain.recon.cs.coil_maps`); mask: [W]
-    or None (fully sampled: ``x = sum_c conj(S_c) u_c``, exact). Undersampled: ``iterations`` of
-    sigpy's conjugate-gradient ``SenseRecon`` without regularisation.
+    kspace: complex [S, C, H, W] (phase encode along W); maps: complex [S, C, H, W] with
+    sum_c |S_c|^2 = 1 (ESPIRiT, :func:`mrichain.recon.cs.coil_maps`); mask: [W], 1 where a line
+    is used. ``iterations`` of sigpy's conjugate-gradient ``SenseRecon`` without regularisation.
     """
-    kspace = np.asarray(kspace, np.complex64)
-    maps = np.asarray(maps, np.complex64)
-    if mask is None or np.all(np.asarray(mask) > 0):
-        x = np.sum(np.conj(maps) * ifft2c(kspace), axis=1)  # [S, H, W]
-        return fft2c(maps * x[:, None]).astype(np.complex64)
     import sigpy as sp
     from sigpy.mri.app import SenseRecon
 
     m = (np.asarray(mask).reshape(-1) > 0).astype(np.float32)
-    weights = np.broadcast_to(m[None, :], kspace.shape[2:]).astype(np.float32)
-    out = np.empty_like(kspace)
+    weights = np.broadcast_to(m[None, :], kspace.shape[2:])
+    out = np.empty(kspace.shape, np.complex64)
     for s in range(kspace.shape[0]):
-        x = SenseRecon(kspace[s] * m, maps[s], lamda=0.0, weights=weights, max_iter=iterations, show_pbar=False,
-                       device=sp.cpu_device).run()
+        x = SenseRecon(np.asarray(kspace[s], np.complex64) * m, np.asarray(maps[s], np.complex64), lamda=0.0,
+                       weights=weights, max_iter=iterations, show_pbar=False, device=sp.cpu_device).run()
         out[s] = fft2c(maps[s] * x[None])
     return out
 
@@ -65,7 +56,6 @@ def shot_residuals(kspace: np.ndarray, maps: np.ndarray, shot: np.ndarray, itera
     out = np.zeros(int(shot.max()) + 1)
     for s in range(len(out)):
         lines = shot == s
-        rest = (~lines).astype(np.float32)
-        pred = sense_full(kspace * rest, maps, rest, iterations)
+        pred = sense_full(kspace, maps, ~lines, iterations)
         out[s] = np.sum(np.abs(kspace[..., lines] - pred[..., lines]) ** 2) / (lines.sum() * np.prod(kspace.shape[:3]))
     return out
