@@ -199,8 +199,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _num(v: float) -> str:
-    return "" if v != v else f"{v:+.3g}" if abs(v) < 1000 else f"{v:+,.0f}"
+def _fmt(v: float, spec: str = ".4g") -> str:
+    return "" if v != v else format(v, spec)
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -210,9 +210,8 @@ def markdown(table: pd.DataFrame) -> str:
              "|---|---:|---:|---:|---:|:---:|---|"]
     for r in table.itertuples(index=False):
         diff = "" if r.difference != r.difference else \
-            f"{_num(r.difference)} [{_num(r.diff_ci_low)}, {_num(r.diff_ci_high)}]"
-        fmt = lambda v: "" if v != v else f"{v:.4g}"  # noqa: E731
-        lines.append(f"| {r.target} | {fmt(r.measured)} | {fmt(r.reference)} | {diff} | "
+            f"{_fmt(r.difference, '+.3g')} [{_fmt(r.diff_ci_low, '+.3g')}, {_fmt(r.diff_ci_high, '+.3g')}]"
+        lines.append(f"| {r.target} | {_fmt(r.measured)} | {_fmt(r.reference)} | {diff} | "
                      f"{r.n_test or ''} | {'yes' if r.met else 'no'} | {r.note} |")
     return "\n".join(lines) + "\n"
 
