@@ -439,32 +439,16 @@ def derivatives_validator():
 IGNORED_DIRS = ("code", "sourcedata", "logs")
 
 
-def _ignored(rel: str, pattern: str) -> bool:
-    """Whether a ``.bidsignore`` glob covers the file ``rel`` (a path relative to the root), as
-    the BIDS validator reads it (gitignore-like): a pattern matches the whole path or the file's
-    name; one ending in ``/`` (``group/``, ``sub-*/figures/``) matches a folder and so everything
-    under it."""
-    import fnmatch
-
-    parts = rel.split("/")
-    if pattern.endswith("/"):
-        folder = pattern.strip("/")
-        return any(fnmatch.fnmatch("/".join(parts[:k]), folder) or fnmatch.fnmatch(parts[k - 1], folder)
-                   for k in range(1, len(parts)))
-    return fnmatch.fnmatch(rel, pattern.strip("/")) or fnmatch.fnmatch(parts[-1], pattern)
-
-
 def check_names(root) -> list[str]:
     """Every file under a derivatives ``root`` whose name the BIDS rules reject, as a path relative
     to ``root`` (sorted; empty when all pass). Hidden files and the folders BIDS leaves free
     (``code/``, ``sourcedata/``, ``logs/``) are not checked; ``.bidsignore`` globs are honoured."""
-    import fnmatch
+    import pathspec
 
     root = Path(root)
-    ignore = []
-    if (root / ".bidsignore").is_file():
-        ignore = [ln.strip() for ln in (root / ".bidsignore").read_text().splitlines()
-                  if ln.strip() and not ln.startswith("#")]
+    # the BIDS validator reads .bidsignore with gitignore's rules, as pathspec does
+    bidsignore = root / ".bidsignore"
+    ignore = pathspec.GitIgnoreSpec.from_lines(bidsignore.read_text().splitlines() if bidsignore.is_file() else [])
     validator = derivatives_validator()
     bad = []
     for p in sorted(root.rglob("*")):
@@ -473,7 +457,7 @@ def check_names(root) -> list[str]:
         rel = p.relative_to(root).as_posix()
         if any(part.startswith(".") for part in rel.split("/")) or rel.split("/")[0] in IGNORED_DIRS:
             continue
-        if any(_ignored(rel, pat) for pat in ignore):
+        if ignore.match_file(rel):
             continue
         if not validator.is_bids("/" + rel):
             bad.append(rel)
