@@ -17,7 +17,7 @@ from mrichain.recon.cs import coil_maps
 from mrichain.simulate import build_template, simulate_subject, write_subject
 from mrichain.simulate.acquire import simulate_acquisition
 from mrichain.simulate.coils import sensitivity_maps
-from mrichain.simulate.motion import (MotionTrajectory, corrupt_kspace, draw_trajectory, move_object,
+from mrichain.simulate.motion import (ORDERINGS, MotionTrajectory, corrupt_kspace, draw_trajectory, move_object,
                                       shot_of_line, subject_trajectory)
 
 from dag import ROOT
@@ -101,6 +101,10 @@ def test_shot_orderings():
     assert np.bincount(shot_of_line(99, 8, "sequential")).tolist() == [13, 12, 13, 12, 12, 13, 12, 12]
     with pytest.raises(ValueError, match="ordering"):
         shot_of_line(8, 4, "radial")
+    from mrichain.plan.config import load_schema
+
+    schema = load_schema()["properties"]["acquire"]["properties"]["motion"]["properties"]
+    assert schema["ordering"]["enum"] == list(ORDERINGS)  # the config accepts what the simulator draws
 
 
 def test_trajectory_draws_within_the_level():
