@@ -8,8 +8,8 @@ Runs the whole DAG on the benchmark config in its own working directory, then wr
 reference, the paired test-subject difference with its 95 % bootstrap interval, and whether it is
 met: "beats" means the interval lies above zero, and a learned method the "did it learn" check
 flagged meets nothing), and prints the targets table. Brain age also gets
-its ceiling: the DAG's oracle condition (the tuned linear model on ground-truth volumes) and the
-simulation's irreducible error. The run's error budget (and, where the config sweeps, the sweep
+the simulation's irreducible error and, where the config runs the oracle condition, its ceiling
+(the tuned linear model on ground-truth volumes). The run's error budget (and, where the config sweeps, the sweep
 and acceleration limits) are copied beside them. Wall time of the run is recorded in ``run_seconds.txt``. Use
 ``--no-run`` to only re-evaluate a finished run.
 
