@@ -160,6 +160,11 @@ def _cross_checks(cfg: dict) -> list[str]:
         msgs.append(f"config key 'denoise.params.dncnn.noise_snr_range': lower SNR {snr_range[0]} "
                     f"must be below upper SNR {snr_range[1]}")
     msgs += _input_checks(cfg["input"])
+    motion = acq.get("motion")
+    for name, level in (motion or {}).get("levels", {}).items():
+        if not level["movements"] < motion["shots"] / 2:
+            msgs.append(f"config key 'acquire.motion.levels.{name}.movements': {level['movements']} must be below "
+                        f"half of acquire.motion.shots ({motion['shots']}): the head rests during most of the scan")
     if "mrf" in cfg:
         msgs += _mrf_checks(cfg["mrf"])
     total = sum(cfg["cohort"]["split"].values())

@@ -96,22 +96,35 @@ def draw_trajectory(width: int, level: dict, n_shots: int, ordering: str,
     """A random trajectory at one severity ``level``.
 
     level: ``{"rotation_deg": r, "translation_mm": t, "through_plane_mm": z (optional, default 0),
-    "movements": n}``. The head starts at rest; at ``n`` distinct shots (drawn among shots
-    1 .. n_shots - 1) it moves to a new pose, each coordinate uniform in [-r, r] degrees, [-t, t] mm
-    in-plane, [-z, z] mm through-plane, and stays there until the next movement (sudden moves,
-    as in Shaw et al.'s model). ``movements: 0`` or all ranges 0 is a still head.
+    "movements": n}``. The head rests except during ``n`` distinct shots (drawn among shots
+    1 .. n_shots - 1), each at its own pose, every coordinate uniform in [-r, r] degrees, [-t, t] mm
+    in-plane, [-z, z] mm through-plane: transient movements (a swallow, a cough, a twitch), after
+    which the head returns to rest. So the rest pose holds most of the lines (``n`` below half the
+    shots: :func:`check_level`), and the noise-free still head is the image every corrected
+    reconstruction is scored against; a lasting drift would move that reference itself.
+    ``movements: 0`` or all ranges 0 is a still head.
     """
+    check_level(level, n_shots)
     shot = shot_of_line(width, n_shots, ordering)
     poses = np.zeros((n_shots, len(POSE_KEYS)))
-    n_moves = min(int(level.get("movements", 0)), n_shots - 1)
+    n_moves = int(level.get("movements", 0))
     if n_moves == 0:
         return MotionTrajectory(shot, poses)
-    starts = np.sort(rng.choice(np.arange(1, n_shots), size=n_moves, replace=False))
+    moved = np.sort(rng.choice(np.arange(1, n_shots), size=n_moves, replace=False))
     half = np.array([level.get("rotation_deg", 0.0), level.get("translation_mm", 0.0),
                      level.get("translation_mm", 0.0), level.get("through_plane_mm", 0.0)], dtype=np.float64)
-    for s in starts:
-        poses[s:] = rng.uniform(-1.0, 1.0, len(POSE_KEYS)) * half
+    for s in moved:
+        poses[s] = rng.uniform(-1.0, 1.0, len(POSE_KEYS)) * half
     return MotionTrajectory(shot, poses)
+
+
+def check_level(level: dict, n_shots: int) -> None:
+    """Refuse a level whose moved shots would not be a minority: ``movements`` must stay below half
+    of ``n_shots`` (ValueError naming both)."""
+    n = int(level.get("movements", 0))
+    if not 0 <= n < n_shots / 2:
+        raise ValueError(f"movements ({n}) must be below half of the shots ({n_shots}): the head rests "
+                         "during most of the scan, the pose a correction keeps")
 
 
 def subject_trajectory(cfg: dict, sub_id: str, level: str, width: int) -> MotionTrajectory:
