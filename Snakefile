@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from mrichain.plan import layout
+from mrichain.plan.conditions import ACQUISITION_WILDCARD as ACQUISITION, MOTION_WILDCARD as MOTION_CONDITION
 from mrichain.plan.conditions import WILDCARD as CONDITION
 from mrichain.plan.config import validate_config
 from mrichain.provenance import CONFIG_HASH_ENV, config_sha256
@@ -45,7 +46,7 @@ wildcard_constraints:
     sub=r"sub-\d+",
     acq=CONDITION,
     method=r"[a-z0-9]+",
-    stage="|".join(STAGE_NAMES),
+    stage="|".join([*STAGE_NAMES, MOTION]),
     kind="|".join(MANIFEST_NAMES),
     name=r"[^/]+",
 
@@ -72,6 +73,11 @@ if REAL.active:
 if PLAN.mrf:
 
     include: "workflow/rules/mrf.smk"
+
+
+if PLAN.motion_conditions:
+
+    include: "workflow/rules/motion.smk"
 
 
 # Per-subject pages and the run's methods text (after realdata.smk: both read REAL).

@@ -49,6 +49,24 @@ BIBTEX: dict[str, str] = {
   archivePrefix = {arXiv},
   doi = {10.48550/arXiv.1811.08839}
 }""",
+    "atkinson1997automatic": """@article{atkinson1997automatic,
+  title = {Automatic correction of motion artifacts in magnetic resonance images using an entropy focus criterion},
+  author = {Atkinson, David and Hill, Derek L. G. and Stoyle, Peter N. R. and Summers, Paul E. and Keevil, Stephen F.},
+  journal = {IEEE Transactions on Medical Imaging},
+  volume = {16},
+  number = {6},
+  pages = {903--910},
+  year = {1997}
+}""",
+    "shaw2019mri": """@inproceedings{shaw2019mri,
+  title = {{MRI} k-Space Motion Artefact Augmentation: Model Robustness and Task-Specific Uncertainty},
+  author = {Shaw, Richard and Sudre, Carole and Ourselin, Sebastien and Cardoso, M. Jorge},
+  booktitle = {Proceedings of The 2nd International Conference on Medical Imaging with Deep Learning},
+  series = {Proceedings of Machine Learning Research},
+  volume = {102},
+  pages = {427--436},
+  year = {2019}
+}""",
     "lustig2007sparse": """@article{lustig2007sparse,
   title = {Sparse {MRI}: The application of compressed sensing for rapid {MR} imaging},
   author = {Lustig, Michael and Donoho, David and Pauly, John M.},
@@ -420,6 +438,7 @@ STAGE_TITLES = {
     "segment": "Tissue segmentation",
     "predict": "Brain-age prediction",
     "mrf": "MR fingerprinting",
+    "motion": "Motion correction",
 }
 
 DESCRIPTIONS = {
@@ -444,6 +463,9 @@ DESCRIPTIONS = {
     ("predict", "linear"): "ridge regression on tissue volume fractions (volume / intracranial volume)",
     ("predict", "sfcn"): "the simple fully convolutional network (SFCN) on the image, with soft age-bin labels",
     ("predict", "mlp"): "an ensemble of one-hidden-layer perceptrons on tissue volume fractions",
+    ("motion", "none"): "no correction: the zero-filled root-sum-of-squares image of every acquired line",
+    ("motion", "autofocus"): "autofocus: each shot's in-plane translation found by minimising the image entropy "
+                             "(the entropy focus criterion) and undone as a linear phase of its lines",
     ("mrf", "constant"): "the white-matter T1, T2 and PD assigned to every voxel (no fingerprint read)",
     ("mrf", "matching"): "dictionary matching by maximum normalised inner product",
     ("mrf", "matchingsvd"): "dictionary matching in the dictionary's SVD subspace",
@@ -464,6 +486,10 @@ _STAGE_INTROS = {
            "slices were simulated from its ground-truth maps with an extended phase graph model, and T1, T2 and PD "
            "maps were estimated from them; a T1w image synthesised from each method's maps went to the "
            "segmentation feed method.",
+    "motion": "Rigid head motion during the scan was simulated in k-space {cite}: the phase-encode lines were "
+              "acquired in shots, a few of them with the head away from its rest pose, with coil sensitivities "
+              "fixed to the scanner; each test subject's moving-head acquisition was corrected, and the corrected "
+              "image went to the later stages' feed methods.",
 }
 _SCORED_FLOORS = {"input": "the undenoised input", "identity": "the unregistered image (identity)"}
 _KIND_WORDS = {"floor": "floor", "classical": "classical method", "learned": "learned method"}
@@ -506,7 +532,7 @@ def citation_manifest(plan, real=None) -> dict:
     when real inputs are active. Import-light: the Snakefile builds it at parse time."""
     from mrichain import __version__
     from mrichain.plan import layout
-    from mrichain.plan.stages import MRF, STAGES
+    from mrichain.plan.stages import MOTION, MRF, STAGES
 
     cfg = plan.config
     stages = {}
@@ -521,6 +547,10 @@ def citation_manifest(plan, real=None) -> dict:
             "models": {m: plan.model(s.name, m, ".json") for m in methods if s.method(m).learned},
             "tuning": {m: layout.tuning(s.name, m) for m in methods if plan.tune_grid(s.name, m)},
         }
+    if plan.motion_conditions:
+        stages[MOTION] = {"methods": plan.methods(MOTION), "feed": plan.feed(MOTION),
+                          "params": {m: dict(cfg[MOTION].get("params", {}).get(m, {})) for m in plan.methods(MOTION)},
+                          "models": {}, "tuning": {}}
     if plan.mrf is not None:
         stages[MRF] = {"methods": list(plan.mrf.methods), "feed": None, "params": {},
                        "models": {"drone": plan.model(MRF, "drone", ".json")} if plan.mrf.trains else {},

@@ -109,7 +109,8 @@ def cmd_acquire(a):
     kfile, noisefree = simulate_acquisition(Path(a.gt_dir), a.sub, cfg, a.acceleration, a.center_fraction,
                                             motion_level=a.motion_level)
     write_kspace(a.out_kspace, kfile)
-    save_image(noisefree.get_fdata(dtype="float32"), noisefree.affine, a.out_noisefree)
+    if a.out_noisefree:
+        save_image(noisefree.get_fdata(dtype="float32"), noisefree.affine, a.out_noisefree)
     log.info("k-space %s written, shape %s", a.out_kspace, kfile.kspace.shape)
 
 
@@ -158,6 +159,12 @@ def cmd_register(a):
     run_job("register", a.method, {"moving": a.moving, "fixed": a.fixed, "labels": a.labels},
             {"image": a.out_image, "labels": a.out_labels, "jacobian": a.out_jacobian, "timing": a.out_timing},
             _params(a), model=a.model, threads=a.threads, seed=a.seed)
+
+
+def cmd_motion(a):
+    from mrichain.jobs import run_job
+
+    run_job("motion", a.method, {"kspace": a.input}, {"image": a.out_image, "shots": a.out_shots}, _params(a))
 
 
 def _manifest(path) -> dict:
@@ -361,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--motion-level", default=None,
                    help="a level of acquire.motion.levels: the head moves during the scan (poses recorded in the file)")
     s.add_argument("--out-kspace", required=True)
-    s.add_argument("--out-noisefree", required=True)
+    s.add_argument("--out-noisefree", help="the noise-free image (not written when absent: a motion acquisition "
+                                           "shares its still acquisition's)")
     s.set_defaults(func=cmd_acquire)
 
     from mrichain.plan.stages import ALL_STAGES, METHOD_STAGES, MRF_STAGE, stage
@@ -406,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-jacobian", required=True)
     s.add_argument("--out-timing", required=True)
     s.set_defaults(func=cmd_register)
+
+    s = sub.add_parser("motion", help="correct a moving head's k-space (mrichain acquire --motion-level) with the named method")
+    s.add_argument("--method", required=True, choices=stage("motion").method_names)
+    s.add_argument("--params", default="{}", help="JSON keyword arguments of the method")
+    s.add_argument("--input", required=True, help="the moving head's k-space (HDF5 with motion_shot)")
+    s.add_argument("--out-image", required=True)
+    s.add_argument("--out-shots", required=True, help="TSV: each shot's acquired lines and detection score")
+    s.set_defaults(func=cmd_motion)
 
     s = sub.add_parser("predict", help="fit brain age on the train split and predict every subject")
     s.add_argument("--method", required=True, choices=stage("predict").method_names)

@@ -8,7 +8,8 @@ writes ``outputs`` (the stage's output keys -> paths). Per stage:
 - one image in, one out (denoise, segment): ``image`` -> the stage's one output;
 - register: ``moving``, ``fixed``, [``labels``] -> ``image``, ``labels``, ``jacobian``, ``timing`` (JSON);
 - predict (cohort-level): ``manifest`` (the job manifest dict: subjects, splits, info, labels |
-  images) -> ``predictions`` (TSV), ``model`` (JSON).
+  images) -> ``predictions`` (TSV), ``model`` (JSON);
+- motion: ``kspace`` (a moving head's, with ``motion_shot``) -> ``image``, ``shots`` (TSV).
 
 ``model`` is a learned method's trained weights (``models/<stage>-<method>.pt``), None otherwise.
 
@@ -93,7 +94,31 @@ def run_predict(method: str, inputs: dict, outputs: dict, params: dict, *, model
                    out_predictions=outputs["predictions"], out_model=outputs["model"])
 
 
-_RUNNERS = {"reconstruct": run_reconstruct, "register": run_register, "predict": run_predict}
+def run_motion(method: str, inputs: dict, outputs: dict, params: dict, **_) -> None:
+    """A moving head's k-space (``kspace``: the simulator's file with ``motion_shot``) -> the
+    corrected ``image`` (float32 NIfTI [H, W, S], as a reconstruction) and ``shots`` (TSV: shot,
+    acquired lines, score)."""
+    import numpy as np
+    import pandas as pd
+
+    from mrichain.io import InputImageError, read_kspace, save_image
+    from mrichain.motion import METHODS
+    from mrichain.recon import volume_image
+
+    kf = read_kspace(inputs["kspace"])
+    if kf.motion_shot is None:
+        raise InputImageError(f"{inputs['kspace']}: no motion_shot dataset: not a motion acquisition "
+                              "(mrichain acquire --motion-level)")
+    slices, scores = METHODS[method](kf.kspace, kf.mask, kf.motion_shot, **params)
+    img = volume_image(slices, kf.affine)
+    save_image(img.get_fdata(dtype="float32"), img.affine, outputs["image"])
+    acquired = np.ones(len(kf.motion_shot), bool) if kf.mask is None else np.asarray(kf.mask).reshape(-1) > 0
+    pd.DataFrame({"shot": np.arange(len(scores)),
+                  "lines": np.bincount(kf.motion_shot[acquired], minlength=len(scores)),
+                  "score": scores}).to_csv(outputs["shots"], sep="\t", index=False, float_format="%.6g")
+
+
+_RUNNERS = {"reconstruct": run_reconstruct, "register": run_register, "predict": run_predict, "motion": run_motion}
 
 
 def run_job(stage_name: str, method: str, inputs: dict, outputs: dict, params: dict, **kw) -> None:

@@ -7,8 +7,11 @@ rule acquire:
     output:
         kspace=layout.kspace(C),
         noisefree=layout.noisefree(C),
+    wildcard_constraints:
+        acq=ACQUISITION,
     params:
-        cfg=config_json("seed", "acquire", drop=("acquire.accelerations", "acquire.center_fractions")),
+        # without the motion section: the still acquisitions do not depend on it (motion.smk)
+        cfg=config_json("seed", "acquire", drop=("acquire.accelerations", "acquire.center_fractions", "acquire.motion")),
         acceleration=lambda wc: ACQS[wc.acq][0],
         center_fraction=lambda wc: ACQS[wc.acq][1],
         gt_dir=lambda wc, input: str(Path(input.dseg).parent),

@@ -11,7 +11,7 @@ from mrichain.plan.config import method_params, train_params
 from mrichain.realdata.domain import check_models_dir
 from mrichain.realdata.plan import WORK as WORK_REAL, WORK_SUFFIX as REAL_WORK_SUFFIX, RealPlan
 from mrichain.plan.manifests import MANIFEST_NAMES, Plan, canonical, manifest_files, manifest_path, write_manifest
-from mrichain.plan.stages import STAGE_NAMES, is_learned, stage
+from mrichain.plan.stages import MOTION, STAGE_NAMES, is_learned, stage
 
 PLAN = Plan(config)
 if PLAN.models_root != layout.MODELS:  # input.models_dir: its cards checked before any job
@@ -55,6 +55,15 @@ def config_json(*keys, drop=()):
     for entry in drop:
         section, _, key = entry.partition(".")
         cfg[section].pop(key, None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def motion_acquire_json(label):
+    """The acquisition's config for a motion condition's job: seed and acquire, with only its own
+    level under acquire.motion.levels (and no accelerations list, as rule acquire)."""
+    cfg = json.loads(config_json("seed", "acquire", drop=("acquire.accelerations", "acquire.center_fractions")))
+    level = PLAN.motion_conditions[label].level
+    cfg["acquire"]["motion"] = {**config["acquire"]["motion"], "levels": {level: config["acquire"]["motion"]["levels"][level]}}
     return json.dumps(cfg, sort_keys=True)
 
 

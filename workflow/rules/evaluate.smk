@@ -50,9 +50,14 @@ rule score:
 # Every stage at every condition it runs at (mrichain.plan.conditions): the acquisitions, and for the
 # stages after reconstruction the acceleration sweep (each reconstruction method's output sent
 # downstream) and the oracle (ideal inputs), on the test split.
-SCORE_FILES = [layout.scores(s, c) for s in STAGE_NAMES for c in PLAN.stage_conditions(s)]
+# The motion conditions (config motion) are left to the comparison: the error budget and the sweep
+# compare the still chain's conditions.
+SCORE_FILES = [layout.scores(s, c) for s in STAGE_NAMES for c in PLAN.stage_conditions(s)
+               if c not in PLAN.motion_conditions]
+MOTION_SCORE_FILES = [layout.scores(s, c) for s in [*STAGE_NAMES, MOTION] for c in PLAN.stage_conditions(s)
+                      if c in PLAN.motion_conditions]
 # metrics.json and the comparison also hold the MR fingerprinting branch's scores (config mrf)
-AGGREGATED_FILES = SCORE_FILES + ([PLAN.mrf.scores] if PLAN.mrf else [])
+AGGREGATED_FILES = SCORE_FILES + MOTION_SCORE_FILES + ([PLAN.mrf.scores] if PLAN.mrf else [])
 
 
 rule aggregate:

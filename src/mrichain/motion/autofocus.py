@@ -1,7 +1,7 @@
 """Retrospective motion correction by autofocus: each shot's in-plane translation found by making
 the image sharpest (lowest entropy), then undone in k-space.
 
-Atkinson et al. (MRM 38:509, 1997): a head that moved between shots leaves ghosts and blur that
+Atkinson et al. (IEEE Trans Med Imaging 16:903, 1997): a head that moved between shots leaves ghosts and blur that
 spread the image's energy over more pixels, which raises the entropy of the intensity
 distribution (the *entropy focus criterion*, EFC, also an image-quality index of MRIQC). A shot
 acquired after a translation ``t`` carries its lines multiplied by ``exp(-2 pi i k.t)``

@@ -23,8 +23,10 @@ shots, fully sampled): a shot moved by 2 degrees and 1.5 mm scores 1.57 x the me
 neighbours 1.21-1.24 (a moved shot also spoils the prediction of the lines beside its own);
 shots moved by 1 degree or 0.5 mm score at most 1.09. Removing the worst shot and scoring again
 (greedy rejection) raises the neighbours further (a two-shot gap is harder to predict). Undersampled
-input compares worse still: with an equispaced R4 mask, the two shots that hold every outer line
-score 8-11 x the median with no motion at all. So the scores rank shots within one fully sampled,
+input compares worse still where the shots hold unequal parts of k-space: with an equispaced R4
+mask and the shots assigned over all 64 lines rather than over the acquired ones (the simulator
+assigns them over the acquired lines), the two shots that hold every outer line score 8-11 x the
+median with no motion at all. So the scores rank shots within one fully sampled,
 interleaved scan; a threshold on them is for strong movements only.
 
 Written here: sigpy solves the SENSE least squares; no library scores shots by it.

@@ -15,6 +15,11 @@ A stage after reconstruction runs, per subject, on the output of the chain upstr
                noise-free fully sampled image for denoising, the true labels for segmentation;
                :attr:`mrichain.plan.stages.Stage.ideal`); the ceiling of the stages that read them
                (test split only)
+``severeR4``   the same acquisition with the head moving during the scan at a motion level (here
+               ``severe``, config ``acquire.motion.levels``; :mod:`mrichain.simulate.motion`), its
+               k-space corrected by the motion stage's feed method, then the feed methods of the
+               later stages (test split only; :class:`MotionCondition`, not in
+               :func:`conditions`: the error budget and the sweep read the still chain)
 ``MRFdrone``   the MR fingerprinting branch's T1w synthesised from one method's maps (here
                ``drone``; ``MRFacquired``: the acquired image cut to the mapped voxels) in place
                of the denoise feed's output (:attr:`mrichain.plan.stages.Stage.stands_in`): the
@@ -41,7 +46,14 @@ MRF_PREFIX = "MRF"
 """The MR fingerprinting conditions' label: ``MRF<method>`` (the branch's ``acq`` entity is
 ``MRF`` alone, :data:`mrichain.plan.layout.MRF_ACQ`)."""
 
-WILDCARD = r"R\d+(?:p\d+)?(?:[a-z][a-z0-9]*)?|" + ORACLE + "|" + MRF_PREFIX + r"[a-z0-9]+"
+_ACQ = r"R\d+(?:p\d+)?"
+_MOTION_LABEL = re.compile(r"^(?P<level>[a-z]+)(?P<acq>" + _ACQ + r")$")
+
+ACQUISITION_WILDCARD = _ACQ
+"""Regular expression of an acquisition label (``R4``, ``R2p5``): the still k-space files."""
+MOTION_WILDCARD = r"[a-z]+" + _ACQ
+"""Regular expression of a motion condition's label (``severeR4``)."""
+WILDCARD = _ACQ + r"(?:[a-z][a-z0-9]*)?|" + MOTION_WILDCARD + "|" + ORACLE + "|" + MRF_PREFIX + r"[a-z0-9]+"
 """Regular expression of a condition label (the rules' ``acq`` wildcard)."""
 
 
@@ -132,3 +144,40 @@ def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], f
         full = next((a for a, (r, _) in acqs.items() if float(r) == 1.0), next(iter(acqs)))
         out[ORACLE] = Condition(ORACLE, full, 1.0, None)
     return out
+
+
+@dataclass(frozen=True)
+class MotionCondition:
+    """An acquisition with the head moving at one motion level (label ``<level><acq>``, e.g.
+    ``severeR4``): its own k-space file (:func:`mrichain.simulate.acquire.simulate_acquisition`
+    with ``motion_level``), corrected by the motion stage, then the chain's feed methods; test
+    split only. ``acq``: the still acquisition it moves (its noise-free image is the truth);
+    ``level``: a key of ``acquire.motion.levels``."""
+
+    label: str
+    acq: str
+    acceleration: float
+    level: str
+    oracle = False
+    derived = True
+    recon = None
+
+
+def motion_label(level: str, acq: str) -> str:
+    """``('severe', 'R4')`` -> ``'severeR4'``."""
+    return f"{level}{acq}"
+
+
+def motion_parts(label_: str) -> tuple[str, str] | None:
+    """``'severeR4'`` -> ``('severe', 'R4')``; None for any other label."""
+    m = _MOTION_LABEL.match(label_)
+    return (m["level"], m["acq"]) if m else None
+
+
+def motion_conditions(acqs: dict[str, tuple[float, float]], levels: list[str],
+                      accelerations: list[float]) -> dict[str, MotionCondition]:
+    """The motion conditions of a run, by label: each acquisition whose acceleration is in
+    ``accelerations`` (config ``motion.accelerations``) at each level (config order)."""
+    wanted = {float(r) for r in accelerations}
+    return {motion_label(lv, a): MotionCondition(motion_label(lv, a), a, float(r), lv)
+            for a, (r, _) in acqs.items() if float(r) in wanted for lv in levels}

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from mrichain.plan.conditions import SWEPT_STAGE
-from mrichain.plan.stages import METHOD_STAGES, MRF_STAGE, RESERVED, method as declared_method
+from mrichain.plan.stages import METHOD_STAGES, MOTION_STAGE, MRF_STAGE, RESERVED, method as declared_method
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = ROOT / "config" / "schema.yaml"
@@ -83,6 +83,17 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     for stage in METHOD_STAGES:
         schema["properties"][stage.name] = stage_schema(stage)
         schema["required"].append(stage.name)
+    motion = stage_schema(MOTION_STAGE)
+    motion["description"] = (
+        "Optional, with acquire.motion: the motion branch (mrichain.motion). At each acquisition whose "
+        "acceleration is in `accelerations`, every level of acquire.motion.levels is acquired again with the "
+        "head moving (test split), corrected by each method, and the feed method's image goes down the chain "
+        "in place of the reconstruction (conditions <level><acq>, e.g. severeR4)")
+    motion["properties"]["accelerations"] = {
+        "type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "number", "minimum": 1},
+        "description": "the accelerations (of acquire.accelerations) acquired with the head moving"}
+    motion["required"].append("accelerations")
+    schema["properties"]["motion"] = motion
     mrf = schema["properties"]["mrf"]["properties"]
     for key in ("methods", "segment_from"):
         mrf[key]["items"] = {"enum": list(MRF_STAGE.method_names)}
@@ -161,6 +172,7 @@ def _cross_checks(cfg: dict) -> list[str]:
                     f"must be below upper SNR {snr_range[1]}")
     msgs += _input_checks(cfg["input"])
     motion = acq.get("motion")
+    msgs += _motion_checks(cfg)
     for name, level in (motion or {}).get("levels", {}).items():
         if not level["movements"] < motion["shots"] / 2:
             msgs.append(f"config key 'acquire.motion.levels.{name}.movements': {level['movements']} must be below "
@@ -193,6 +205,28 @@ def _cross_checks(cfg: dict) -> list[str]:
                         f"config key '{stage}.{section}.{name}': no such method in {stage}.methods; "
                         f"allowed values: {', '.join(cfg[stage]['methods'])}"
                     )
+    return msgs
+
+
+def _motion_checks(cfg: dict) -> list[str]:
+    """``motion`` (the branch) needs ``acquire.motion`` (the movement) and the simulated cohort, runs
+    at accelerations the config acquires, and feeds one of its methods."""
+    if "motion" not in cfg:
+        return []
+    sec, msgs = cfg["motion"], []
+    if "motion" not in cfg["acquire"]:
+        msgs.append("config key 'motion': the motion branch needs acquire.motion (shots, ordering, levels)")
+    if cfg["input"]["kind"] != "simulated":
+        msgs.append(f"config key 'motion': the motion branch moves the simulated head; input.kind is "
+                    f"{cfg['input']['kind']!r}")
+    acquired = [float(a) for a in cfg["acquire"]["accelerations"]]
+    msgs += [f"config key 'motion.accelerations': {a:g} is not acquired; acquire.accelerations: "
+             f"{', '.join(f'{x:g}' for x in acquired)}" for a in sec["accelerations"] if float(a) not in acquired]
+    if sec["feed"] not in sec["methods"]:
+        msgs.append(f"config key 'motion.feed': {sec['feed']!r} must be one of the methods run; allowed values: "
+                    f"{', '.join(sec['methods'])}")
+    msgs += [f"config key 'motion.params.{name}': no such method in motion.methods; allowed values: "
+             f"{', '.join(sec['methods'])}" for name in sec.get("params", {}) if name not in sec["methods"]]
     return msgs
 
 

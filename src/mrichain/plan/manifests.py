@@ -17,9 +17,10 @@ import re
 from mrichain.mrf.plan import MrfPlan
 from mrichain.plan import layout
 from mrichain.plan.cohort import age_splits, age_train_ids, assign_splits, subject_age, subject_ids
-from mrichain.plan.conditions import (ORACLE, SWEPT_STAGE, Condition, acq_label, conditions, mrf_label,
-                                      mrf_source)
-from mrichain.plan.stages import ALL_STAGES, METHOD_STAGES, MRF, Stage, is_learned, learned_methods, stage
+from mrichain.plan.conditions import (ORACLE, SWEPT_STAGE, Condition, MotionCondition, acq_label, conditions,
+                                      motion_conditions, mrf_label, mrf_source)
+from mrichain.plan.stages import (ALL_STAGES, METHOD_STAGES, MOTION, MRF, Stage, is_learned, learned_methods,
+                                  stage)
 
 MANIFEST_NAMES = {
     "score": "acq-{acq}_stage-{stage}",  # scoring one stage at one acquisition
@@ -80,6 +81,12 @@ class Plan:
         """Where the learned methods' weights are read: this run's ``models/`` (rule ``train``
         writes them) or ``input.models_dir`` (an existing directory, e.g. pulled with DVC: nothing
         is trained; :func:`mrichain.realdata.domain.check_models_dir` checks its cards at parse time)."""
+        self.motion_conditions: dict[str, MotionCondition] = (
+            motion_conditions(self.acqs, list(acq["motion"]["levels"]), config["motion"]["accelerations"])
+            if "motion" in config else {})
+        """The motion branch's conditions (``severeR4``: :class:`mrichain.plan.conditions.MotionCondition`),
+        test split only; empty without a ``motion`` section. Not in :attr:`conditions` (the error
+        budget and the sweep compare the still chain's)."""
         self.mrf = MrfPlan(config, self) if "mrf" in config else None
         """The MR fingerprinting branch (:mod:`mrichain.mrf.plan`), None without an ``mrf`` section."""
 
@@ -98,13 +105,15 @@ class Plan:
         """(stage, method) of every learned method the config runs: the training jobs."""
         return [(s, m.name) for s, m in learned_methods() if m.name in self.methods(s)]
 
-    def _derived(self, acq: str | None) -> Condition | None:
-        cond = self.conditions.get(acq) if acq is not None else None
+    def _derived(self, acq: str | None) -> Condition | MotionCondition | None:
+        if acq is None:
+            return None
+        cond = self.conditions.get(acq) or self.motion_conditions.get(acq)
         return cond if cond is not None and cond.derived else None
 
     def test_only(self, acq: str | None) -> bool:
-        """Whether a condition runs on the test split only: a sweep condition, the oracle or an MR
-        fingerprinting condition (:func:`mrichain.plan.conditions.mrf_label`)."""
+        """Whether a condition runs on the test split only: a sweep condition, the oracle, a motion
+        condition or an MR fingerprinting condition (:func:`mrichain.plan.conditions.mrf_label`)."""
         return self._derived(acq) is not None or (acq is not None and mrf_source(acq) is not None)
 
     def scored_subjects(self, stage_name: str, acq: str | None = None) -> list[str]:
@@ -122,13 +131,17 @@ class Plan:
         return upstream in fed or any(self._downstream_of(stage(f), upstream) for f in fed)
 
     def stage_conditions(self, stage_name: str) -> list[str]:
-        """The conditions a stage runs and is scored at: every acquisition; the sweep's where it is
-        downstream of reconstruction; the oracle where every feed it reads has an ideal
-        (:attr:`mrichain.plan.stages.Stage.ideal`)."""
+        """The conditions a stage runs and is scored at: every acquisition; the sweep's and the
+        motion conditions where it is downstream of reconstruction; the oracle where every feed it
+        reads has an ideal (:attr:`mrichain.plan.stages.Stage.ideal`). The motion stage: its own
+        conditions only."""
         s = stage(stage_name)
+        if stage_name == MOTION:
+            return list(self.motion_conditions)
         out = list(self.acqs)
         if self._downstream_of(s, SWEPT_STAGE):
             out += [c.label for c in self.conditions.values() if c.derived and not c.oracle]
+            out += list(self.motion_conditions)
         fed = self._feeds_read(s)
         if ORACLE in self.conditions and fed and all(stage(f).ideal for f in fed):
             out.append(ORACLE)
@@ -139,14 +152,15 @@ class Plan:
         by side), only the feed elsewhere (its output is what later stages train on); none where
         the stage is not scored on ``sub``'s split. At a sweep condition (test split only) a stage
         with a feed runs its feed, one without (registration, brain age) the config's
-        ``error_budget.sweep_methods.<stage>`` (default: all its methods); at the oracle every
-        method runs."""
+        ``error_budget.sweep_methods.<stage>`` (default: all its methods), as at a motion
+        condition; at the oracle every method runs, and the motion stage runs all its methods at
+        its conditions."""
         s = stage(stage_name)
         cond = self._derived(acq)
         if cond is not None:
             if sub not in self._test:
                 return []
-            if cond.oracle:
+            if cond.oracle or stage_name == MOTION:
                 return self.methods(stage_name)
             return [self.feed(stage_name)] if s.has_feed else self.sweep_methods(stage_name)
         if s.scored_on == "test" and sub not in self._test:
@@ -227,6 +241,8 @@ class Plan:
         source = mrf_source(acq) if acq is not None else None
         if source is not None:
             return self._resolve_mrf(ref, sub, source)
+        if acq in self.motion_conditions:
+            return self._resolve_motion(ref, sub, self.motion_conditions[acq])
         cond = self.conditions.get(acq) if acq is not None else None
         base = cond.acq if cond is not None else acq
         if kind == "kspace":
@@ -264,6 +280,22 @@ class Plan:
             return self.resolve(ref, sub, None)
         raise ValueError(f"{ref} does not exist at {mrf_label(source)}: the MR fingerprinting branch stands in "
                          f"only for the feed of {', '.join(stage(MRF).stands_in)}")
+
+    def _resolve_motion(self, ref: str, sub: str, cond: MotionCondition):
+        """A reference at a motion condition: the moving head's own k-space, the still
+        acquisition's noise-free image (the truth), the motion stage's feed output where it stands
+        in (:attr:`mrichain.plan.stages.Stage.stands_in`: the reconstruction), each later stage's
+        feed output at the condition, the rest as anywhere."""
+        kind, _, key = ref.partition(".")
+        if kind == "kspace":
+            return layout.kspace(self.contrast, sub, cond.label)
+        if kind == "noisefree":
+            return layout.noisefree(self.contrast, sub, cond.acq)
+        if kind == "feed":
+            if key in stage(MOTION).stands_in:
+                return self.outputs(MOTION, sub, cond.label, self.feed(MOTION))[stage(MOTION).stands_in[key]]
+            return self.outputs(key, sub, cond.label, self.feed(key))[stage(key).primary_output]
+        return self.resolve(ref, sub, None)
 
     def _reads(self, s: Stage, method: str | None) -> dict[str, str]:
         """What a job of ``s`` reads: the stage's references, with ``method``'s own over them."""

@@ -181,7 +181,7 @@ RESERVED: Mapping[str, str] = {
     "maps": "set by the Python API only (an array of coil sensitivities)",
     **{data: "set by the workflow (the job's input data)" for data in
        ("image", "kspace", "mask", "moving", "fixed", "volumes", "ages", "image_paths", "fingerprints",
-        "dictionary", "n_voxels", "label_paths")},
+        "dictionary", "n_voxels", "label_paths", "shot")},
 }
 """Keyword arguments of the methods' functions that the job sets, never the config: each with
 what sets it (the config check's message when a config names one)."""
@@ -454,12 +454,45 @@ every learned method, on the manifest ``{"dictionary": path}`` (:attr:`Stage.tra
 scorer writes the branch's tables and figures from one manifest
 (:func:`mrichain.mrf.run.score`, rule ``mrf_score``)."""
 
+MOTION = "motion"
+_AUTOFOCUS = {"n_slices": _width(256), "max_shift": {"type": "number", "exclusiveMinimum": 0, "maximum": 64},
+              "coarse_step": _POSITIVE, "fine_step": _POSITIVE, "sweeps": _width(10)}
+MOTION_STAGE = Stage(
+    name=MOTION,
+    package="mrichain.motion",
+    scorer="mrichain.scoring.evaluate:score_motion",
+    methods=(
+        Method("none", FLOOR, "mrichain.motion.correct:none", cite=("zbontar2018fastmri",)),
+        Method("autofocus", CLASSICAL, "mrichain.motion.correct:autofocus", params=_AUTOFOCUS,
+               cite=("atkinson1997automatic", "harris2020array")),
+    ),
+    has_feed=True,
+    directory="motion",
+    # the corrected image (the reconstruction later stages read at the condition) and each shot's
+    # detection score
+    outputs={"image": Output("{contrast}"), "shots": Output("shots", ".tsv")},
+    reads={"kspace": "kspace"},
+    scored_on="test",
+    score_reads={"kspace": "kspace", "truth": "noisefree", "mask": "gt.brain_mask"},
+    primary_metric="ssim_truth",
+    # at a motion condition (<level><acq>) the corrected image stands in for the reconstruction
+    stands_in={"reconstruct": "image"},
+    cite=("shaw2019mri",),
+)
+"""The motion branch (config ``motion``, optional, with ``acquire.motion``;
+``workflow/rules/motion.smk``, :mod:`mrichain.motion`): at each motion condition
+(:class:`mrichain.plan.conditions.MotionCondition`, test split) it reads the moving head's k-space
+and writes the corrected image, which the later stages' feed methods take in place of the
+reconstruction (:attr:`Stage.stands_in`). Not in :data:`STAGES`: it runs only at its own
+conditions. Its methods' ``entry``: ``(kspace, mask, shot, **params) -> (image [S, H, W], shot
+scores [n_shots])``. ``none`` is its floor: the zero-filled image of every line, no shot flagged."""
+
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 STAGE_NAMES: tuple[str, ...] = tuple(BY_NAME)
 METHOD_STAGES: tuple[Stage, ...] = tuple(s for s in STAGES if s.methods)
 """Stages a config configures (``<stage>: {methods, [feed], [params]}``)."""
-ALL_STAGES: tuple[Stage, ...] = (*STAGES, MRF_STAGE)
-"""Every declared stage: the chain's and the MR fingerprinting branch."""
+ALL_STAGES: tuple[Stage, ...] = (*STAGES, MRF_STAGE, MOTION_STAGE)
+"""Every declared stage: the chain's, the MR fingerprinting branch and the motion branch."""
 _DECLARED: dict[str, Stage] = {s.name: s for s in ALL_STAGES}
 
 
@@ -533,5 +566,5 @@ def trainer_registry(stage_name: str) -> Registry:
     return Registry({m.name: m.trainer for m in stage(stage_name).methods if m.learned})
 
 
-SCORERS: Registry = Registry({s.name: s.scorer for s in STAGES})
+SCORERS: Registry = Registry({s.name: s.scorer for s in (*STAGES, MOTION_STAGE)})
 """Stage name -> scoring function (:mod:`mrichain.scoring.evaluate`)."""

@@ -180,6 +180,42 @@ def score_reconstruct(sub, e, acq, figures):
     return out
 
 
+def score_motion(sub, e, acq, figures):
+    """A moving head's correction: each method's image against the still head's noise-free image
+    (``*_truth`` inside the brain mask, as the reconstruction stage), and its shot scores as a
+    detector of the shots acquired away from the rest pose (``auc`` over the shots holding acquired
+    lines, from the k-space file's true poses: ``sklearn.metrics.roc_auc_score``; NaN where every
+    such shot or none moved, where the ranking is undefined)."""
+    from sklearn.metrics import roc_auc_score
+
+    kf = read_kspace(e["kspace"])
+    if kf.motion_poses is None:
+        raise ValueError(f"{e['kspace']}: no motion_poses: not a motion acquisition")
+    acquired = np.ones(len(kf.motion_shot), bool) if kf.mask is None else np.asarray(kf.mask).reshape(-1) > 0
+    played = np.bincount(kf.motion_shot[acquired], minlength=len(kf.motion_poses)) > 0  # shots with data
+    moved = np.any(kf.motion_poses != kf.motion_poses[0], axis=1)[played]
+    truth = _axial_first(_vol(e["truth"]))
+    brain = _axial_first(_labels(e["mask"]))
+    out, panels = {}, [("noise-free (still head)", np.moveaxis(truth, 0, -1), "image")]
+    for method, files in e["methods"].items():
+        pred = _axial_first(_vol(files["image"]))
+        scores = pd.read_csv(files["shots"], sep="\t")["score"].to_numpy(dtype=float)
+        if len(scores) != len(played):
+            raise ValueError(f"{files['shots']}: {len(scores)} shots, the acquisition has {len(played)}")
+        scores = scores[played]
+        out[method] = {
+            "nmse_truth": metrics.nmse(truth, pred, mask=brain),
+            "psnr_truth": metrics.psnr(truth, pred, mask=brain),
+            "ssim_truth": metrics.ssim(truth, pred, mask=brain),
+            "auc": float(roc_auc_score(moved, scores)) if 0 < moved.sum() < len(moved) else np.nan,
+        }
+        panels += [(method, np.moveaxis(pred, 0, -1), "image"),
+                   (f"|{method} - truth|", np.abs(np.moveaxis(pred - truth, 0, -1)), "error")]
+    if figures is not None:
+        save_montage(panels, figures / f"{sub}.png", title=f"{sub} motion {acq}")
+    return out
+
+
 def score_denoise(sub, e, acq, figures):
     ref = _vol(e["reference"])
     ref_s = _axial_first(ref)

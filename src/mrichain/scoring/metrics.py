@@ -170,6 +170,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("interval_width", "y", False), Metric("in_interval", "", None, table_name="interval_coverage"),
     Metric("interval_coverage", "", None), Metric("t1_mape", "%", False), Metric("t2_mape", "%", False),
     Metric("snr_measured", "", None), Metric("acceleration_measured", "", None),
+    Metric("auc", "", True),  # area under the ROC curve of a detector (motion: moved shots)
 )
 """Every score's facts, in one place: the tables' direction, units and renames derive from it."""
 

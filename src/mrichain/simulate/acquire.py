@@ -59,9 +59,12 @@ def simulate_acquisition(
     n_coils = int(acq["n_coils"])
     sens = sensitivity_maps(image.shape, n_coils, subj.affine)  # [C, X, Y, Z]
     seed, idx = int(cfg["seed"]), subject_index(sub_id)
+    width = image.shape[1]
+    mask_seed = int(np.random.SeedSequence([seed, idx, 7, int(round(float(acceleration) * 1000))]).generate_state(1)[0])
+    mask = cartesian_mask(width, float(acceleration), float(center_fraction), acq["mask"], mask_seed)
     trajectory = None
     if motion_level is not None:
-        trajectory = subject_trajectory(cfg, sub_id, motion_level, image.shape[1])
+        trajectory = subject_trajectory(cfg, sub_id, motion_level, width, acquired=mask > 0)
         voxel_mm = tuple(float(v) for v in nib.affines.voxel_sizes(np.asarray(subj.affine, np.float64)))
         kfull = corrupt_kspace(image, sens, trajectory, voxel_mm)  # [Z, C, X, Y]
     else:
@@ -73,9 +76,6 @@ def simulate_acquisition(
     del noise
     target = rss(ifft2c(kfull)).astype(np.float32)  # [Z, X, Y]
 
-    width = kfull.shape[-1]
-    mask_seed = int(np.random.SeedSequence([seed, idx, 7, int(round(float(acceleration) * 1000))]).generate_state(1)[0])
-    mask = cartesian_mask(width, float(acceleration), float(center_fraction), acq["mask"], mask_seed)
     kspace = (kfull * mask[None, None, None, :]).astype(np.complex64)
 
     attrs = {

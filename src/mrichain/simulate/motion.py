@@ -73,26 +73,33 @@ class MotionTrajectory:
         return not np.any(self.poses)
 
 
-def shot_of_line(width: int, n_shots: int, ordering: str) -> np.ndarray:
+def shot_of_line(width: int, n_shots: int, ordering: str, acquired: np.ndarray | None = None) -> np.ndarray:
     """int [width]: the shot that acquires each phase-encode line.
 
     ``sequential``: contiguous blocks from the first line to the last (a linear-order segmented
     acquisition: a late movement corrupts one edge of k-space); ``interleaved``: line i in shot
     i mod n_shots (each shot spans all of k-space: a movement anywhere corrupts every n-th line,
-    the classic ghosting pattern).
+    the classic ghosting pattern). acquired: bool [width], the lines the sequence plays (an
+    undersampled scan plays only those, and its shots divide them; None: all); a line not played
+    gets the shot of the played line before it (the first played line's at the edge): it carries
+    no data.
     """
-    if not 1 <= n_shots <= width:
-        raise ValueError(f"n_shots must be in 1 .. {width}, got {n_shots}")
-    lines = np.arange(width)
+    played = np.arange(width) if acquired is None else np.flatnonzero(np.asarray(acquired).reshape(-1))
+    if not 1 <= n_shots <= len(played):
+        raise ValueError(f"n_shots must be in 1 .. {len(played)} (the lines acquired), got {n_shots}")
+    rank = np.arange(len(played))
     if ordering == "sequential":
-        return (lines * n_shots) // width
-    if ordering == "interleaved":
-        return lines % n_shots
-    raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
+        shots = (rank * n_shots) // len(played)
+    elif ordering == "interleaved":
+        shots = rank % n_shots
+    else:
+        raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
+    before = np.clip(np.searchsorted(played, np.arange(width), side="right") - 1, 0, None)
+    return shots[before].astype(np.int64)
 
 
 def draw_trajectory(width: int, level: dict, n_shots: int, ordering: str,
-                    rng: np.random.Generator) -> MotionTrajectory:
+                    rng: np.random.Generator, acquired: np.ndarray | None = None) -> MotionTrajectory:
     """A random trajectory at one severity ``level``.
 
     level: ``{"rotation_deg": r, "translation_mm": t, "through_plane_mm": z (optional, default 0),
@@ -102,10 +109,11 @@ def draw_trajectory(width: int, level: dict, n_shots: int, ordering: str,
     which the head returns to rest. So the rest pose holds most of the lines (``n`` below half the
     shots: :func:`check_level`), and the noise-free still head is the image every corrected
     reconstruction is scored against; a lasting drift would move that reference itself.
-    ``movements: 0`` or all ranges 0 is a still head.
+    ``movements: 0`` or all ranges 0 is a still head. acquired: the lines played
+    (:func:`shot_of_line`); the poses drawn do not depend on it.
     """
     check_level(level, n_shots)
-    shot = shot_of_line(width, n_shots, ordering)
+    shot = shot_of_line(width, n_shots, ordering, acquired)
     poses = np.zeros((n_shots, len(POSE_KEYS)))
     n_moves = int(level.get("movements", 0))
     if n_moves == 0:
@@ -127,18 +135,21 @@ def check_level(level: dict, n_shots: int) -> None:
                          "during most of the scan, the pose a correction keeps")
 
 
-def subject_trajectory(cfg: dict, sub_id: str, level: str, width: int) -> MotionTrajectory:
+def subject_trajectory(cfg: dict, sub_id: str, level: str, width: int,
+                       acquired: np.ndarray | None = None) -> MotionTrajectory:
     """The trajectory of subject ``sub_id`` at motion ``level`` of ``cfg['acquire']['motion']``
     (``shots``, ``ordering``, ``levels: {name: {...}}``, :func:`draw_trajectory`), for ``width``
-    phase-encode lines. Seeded by (seed, subject, level name) only: every acceleration of a subject
-    records the same movement, and adding a level or a subject changes no other trajectory."""
+    phase-encode lines of which ``acquired`` (bool [width], None: all) are played. Seeded by
+    (seed, subject, level name) only: every acceleration of a subject records the same movement
+    (the same poses, shot by shot, in time; an undersampled scan's shots hold fewer lines), and
+    adding a level or a subject changes no other trajectory."""
     mcfg = cfg["acquire"].get("motion")
     if mcfg is None:
         raise ValueError(f"motion level {level!r} asked for, but the config has no acquire.motion")
     if level not in mcfg["levels"]:
         raise ValueError(f"acquire.motion.levels has no level {level!r}; levels: {sorted(mcfg['levels'])}")
     rng = make_rng(cfg["seed"], subject_index(sub_id), "motion", zlib.crc32(level.encode()))
-    return draw_trajectory(width, mcfg["levels"][level], int(mcfg["shots"]), mcfg["ordering"], rng)
+    return draw_trajectory(width, mcfg["levels"][level], int(mcfg["shots"]), mcfg["ordering"], rng, acquired)
 
 
 def move_object(image: np.ndarray, pose: np.ndarray, voxel_mm: tuple[float, float, float]) -> np.ndarray:
