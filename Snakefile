@@ -7,7 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from mrichain.plan import layout
-from mrichain.plan.conditions import ACQUISITION_WILDCARD as ACQUISITION, MOTION_WILDCARD as MOTION_CONDITION
+from mrichain.plan.conditions import ACQUISITION_WILDCARD as ACQUISITION, MOTION_ACQUIRED_WILDCARD as MOTION_ACQUIRED
 from mrichain.plan.conditions import WILDCARD as CONDITION
 from mrichain.plan.config import validate_config
 from mrichain.provenance import CONFIG_HASH_ENV, config_sha256
@@ -95,6 +95,7 @@ rule all:
         CITATION_TARGETS,
         rules.real_summary.output if REAL.active else [],
         PLAN.mrf.targets() if PLAN.mrf else [],
+        rules.motion_budget.output if PLAN.motion_conditions else [],
     default_target: True
 
 

@@ -191,7 +191,7 @@ def test_only_what_ran_is_cited(cfg, tmp_path):
     text, keys = citation.methods_text(man)
     assert "`unet`" not in text and "`mlp`" not in text and "MR fingerprinting" not in text
     assert "ronneberger2015unet" not in keys and "cohen2018mr" not in keys
-    assert "It was not tuned: iterations = 5." in text  # atropos without its grid
+    assert "It was not tuned: iterations = 3." in text  # atropos without its grid
     assert "oracle" not in text
 
 

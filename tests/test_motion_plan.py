@@ -29,11 +29,14 @@ def motion_config(**branch) -> dict:
 def test_motion_labels_are_conditions_of_their_own():
     import re
 
-    conds = motion_conditions({"R4": (4, 0.16), "R1": (1, 0.16)}, ["mild", "severe"], [4])
-    assert list(conds) == ["mildR4", "severeR4"]
+    conds = motion_conditions({"R4": (4, 0.16), "R1": (1, 0.16)}, ["mild", "severe"], [4], ["none", "autofocus"],
+                              "autofocus")
+    assert list(conds) == ["mildR4", "mildR4none", "severeR4", "severeR4none"]
     assert conds["severeR4"].acq == "R4" and conds["severeR4"].level == "severe" and conds["severeR4"].derived
-    assert motion_parts("severeR4") == ("severe", "R4") and motion_parts("R4cs") is None
-    assert all(re.fullmatch(WILDCARD, x) for x in ("severeR4", "mildR2p5", "R4cs", "oracle"))
+    assert conds["severeR4none"].method == "none" and conds["severeR4none"].acquired == "severeR4"
+    assert motion_parts("severeR4") == ("severe", "R4") == motion_parts("severeR4none")
+    assert motion_parts("R4cs") is None
+    assert all(re.fullmatch(WILDCARD, x) for x in ("severeR4", "severeR4none", "mildR2p5", "R4cs", "oracle"))
 
 
 def test_the_plan_runs_the_branch_on_the_test_split_and_feeds_the_chain():
@@ -41,6 +44,7 @@ def test_the_plan_runs_the_branch_on_the_test_split_and_feeds_the_chain():
     plan = Plan(cfg)
     sub = plan.test_subjects[0]
     assert plan.stage_conditions("motion") == ["mildR4", "severeR4"]
+    assert plan.stage_conditions("segment")[-5:-1] == ["mildR4", "mildR4none", "severeR4", "severeR4none"]
     assert "severeR4" in plan.stage_conditions("segment") and "severeR4" not in plan.conditions  # not in the budget
     assert plan.methods_run("motion", sub, "severeR4") == ["none", "autofocus"]
     assert plan.methods_run("motion", plan.split_subjects("train")[0], "severeR4") == []
@@ -50,6 +54,9 @@ def test_the_plan_runs_the_branch_on_the_test_split_and_feeds_the_chain():
     # the corrected image stands in for the reconstruction; the truth is the still head's
     fed = plan.method_inputs("denoise", cfg["denoise"]["feed"], sub, "severeR4")["image"]
     assert fed == plan.outputs("motion", sub, "severeR4", "autofocus")["image"]
+    # the floor's image goes down the chain too, at its own condition
+    floor = plan.method_inputs("denoise", cfg["denoise"]["feed"], sub, "severeR4none")["image"]
+    assert floor == plan.outputs("motion", sub, "severeR4", "none")["image"]
     score = plan.score_manifest("motion", "severeR4")["subjects"][sub]
     assert score["truth"].endswith(f"{sub}_acq-R4_desc-noisefree_T1w.nii.gz")
     assert plan.test_only("severeR4")
@@ -77,3 +84,50 @@ def test_config_refuses_a_bad_motion_branch(change, key):
     change(cfg)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate_config(cfg)
+
+
+def _scores(rows) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame([dict(stage=s, acq=a, subject=sub, split="test", method=m, metric=k, value=v)
+                         for s, a, sub, m, k, v in rows])
+
+
+def test_motion_budget_and_limits_from_scores(tmp_path):
+    """Harm = the paired drop of Dice against the still acquisition, per level and correction; the
+    limit is the last level (config order) within 0.02 at it and every milder one."""
+    from mrichain.scoring.motion_budget import motion_budget, motion_limits
+
+    conds = motion_conditions({"R4": (4, 0.16)}, ["mild", "severe"], [4], ["none", "autofocus"], "autofocus")
+    still = {"sub-001": 0.80, "sub-002": 0.78}
+    drop = {("mildR4", "autofocus"): 0.005, ("mildR4none", "none"): 0.015,
+            ("severeR4", "autofocus"): 0.018, ("severeR4none", "none"): 0.06}
+    rows = [("segment", "R4", sub, "atropos", "dice_mean", v) for sub, v in still.items()]
+    for (label, _), d in drop.items():
+        rows += [("segment", label, sub, "atropos", "dice_mean", v - d) for sub, v in still.items()]
+    budget = motion_budget(_scores(rows), conds)
+    harm = budget.set_index("condition")["harm"]
+    for (label, _), d in drop.items():
+        assert harm[label] == pytest.approx(d)
+    assert set(budget["motion_method"]) == {"none", "autofocus"} and set(budget["acq"]) == {"R4"}
+    limits = motion_limits(budget, ["mild", "severe"]).set_index("motion_method")
+    from mrichain.scoring.motion_budget import plot_motion_budget
+
+    import matplotlib.image
+
+    png = plot_motion_budget(budget, tmp_path / "motion_budget.png")
+    assert matplotlib.image.imread(png).shape[0] == 304  # a drawn panel (3.8 in at 80 dpi), not the 1.5 in notice
+    assert limits.loc["autofocus", "max_level"] == "severe" and limits.loc["none", "max_level"] == "mild"
+    assert limits.loc["none", "max_level_ci"] == ""  # 2 subjects: no interval, so no level is within it
+
+
+def test_motion_budget_leaves_out_the_motion_stage_itself():
+    """The motion stage runs only where the head moves: it has no still reference, no harm row."""
+    from mrichain.scoring.motion_budget import motion_budget
+
+    conds = motion_conditions({"R4": (4, 0.16)}, ["severe"], [4], ["none", "autofocus"], "autofocus")
+    rows = [("motion", "severeR4", "sub-001", "autofocus", "ssim_truth", 0.8),
+            ("segment", "R4", "sub-001", "atropos", "dice_mean", 0.8),
+            ("segment", "severeR4", "sub-001", "atropos", "dice_mean", 0.7)]
+    budget = motion_budget(_scores(rows), conds)
+    assert list(budget["stage"]) == ["segment"] and budget["harm"].iloc[0] == pytest.approx(0.1)

@@ -1085,7 +1085,7 @@ def test_every_path_option_is_known_as_an_input_or_an_output():
     not_paths = {"help", "method", "methods", "params", "threads", "seed", "contrast", "real_input", "acceleration",
                  "center_fraction", "resolution", "config_json", "sub", "stage", "grid", "mrf", "sequence", "key",
                  "acq", "age", "primary_acq", "conditions", "feed", "domain", "force", "dest", "command", "action",
-                 "name", "motion_level"}
+                 "name", "motion_level", "levels"}
     sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
     unknown = {(cmd, a.dest) for cmd, p in sub.items() for a in p._actions
                if a.dest not in not_paths and a.dest not in cli.INPUT_OPTIONS and not cli._is_output_option(a.dest)}

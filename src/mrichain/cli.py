@@ -271,6 +271,14 @@ def cmd_budget(a):
                  a.out_sweep_png, seed=a.seed)
 
 
+def cmd_motion_budget(a):
+    from mrichain.plan.conditions import MotionCondition
+    from mrichain.scoring.motion_budget import write_motion_budget
+
+    conds = {k: MotionCondition(**v) for k, v in json.loads(a.conditions).items()}
+    write_motion_budget(a.scores, conds, json.loads(a.levels), a.out_budget, a.out_limits, a.out_png, seed=a.seed)
+
+
 def cmd_prepare(a):
     from mrichain.realdata.run import prepare_file
 
@@ -566,6 +574,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-sweep-png", required=True)
     s.add_argument("--seed", type=int, default=0, help="seeds the bootstrap intervals")
     s.set_defaults(func=cmd_budget)
+
+    s = sub.add_parser("motion-budget", help="what motion costs downstream, with and without correction, and "
+                                            "how much motion each correction absorbs")
+    s.add_argument("--conditions", required=True,
+                   help="JSON {label: MotionCondition fields} (mrichain.plan.conditions)")
+    s.add_argument("--levels", required=True, help="JSON list: acquire.motion's levels, mild to severe")
+    s.add_argument("--scores", nargs="+", required=True)
+    s.add_argument("--out-budget", required=True)
+    s.add_argument("--out-limits", required=True)
+    s.add_argument("--out-png", required=True)
+    s.add_argument("--seed", type=int, default=0, help="seeds the bootstrap intervals")
+    s.set_defaults(func=cmd_motion_budget)
 
     s = sub.add_parser("subject-report", help="one subject's visual report: an HTML page and its PNG reportlets")
     s.add_argument("--manifest", required=True, help="JSON: what the page shows (mrichain.scoring.subject_report)")

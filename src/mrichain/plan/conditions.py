@@ -17,9 +17,10 @@ A stage after reconstruction runs, per subject, on the output of the chain upstr
                (test split only)
 ``severeR4``   the same acquisition with the head moving during the scan at a motion level (here
                ``severe``, config ``acquire.motion.levels``; :mod:`mrichain.simulate.motion`), its
-               k-space corrected by the motion stage's feed method, then the feed methods of the
-               later stages (test split only; :class:`MotionCondition`, not in
-               :func:`conditions`: the error budget and the sweep read the still chain)
+               k-space corrected by the motion stage's feed method (``severeR4none``: by another
+               of its methods, here the floor), then the feed methods of the later stages (test
+               split only; :class:`MotionCondition`, not in :func:`conditions`: the error budget
+               and the sweep read the still chain)
 ``MRFdrone``   the MR fingerprinting branch's T1w synthesised from one method's maps (here
                ``drone``; ``MRFacquired``: the acquired image cut to the mapped voxels) in place
                of the denoise feed's output (:attr:`mrichain.plan.stages.Stage.stands_in`): the
@@ -47,12 +48,15 @@ MRF_PREFIX = "MRF"
 ``MRF`` alone, :data:`mrichain.plan.layout.MRF_ACQ`)."""
 
 _ACQ = r"R\d+(?:p\d+)?"
-_MOTION_LABEL = re.compile(r"^(?P<level>[a-z]+)(?P<acq>" + _ACQ + r")$")
+_MOTION_LABEL = re.compile(r"^(?P<level>[a-z]+)(?P<acq>" + _ACQ + r")(?P<method>[a-z][a-z0-9]*)?$")
 
 ACQUISITION_WILDCARD = _ACQ
 """Regular expression of an acquisition label (``R4``, ``R2p5``): the still k-space files."""
-MOTION_WILDCARD = r"[a-z]+" + _ACQ
-"""Regular expression of a motion condition's label (``severeR4``)."""
+MOTION_WILDCARD = r"[a-z]+" + _ACQ + r"(?:[a-z][a-z0-9]*)?"
+"""Regular expression of a motion condition's label (``severeR4``, ``severeR4none``)."""
+MOTION_ACQUIRED_WILDCARD = r"[a-z]+" + _ACQ
+"""Regular expression of a motion acquisition's label (``severeR4``: its k-space file, the motion
+stage's jobs)."""
 WILDCARD = _ACQ + r"(?:[a-z][a-z0-9]*)?|" + MOTION_WILDCARD + "|" + ORACLE + "|" + MRF_PREFIX + r"[a-z0-9]+"
 """Regular expression of a condition label (the rules' ``acq`` wildcard)."""
 
@@ -148,36 +152,47 @@ def conditions(acqs: dict[str, tuple[float, float]], recon_methods: list[str], f
 
 @dataclass(frozen=True)
 class MotionCondition:
-    """An acquisition with the head moving at one motion level (label ``<level><acq>``, e.g.
-    ``severeR4``): its own k-space file (:func:`mrichain.simulate.acquire.simulate_acquisition`
-    with ``motion_level``), corrected by the motion stage, then the chain's feed methods; test
-    split only. ``acq``: the still acquisition it moves (its noise-free image is the truth);
-    ``level``: a key of ``acquire.motion.levels``."""
+    """An acquisition with the head moving at one motion level, corrected by one motion method
+    (label ``<level><acq>`` for the motion stage's feed, e.g. ``severeR4``, ``<level><acq><method>``
+    for another method, e.g. ``severeR4none``): the corrected image goes down the chain's feed
+    methods; test split only. ``acq``: the still acquisition it moves (its noise-free image is the
+    truth, its scores the reference of the harm); ``level``: a key of ``acquire.motion.levels``;
+    ``method``: the motion method; ``acquired``: the label of the moving head's k-space file and
+    of the motion stage's jobs (``severeR4``)."""
 
     label: str
     acq: str
     acceleration: float
     level: str
+    method: str
     oracle = False
     derived = True
     recon = None
 
+    @property
+    def acquired(self) -> str:
+        return motion_label(self.level, self.acq)
 
-def motion_label(level: str, acq: str) -> str:
-    """``('severe', 'R4')`` -> ``'severeR4'``."""
-    return f"{level}{acq}"
+
+def motion_label(level: str, acq: str, method: str | None = None, feed: str | None = None) -> str:
+    """``('severe', 'R4')`` -> ``'severeR4'``; with a method other than the feed,
+    ``('severe', 'R4', 'none', 'autofocus')`` -> ``'severeR4none'``."""
+    return f"{level}{acq}" if method is None or method == feed else f"{level}{acq}{method}"
 
 
 def motion_parts(label_: str) -> tuple[str, str] | None:
-    """``'severeR4'`` -> ``('severe', 'R4')``; None for any other label."""
+    """``'severeR4'`` -> ``('severe', 'R4')`` (also for ``'severeR4none'``); None for any other label."""
     m = _MOTION_LABEL.match(label_)
     return (m["level"], m["acq"]) if m else None
 
 
-def motion_conditions(acqs: dict[str, tuple[float, float]], levels: list[str],
-                      accelerations: list[float]) -> dict[str, MotionCondition]:
+def motion_conditions(acqs: dict[str, tuple[float, float]], levels: list[str], accelerations: list[float],
+                      methods: list[str], feed: str) -> dict[str, MotionCondition]:
     """The motion conditions of a run, by label: each acquisition whose acceleration is in
-    ``accelerations`` (config ``motion.accelerations``) at each level (config order)."""
+    ``accelerations`` (config ``motion.accelerations``) at each level (config order), the feed's
+    condition first, then one per other method (config ``motion.methods``): the harm each
+    correction leaves downstream."""
     wanted = {float(r) for r in accelerations}
-    return {motion_label(lv, a): MotionCondition(motion_label(lv, a), a, float(r), lv)
-            for a, (r, _) in acqs.items() if float(r) in wanted for lv in levels}
+    order = [feed] + [m for m in methods if m != feed]
+    return {motion_label(lv, a, m, feed): MotionCondition(motion_label(lv, a, m, feed), a, float(r), lv, m)
+            for a, (r, _) in acqs.items() if float(r) in wanted for lv in levels for m in order}

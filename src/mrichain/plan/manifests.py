@@ -82,11 +82,13 @@ class Plan:
         writes them) or ``input.models_dir`` (an existing directory, e.g. pulled with DVC: nothing
         is trained; :func:`mrichain.realdata.domain.check_models_dir` checks its cards at parse time)."""
         self.motion_conditions: dict[str, MotionCondition] = (
-            motion_conditions(self.acqs, list(acq["motion"]["levels"]), config["motion"]["accelerations"])
+            motion_conditions(self.acqs, list(acq["motion"]["levels"]), config["motion"]["accelerations"],
+                              config["motion"]["methods"], config["motion"]["feed"])
             if "motion" in config else {})
-        """The motion branch's conditions (``severeR4``: :class:`mrichain.plan.conditions.MotionCondition`),
-        test split only; empty without a ``motion`` section. Not in :attr:`conditions` (the error
-        budget and the sweep compare the still chain's)."""
+        """The motion branch's conditions (``severeR4``, ``severeR4none``:
+        :class:`mrichain.plan.conditions.MotionCondition`), test split only; empty without a
+        ``motion`` section. Not in :attr:`conditions` (the error budget and the sweep compare the
+        still chain's)."""
         self.mrf = MrfPlan(config, self) if "mrf" in config else None
         """The MR fingerprinting branch (:mod:`mrichain.mrf.plan`), None without an ``mrf`` section."""
 
@@ -137,7 +139,7 @@ class Plan:
         conditions only."""
         s = stage(stage_name)
         if stage_name == MOTION:
-            return list(self.motion_conditions)
+            return list(dict.fromkeys(c.acquired for c in self.motion_conditions.values()))
         out = list(self.acqs)
         if self._downstream_of(s, SWEPT_STAGE):
             out += [c.label for c in self.conditions.values() if c.derived and not c.oracle]
@@ -283,17 +285,17 @@ class Plan:
 
     def _resolve_motion(self, ref: str, sub: str, cond: MotionCondition):
         """A reference at a motion condition: the moving head's own k-space, the still
-        acquisition's noise-free image (the truth), the motion stage's feed output where it stands
-        in (:attr:`mrichain.plan.stages.Stage.stands_in`: the reconstruction), each later stage's
-        feed output at the condition, the rest as anywhere."""
+        acquisition's noise-free image (the truth), the condition's motion method's output where
+        it stands in (:attr:`mrichain.plan.stages.Stage.stands_in`: the reconstruction), each later
+        stage's feed output at the condition, the rest as anywhere."""
         kind, _, key = ref.partition(".")
         if kind == "kspace":
-            return layout.kspace(self.contrast, sub, cond.label)
+            return layout.kspace(self.contrast, sub, cond.acquired)
         if kind == "noisefree":
             return layout.noisefree(self.contrast, sub, cond.acq)
         if kind == "feed":
             if key in stage(MOTION).stands_in:
-                return self.outputs(MOTION, sub, cond.label, self.feed(MOTION))[stage(MOTION).stands_in[key]]
+                return self.outputs(MOTION, sub, cond.acquired, cond.method)[stage(MOTION).stands_in[key]]
             return self.outputs(key, sub, cond.label, self.feed(key))[stage(key).primary_output]
         return self.resolve(ref, sub, None)
 
