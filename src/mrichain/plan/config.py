@@ -87,8 +87,9 @@ def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
     motion["description"] = (
         "Optional, with acquire.motion: the motion branch (mrichain.motion). At each acquisition whose "
         "acceleration is in `accelerations`, every level of acquire.motion.levels is acquired again with the "
-        "head moving (test split), corrected by each method, and the feed method's image goes down the chain "
-        "in place of the reconstruction (conditions <level><acq>, e.g. severeR4)")
+        "head moving (test split), corrected by each method, and each method's image goes down the chain "
+        "in place of the reconstruction (conditions <level><acq> for the feed, e.g. severeR4, and "
+        "<level><acq><method> for the others, e.g. severeR4none)")
     motion["properties"]["accelerations"] = {
         "type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "number", "minimum": 1},
         "description": "the accelerations (of acquire.accelerations) acquired with the head moving"}
