@@ -340,3 +340,15 @@ def test_autofocus_undoes_a_translated_shot(toy_scan, ordering):
             truth = np.sqrt(np.sum(np.abs(ifft2c(still)) ** 2, axis=1))
             before = np.sqrt(np.sum(np.abs(ifft2c(k)) ** 2, axis=1))
             assert np.linalg.norm(image - truth) < 0.5 * np.linalg.norm(before - truth)
+
+
+def test_more_shots_than_acquired_lines_is_a_config_error(gt_dir, acquisition_cfg):
+    """An undersampled scan plays fewer lines: a shot count above them names the config key, not a
+    traceback from deep inside the simulator."""
+    from mrichain import UserError
+
+    cfg = copy.deepcopy(acquisition_cfg)
+    cfg["acquire"]["motion"]["shots"] = 40
+    simulate_acquisition(gt_dir, SUB, cfg, 1.0, 0.16, motion_level="severe")  # 50 lines: enough
+    with pytest.raises(UserError, match=r"config key 'acquire\.motion' at acceleration 4: n_shots must be in 1 \.\. "):
+        simulate_acquisition(gt_dir, SUB, cfg, 4.0, 0.16, motion_level="severe")

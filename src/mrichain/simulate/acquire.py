@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from mrichain import UserError
 from mrichain.fft import ifft2c, rss
 from mrichain.io import KSpaceFile, load_image, read_kspace
 from mrichain.simulate.coils import sensitivity_maps
@@ -64,7 +65,10 @@ def simulate_acquisition(
     mask = cartesian_mask(width, float(acceleration), float(center_fraction), acq["mask"], mask_seed)
     trajectory = None
     if motion_level is not None:
-        trajectory = subject_trajectory(cfg, sub_id, motion_level, width, acquired=mask > 0)
+        try:
+            trajectory = subject_trajectory(cfg, sub_id, motion_level, width, acquired=mask > 0)
+        except ValueError as exc:  # a level or shot count this acquisition cannot have: the config's
+            raise UserError(f"config key 'acquire.motion' at acceleration {float(acceleration):g}: {exc}") from exc
         voxel_mm = tuple(float(v) for v in nib.affines.voxel_sizes(np.asarray(subj.affine, np.float64)))
         kfull = corrupt_kspace(image, sens, trajectory, voxel_mm)  # [Z, C, X, Y]
     else:
