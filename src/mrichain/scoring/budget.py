@@ -56,19 +56,19 @@ def primary_metric(stage_name: str) -> str:
     return RENAME.get(m, m)
 
 
-def _per_subject(scores: pd.DataFrame) -> dict[tuple[str, str, str, str], pd.Series]:
+def per_subject(scores: pd.DataFrame) -> dict[tuple[str, str, str, str], pd.Series]:
     """(stage, condition, method, metric) -> value by test subject."""
     test = scores_on_test_split(scores)
     return {k: g.groupby("subject")["value"].mean() for k, g in test.groupby(["stage", "acq", "method", "metric"])}
 
 
-def _stat(values: pd.Series, seed: int, key: tuple) -> dict:
+def mean_with_interval(values: pd.Series, seed: int, key: tuple) -> dict:
     v = values.dropna().to_numpy(dtype=float)
     low, high = interval(v, seed, key)
     return {"n": len(v), "value": float(np.mean(v)) if len(v) else np.nan, "ci_low": low, "ci_high": high}
 
 
-def _paired(a: pd.Series, b: pd.Series, seed: int, key: tuple) -> tuple[float, float, float]:
+def paired_difference(a: pd.Series, b: pd.Series, seed: int, key: tuple) -> tuple[float, float, float]:
     """Mean of a - b over the subjects both have, and its paired 95 % interval."""
     d = (a - b).dropna().to_numpy(dtype=float)
     if len(d) == 0:
@@ -90,7 +90,7 @@ def fully_sampled(conds: dict[str, Condition]) -> str | None:
 
 
 def error_budget(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, seed: int = 0) -> pd.DataFrame:
-    values = _per_subject(scores)
+    values = per_subject(scores)
     full = fully_sampled(conds)
     oracle_stages = list(dict.fromkeys(s for (s, c, _, _) in values if c == ORACLE))
     rows = []
@@ -104,11 +104,11 @@ def error_budget(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, s
                     continue
                 row = {"stage": stage_name, "metric": metric, "method": method, "condition": cond.label,
                        "acceleration": cond.acceleration, "recon_method": cond.recon or "",
-                       **_stat(values[key], seed, ("budget",) + key)}
+                       **mean_with_interval(values[key], seed, ("budget",) + key)}
                 vs = ORACLE if cond.label == full else (full if not cond.oracle else None)
                 ref = values.get((stage_name, vs, method, metric)) if vs else None
                 if ref is not None:
-                    loss = _paired(values[key], ref, seed, ("loss",) + key + (vs,))
+                    loss = paired_difference(values[key], ref, seed, ("loss",) + key + (vs,))
                 else:
                     vs, loss = None, (np.nan, np.nan, np.nan)
                 row.update(vs=vs or "", loss=loss[0], loss_ci_low=loss[1], loss_ci_high=loss[2])
@@ -118,7 +118,7 @@ def error_budget(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, s
 
 def sweep(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, seed: int = 0) -> pd.DataFrame:
     """Primary metric of every stage scored at a sweep condition, per (acceleration, recon method)."""
-    values = _per_subject(scores)
+    values = per_subject(scores)
     values = {k: v for k, v in values.items() if k[1] in conds}
     sweep_stages = list(dict.fromkeys(s for (s, c, _, _) in values if conds[c].derived and not conds[c].oracle))
     rows = []
@@ -133,13 +133,13 @@ def sweep(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, seed: in
             for (s, c, method, k), v in values.items():
                 if s == stage_name and c == cond.label and k == metric and method in swept:
                     rows.append({"acceleration": cond.acceleration, "recon_method": cond.recon, "stage": stage_name,
-                                 "method": method, "metric": metric, **_stat(v, seed, ("sweep", s, c, method, k))})
+                                 "method": method, "metric": metric, **mean_with_interval(v, seed, ("sweep", s, c, method, k))})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
 def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, seed: int = 0,
                         limits: dict[tuple[str, str], float] = LIMITS) -> pd.DataFrame:
-    values = _per_subject(scores)
+    values = per_subject(scores)
     full = fully_sampled(conds)
     rows = []
     if full is None:
@@ -159,7 +159,7 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
                 ok = ok_ci = True
                 harms = []
                 for c in at:
-                    mean, low, high = _paired(values[(stage_name, c.label, method, metric)], ref, seed,
+                    mean, low, high = paired_difference(values[(stage_name, c.label, method, metric)], ref, seed,
                                               ("limit", stage_name, c.label, method, metric))
                     # + 0.0: no "-0" where the harm is exactly zero (the reference itself)
                     h, h_low, h_high = sign * mean + 0.0, *(v + 0.0 for v in sorted((sign * low, sign * high)))
@@ -177,7 +177,7 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
     return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
 
 
-def _pyplot(path) -> tuple:
+def agg_pyplot(path) -> tuple:
     """matplotlib's pyplot on the Agg backend (no display), and ``path`` with its folder made."""
     import matplotlib
 
@@ -189,9 +189,9 @@ def _pyplot(path) -> tuple:
     return plt, path
 
 
-def _empty_figure(path: Path, message: str) -> Path:
+def empty_figure(path: Path, message: str) -> Path:
     """A figure that says why there is nothing to plot (the report still links one)."""
-    plt, path = _pyplot(path)
+    plt, path = agg_pyplot(path)
     fig, ax = plt.subplots(figsize=(5.5, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=9)
@@ -202,9 +202,9 @@ def _empty_figure(path: Path, message: str) -> Path:
 
 def plot_error_budget(budget: pd.DataFrame, path) -> Path:
     """One panel per downstream metric: a bar per condition for each method, 95 % interval whiskers."""
-    plt, path = _pyplot(path)
+    plt, path = agg_pyplot(path)
     if budget.empty:
-        return _empty_figure(path, "No error budget: the config runs no oracle (error_budget.oracle: false)")
+        return empty_figure(path, "No error budget: the config runs no oracle (error_budget.oracle: false)")
     groups = list(budget.groupby(["stage", "metric"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, ((stage_name, metric), g) in zip(axes[0], groups):
@@ -234,9 +234,9 @@ def plot_sweep(table: pd.DataFrame, path) -> Path:
     """One panel per downstream metric against acceleration: a line per reconstruction method
     (colour) and downstream method (line style), with its 95 % interval band; the fully sampled
     chain (the feed's R1 point, the reference of every method) as a grey dotted line across."""
-    plt, path = _pyplot(path)
+    plt, path = agg_pyplot(path)
     if table.empty:
-        return _empty_figure(path, "No acceleration sweep: the config runs none (error_budget.sweep: false)")
+        return empty_figure(path, "No acceleration sweep: the config runs none (error_budget.sweep: false)")
     groups = list(table.groupby(["stage", "metric"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4.0), squeeze=False)
     colours = {r: f"C{i}" for i, r in enumerate(dict.fromkeys(table["recon_method"]))}

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from mrichain.plan.conditions import MotionCondition
-from mrichain.scoring.budget import LIMITS, _paired, _per_subject, _pyplot, _empty_figure, _stat, primary_metric
+from mrichain.scoring.budget import (LIMITS, agg_pyplot, empty_figure, mean_with_interval, paired_difference,
+                                     per_subject, primary_metric)
 from mrichain.scoring.metrics import higher_is_better
 
 BUDGET_COLUMNS = ["stage", "metric", "method", "condition", "level", "motion_method", "acq", "n", "value",
@@ -40,7 +41,7 @@ LIMIT_COLUMNS = ["acq", "motion_method", "stage", "method", "metric", "threshold
 
 def motion_budget(scores: pd.DataFrame, conds: dict[str, MotionCondition], seed: int = 0) -> pd.DataFrame:
     """The ``motion_budget.tsv`` table (module docstring) from the score rows of every stage."""
-    values = _per_subject(scores)
+    values = per_subject(scores)
     rows = []
     # the stages scored both at a motion condition and at its still acquisition (not the motion
     # stage itself, which runs only where the head moves)
@@ -58,9 +59,9 @@ def motion_budget(scores: pd.DataFrame, conds: dict[str, MotionCondition], seed:
                     continue
                 row = {"stage": stage_name, "metric": metric, "method": method, "condition": cond.label,
                        "level": cond.level, "motion_method": cond.method, "acq": cond.acq,
-                       **_stat(values[key], seed, ("motion",) + key)}
+                       **mean_with_interval(values[key], seed, ("motion",) + key)}
                 ref = values.get((stage_name, cond.acq, method, metric))
-                harm = (_paired(values[key], ref, seed, ("motion harm",) + key) if ref is not None
+                harm = (paired_difference(values[key], ref, seed, ("motion harm",) + key) if ref is not None
                         else (np.nan, np.nan, np.nan))
                 low, high = sorted((sign * harm[1], sign * harm[2]))
                 row.update(harm=sign * harm[0] + 0.0, harm_ci_low=low + 0.0, harm_ci_high=high + 0.0)
@@ -101,9 +102,9 @@ def plot_motion_budget(budget: pd.DataFrame, path) -> Path:
     a lab would run; else its first method)."""
     from mrichain.plan.stages import CLASSICAL, kind
 
-    plt, path = _pyplot(path)
+    plt, path = agg_pyplot(path)
     if budget.empty:
-        return _empty_figure(path, "No motion budget: no stage after reconstruction was scored at a motion condition")
+        return empty_figure(path, "No motion budget: no stage after reconstruction was scored at a motion condition")
     groups = list(budget.groupby(["stage", "metric"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
     for ax, ((stage_name, metric), g) in zip(axes[0], groups):
