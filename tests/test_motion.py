@@ -352,3 +352,24 @@ def test_more_shots_than_acquired_lines_is_a_config_error(gt_dir, acquisition_cf
     simulate_acquisition(gt_dir, SUB, cfg, 1.0, 0.16, motion_level="severe")  # 50 lines: enough
     with pytest.raises(UserError, match=r"config key 'acquire\.motion' at acceleration 4: n_shots must be in 1 \.\. "):
         simulate_acquisition(gt_dir, SUB, cfg, 4.0, 0.16, motion_level="severe")
+
+
+@pytest.mark.parametrize("content", ["still", "empty"])
+def test_the_motion_job_refuses_a_file_without_motion_in_one_line(tmp_path, capsys, content):
+    """``mrichain motion`` on a still acquisition (no shot record) or an empty file: exit 2, one
+    line naming the file, nothing written."""
+    from mrichain.cli import main
+    from mrichain.io import KSpaceFile
+
+    path = tmp_path / "sub-001_acq-severeR4_T1w.h5"
+    if content == "still":
+        write_kspace(path, KSpaceFile(np.ones((2, 2, 8, 8), np.complex64)))
+    else:
+        path.write_bytes(b"")
+    out = tmp_path / "out"
+    rc = main(["motion", "--method", "autofocus", "--input", str(path), "--out-image", str(out / "image.nii.gz"),
+               "--out-shots", str(out / "shots.tsv")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert str(path) in err[-1]
+    assert not out.exists()
