@@ -39,10 +39,10 @@ LEVELS = {"mild": {"rotation_deg": 1.5, "translation_mm": 1.0, "movements": 1},
 def main(argv=None) -> int:
     from sklearn.metrics import roc_auc_score
 
-    from mrichain.fft import ifft2c, rss
     from mrichain.io import load_image
     from mrichain.motion.autofocus import autofocus
     from mrichain.plan.layout import groundtruth
+    from mrichain.recon.zerofilled import zerofilled
     from mrichain.scoring.metrics import ssim
     from mrichain.simulate.acquire import simulate_acquisition
 
@@ -70,9 +70,9 @@ def main(argv=None) -> int:
                     brain = np.moveaxis(np.asarray(load_image(groundtruth("brain_mask", sub, str(gt)))
                                                    .dataobj) > 0, -1, 0)
                     t0 = time.perf_counter()
-                    image, _, gains = autofocus(kf.kspace, kf.mask, kf.motion_shot)
+                    image, gains = autofocus(kf.kspace, kf.mask, kf.motion_shot)
                     secs = time.perf_counter() - t0
-                    none = rss(ifft2c(kf.kspace), coil_axis=1)
+                    none = zerofilled(kf.kspace, kf.mask)
                     per.append((ssim(truth, none, mask=brain), ssim(truth, image, mask=brain), secs))
                     scores += list(gains[1:])
                     truth_shots += list(np.any(kf.motion_poses[1:] != 0, axis=1))

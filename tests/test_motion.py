@@ -317,7 +317,7 @@ def test_autofocus_undoes_a_translated_shot(toy_scan, ordering):
     translate with the head). The search ranks the shot first at R1 and with an R4 mask; at R1 it
     finds the shift and halves the image error (with the R4 mask's aliasing on this two-slice toy
     it does not: on simulated heads it does better, docs/benchmarks.md)."""
-    from mrichain.motion.autofocus import autofocus, shift_shots
+    from mrichain.motion.autofocus import autofocus, autofocus_shifts, shift_shots
 
     m, sens = toy_scan
     vox = 3.0
@@ -333,7 +333,9 @@ def test_autofocus_undoes_a_translated_shot(toy_scan, ordering):
     np.testing.assert_allclose(shift_shots(k1, shot, true_px), still1, atol=1e-5 * np.abs(still1).max())
     for mask in (None, ((np.arange(64) % 4 == 0) | (np.abs(np.arange(64) - 32) < 8)).astype(np.float32)):
         w = 1.0 if mask is None else mask
-        image, shifts, gains = autofocus(k * w, mask, shot)
+        image, gains = autofocus(k * w, mask, shot)
+        shifts, _ = autofocus_shifts(k * w, mask, shot, n_slices=8, max_shift=4.0, coarse_step=0.25, fine_step=0.025,
+                                     sweeps=3)
         assert int(np.argmax(gains)) == 3 and gains[3] > 10 * np.delete(gains, 3).max()
         if mask is None:  # the 8 fixed coils move the sharpest image a tenth of a pixel off the truth
             np.testing.assert_allclose(shifts[3], true_px[3], atol=0.15)

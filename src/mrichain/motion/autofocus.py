@@ -43,25 +43,26 @@ def entropy_focus(image: np.ndarray) -> float:
     return float(-np.sum(b * np.log(b)) / (n * np.log(n))) if x.size > 1 else 0.0
 
 
-def _phase(shape_hw: tuple[int, int], shifts: np.ndarray, shot: np.ndarray) -> np.ndarray:
-    """complex [H, W]: ``exp(+2 pi i (kx tx + ky ty))`` with each line's (tx, ty) the shift of its
-    shot (pixels; kx, ky in cycles per pixel of the centred FFT)."""
+def _phase(shape_hw: tuple[int, int], t: np.ndarray) -> np.ndarray:
+    """complex [H, W]: ``exp(+2 pi i (kx tx + ky ty))``, ``t`` the (tx, ty) shift in pixels of every
+    line [W, 2] or of all of them [2] (kx, ky in cycles per pixel of the centred FFT)."""
     H, W = shape_hw
     kx = (np.arange(H) - H // 2) / H
     ky = (np.arange(W) - W // 2) / W
-    t = np.asarray(shifts, np.float64)[np.asarray(shot)]  # [W, 2]
+    t = np.broadcast_to(np.asarray(t, np.float64), (W, 2))
     return np.exp(2j * np.pi * (kx[:, None] * t[None, :, 0] + ky[None, :] * t[None, :, 1]))
 
 
 def shift_shots(kspace: np.ndarray, shot: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """k-space [..., H, W] with every line of shot ``s`` moved back by ``shifts[s]`` (pixels along H
     and W): the linear phase of a translation by ``-shifts[s]``. complex64."""
-    return (np.asarray(kspace) * _phase(np.shape(kspace)[-2:], shifts, shot)).astype(np.complex64)
+    t = np.asarray(shifts, np.float64)[np.asarray(shot)]
+    return (np.asarray(kspace) * _phase(np.shape(kspace)[-2:], t)).astype(np.complex64)
 
 
-def autofocus_shifts(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarray, *, n_slices: int = 8,
-                     max_shift: float = 4.0, coarse_step: float = 0.25, fine_step: float = 0.025,
-                     sweeps: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def autofocus_shifts(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarray, *, n_slices: int,
+                     max_shift: float, coarse_step: float, fine_step: float,
+                     sweeps: int) -> tuple[np.ndarray, np.ndarray]:
     """Each shot's in-plane translation and how much undoing it sharpens the image.
 
     kspace: complex [S, C, H, W] (unacquired lines zero); mask: [W] or None; shot: int [W].
@@ -70,7 +71,7 @@ def autofocus_shifts(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarr
     over the grid ``-max_shift .. max_shift`` pixels by ``coarse_step`` (first sweep), then
     ``+-4 coarse_step`` by ``coarse_step`` around the current value (middle sweeps: the best
     read-out shift depends on the phase-encode one), then ``+-coarse_step`` by ``fine_step``
-    (last sweep).
+    (last sweep); :func:`autofocus` holds the defaults.
 
     Returns shifts float64 [n_shots, 2] in pixels (read-out H, phase encode W) relative to the
     median shot, and gains float64 [n_shots]: how much higher the final image's entropy is with
@@ -84,13 +85,7 @@ def autofocus_shifts(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarr
         k = k * (np.asarray(mask).reshape(-1) > 0)
     shot = np.asarray(shot).reshape(-1)
     n_shots = int(shot.max()) + 1
-    H, W = k.shape[-2:]
-    kx = (np.arange(H) - H // 2) / H
-    ky = (np.arange(W) - W // 2) / W
-
-    def phase(tt):
-        return np.exp(2j * np.pi * (kx[:, None] * tt[0] + ky[None, :] * tt[1]))
-
+    hw = k.shape[-2:]
     # each shot's coil images, linear in its lines: image(t) = RSS(sum_s ifft(K_s * phase(t_s)))
     parts = [shot == s for s in range(n_shots)]
     t = np.zeros((n_shots, 2))
@@ -114,10 +109,10 @@ def autofocus_shifts(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarr
                 for v in grid:
                     tt = t[s].copy()
                     tt[ax] = v
-                    e = entropy_focus(rss(others + ifft2c(ks * phase(tt)), coil_axis=1))
+                    e = entropy_focus(rss(others + ifft2c(ks * _phase(hw, tt)), coil_axis=1))
                     if e < best:
                         best, t[s, ax] = e, v
-            images[s] = ifft2c(ks * phase(t[s]))
+            images[s] = ifft2c(ks * _phase(hw, t[s]))
             total = others + images[s]
     # each shot's gain: what undoing its shift removes from the final image's entropy
     final = entropy_focus(rss(total, coil_axis=1))
@@ -129,16 +124,18 @@ def autofocus_shifts(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarr
     return t - np.median(t, axis=0), gains
 
 
-def autofocus(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarray,
-              **search) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Correct each shot's in-plane translation (:func:`autofocus_shifts`) and reconstruct.
+def autofocus(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarray, *, n_slices: int = 8,
+              max_shift: float = 4.0, coarse_step: float = 0.25, fine_step: float = 0.025, sweeps: int = 3,
+              **params) -> tuple[np.ndarray, np.ndarray]:
+    """The motion stage's ``autofocus`` (:mod:`mrichain.motion`): each shot's in-plane translation
+    found (:func:`autofocus_shifts`; the search settings, with their defaults, are these) and undone.
 
     kspace: complex [S, C, H, W]; mask: [W] or None; shot: int [W]. Returns the zero-filled RSS
-    image float32 [S, H, W] of the corrected k-space, the shifts [n_shots, 2] (pixels) and the
-    per-shot gains [n_shots] (the detection score).
+    image float32 [S, H, W] of the corrected k-space and each shot's gain [n_shots] (its
+    detection score). Other ``params`` are accepted and ignored.
     """
-    shifts, gains = autofocus_shifts(kspace, mask, shot, **search)
-    k = shift_shots(kspace, shot, shifts)
-    if mask is not None:
-        k = k * (np.asarray(mask).reshape(-1) > 0)
-    return rss(ifft2c(k), coil_axis=1).astype(np.float32), shifts, gains
+    from mrichain.recon.zerofilled import zerofilled
+
+    shifts, gains = autofocus_shifts(kspace, mask, shot, n_slices=n_slices, max_shift=max_shift,
+                                     coarse_step=coarse_step, fine_step=fine_step, sweeps=sweeps)
+    return zerofilled(shift_shots(kspace, shot, shifts), mask), gains

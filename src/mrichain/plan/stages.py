@@ -463,7 +463,7 @@ MOTION_STAGE = Stage(
     scorer="mrichain.scoring.evaluate:score_motion",
     methods=(
         Method("none", FLOOR, "mrichain.motion.correct:none", cite=("zbontar2018fastmri",)),
-        Method("autofocus", CLASSICAL, "mrichain.motion.correct:autofocus", params=_AUTOFOCUS,
+        Method("autofocus", CLASSICAL, "mrichain.motion.autofocus:autofocus", params=_AUTOFOCUS,
                cite=("atkinson1997automatic", "harris2020array")),
     ),
     has_feed=True,
