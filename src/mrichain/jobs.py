@@ -104,6 +104,7 @@ def run_motion(method: str, inputs: dict, outputs: dict, params: dict, **_) -> N
     from mrichain.io import InputImageError, read_kspace, save_image
     from mrichain.motion import METHODS
     from mrichain.recon import volume_image
+    from mrichain.simulate.motion import lines_per_shot
 
     kf = read_kspace(inputs["kspace"])
     if kf.motion_shot is None:
@@ -112,9 +113,7 @@ def run_motion(method: str, inputs: dict, outputs: dict, params: dict, **_) -> N
     slices, scores = METHODS[method](kf.kspace, kf.mask, kf.motion_shot, **params)
     img = volume_image(slices, kf.affine)
     save_image(img.get_fdata(dtype="float32"), img.affine, outputs["image"])
-    acquired = np.ones(len(kf.motion_shot), bool) if kf.mask is None else np.asarray(kf.mask).reshape(-1) > 0
-    pd.DataFrame({"shot": np.arange(len(scores)),
-                  "lines": np.bincount(kf.motion_shot[acquired], minlength=len(scores)),
+    pd.DataFrame({"shot": np.arange(len(scores)), "lines": lines_per_shot(kf.motion_shot, kf.mask, len(scores)),
                   "score": scores}).to_csv(outputs["shots"], sep="\t", index=False, float_format="%.6g")
 
 

@@ -137,6 +137,24 @@ def sweep(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, seed: in
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
+def harm_limit(steps: list[tuple[str, float, float, float]], threshold: float) -> tuple[int, int, str]:
+    """How far along ``steps`` (mildest first: ``(label, harm, ci_low, ci_high)``) the harm stays
+    within ``threshold`` at every step so far: the index of the last such step by the mean harm and
+    by the whole interval (-1: not even the first), and the harms as text
+    (``"R4: +0.012 [+0.003, +0.02]; ..."``; no interval where there is none)."""
+    last = last_ci = -1
+    ok = ok_ci = True
+    text = []
+    for i, (label, h, low, high) in enumerate(steps):
+        ci = f" [{low:+.3g}, {high:+.3g}]" if np.isfinite(high) else ""
+        text.append(f"{label}: {h:+.3g}{ci}")
+        ok = ok and bool(h <= threshold)
+        ok_ci = ok_ci and bool(np.isfinite(high) and high <= threshold)
+        last = i if ok else last
+        last_ci = i if ok_ci else last_ci
+    return last, last_ci, "; ".join(text)
+
+
 def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed: str, seed: int = 0,
                         limits: dict[tuple[str, str], float] = LIMITS) -> pd.DataFrame:
     values = per_subject(scores)
@@ -155,25 +173,20 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
                              and (stage_name, c.label, method, metric) in values), key=lambda c: c.acceleration)
                 if ref is None or not at:
                     continue
-                best = best_ci = np.nan
-                ok = ok_ci = True
-                harms = []
+                steps = []
                 for c in at:
                     mean, low, high = paired_difference(values[(stage_name, c.label, method, metric)], ref, seed,
-                                              ("limit", stage_name, c.label, method, metric))
+                                                        ("limit", stage_name, c.label, method, metric))
                     # + 0.0: no "-0" where the harm is exactly zero (the reference itself)
-                    h, h_low, h_high = sign * mean + 0.0, *(v + 0.0 for v in sorted((sign * low, sign * high)))
-                    ci = f" [{h_low:+.3g}, {h_high:+.3g}]" if np.isfinite(h_high) else ""
-                    harms.append(f"R{c.acceleration:g}: {h:+.3g}{ci}")
-                    ok = ok and bool(h <= threshold)
-                    ok_ci = ok_ci and bool(np.isfinite(h_high) and h_high <= threshold)
-                    best = c.acceleration if ok else best
-                    best_ci = c.acceleration if ok_ci else best_ci
+                    steps.append((f"R{c.acceleration:g}", sign * mean + 0.0,
+                                  *(v + 0.0 for v in sorted((sign * low, sign * high)))))
+                last, last_ci, harms = harm_limit(steps, threshold)
                 rows.append({"recon_method": recon, "stage": stage_name, "method": method, "metric": metric,
                              "threshold": threshold, "reference": full,
                              "accelerations": ",".join(f"{c.acceleration:g}" for c in at),
-                             "max_acceleration": best, "max_acceleration_ci": best_ci,
-                             "harm_by_acceleration": "; ".join(harms)})
+                             "max_acceleration": at[last].acceleration if last >= 0 else np.nan,
+                             "max_acceleration_ci": at[last_ci].acceleration if last_ci >= 0 else np.nan,
+                             "harm_by_acceleration": harms})
     return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
 
 

@@ -188,11 +188,12 @@ def score_motion(sub, e, acq, figures):
     such shot or none moved, where the ranking is undefined)."""
     from sklearn.metrics import roc_auc_score
 
+    from mrichain.simulate.motion import lines_per_shot
+
     kf = read_kspace(e["kspace"])
     if kf.motion_poses is None:
         raise ValueError(f"{e['kspace']}: no motion_poses: not a motion acquisition")
-    acquired = np.ones(len(kf.motion_shot), bool) if kf.mask is None else np.asarray(kf.mask).reshape(-1) > 0
-    played = np.bincount(kf.motion_shot[acquired], minlength=len(kf.motion_poses)) > 0  # shots with data
+    played = lines_per_shot(kf.motion_shot, kf.mask, len(kf.motion_poses)) > 0  # shots with data
     moved = np.any(kf.motion_poses != kf.motion_poses[0], axis=1)[played]
     truth = _axial_first(_vol(e["truth"]))
     brain = _axial_first(_labels(e["mask"]))

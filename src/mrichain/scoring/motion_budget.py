@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from mrichain.plan.conditions import MotionCondition
-from mrichain.scoring.budget import (LIMITS, agg_pyplot, empty_figure, mean_with_interval, paired_difference,
-                                     per_subject, primary_metric)
+from mrichain.scoring.budget import (LIMITS, agg_pyplot, empty_figure, harm_limit, mean_with_interval,
+                                     paired_difference, per_subject, primary_metric)
 from mrichain.scoring.metrics import higher_is_better
 
 BUDGET_COLUMNS = ["stage", "metric", "method", "condition", "level", "motion_method", "acq", "n", "value",
@@ -79,20 +79,12 @@ def motion_limits(budget: pd.DataFrame, levels: list[str], limits: dict[tuple[st
         for (acq, motion_method, method), g in sel.groupby(["acq", "motion_method", "method"], sort=False):
             g = g.set_index("level")
             at = [lv for lv in levels if lv in g.index]
-            best = best_ci = ""
-            ok = ok_ci = True
-            harms = []
-            for lv in at:
-                h, low, high = g.loc[lv, ["harm", "harm_ci_low", "harm_ci_high"]]
-                ci = f" [{low:+.3g}, {high:+.3g}]" if np.isfinite(high) else ""
-                harms.append(f"{lv}: {h:+.3g}{ci}")
-                ok = ok and bool(h <= threshold)
-                ok_ci = ok_ci and bool(np.isfinite(high) and high <= threshold)
-                best = lv if ok else best
-                best_ci = lv if ok_ci else best_ci
+            last, last_ci, harms = harm_limit(
+                [(lv, *g.loc[lv, ["harm", "harm_ci_low", "harm_ci_high"]]) for lv in at], threshold)
             rows.append({"acq": acq, "motion_method": motion_method, "stage": stage_name, "method": method,
-                         "metric": metric, "threshold": threshold, "levels": ",".join(at), "max_level": best,
-                         "max_level_ci": best_ci, "harm_by_level": "; ".join(harms)})
+                         "metric": metric, "threshold": threshold, "levels": ",".join(at),
+                         "max_level": at[last] if last >= 0 else "", "max_level_ci": at[last_ci] if last_ci >= 0 else "",
+                         "harm_by_level": harms})
     return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
 
 

@@ -98,6 +98,14 @@ def shot_of_line(width: int, n_shots: int, ordering: str, acquired: np.ndarray |
     return shots[before].astype(np.int64)
 
 
+def lines_per_shot(shot: np.ndarray, mask: np.ndarray | None, n_shots: int) -> np.ndarray:
+    """int [n_shots]: how many acquired lines each shot holds (``shot`` [W] as :func:`shot_of_line`,
+    ``mask`` [W] the acquired lines, None: all)."""
+    shot = np.asarray(shot).reshape(-1)
+    acquired = np.ones(len(shot), bool) if mask is None else np.asarray(mask).reshape(-1) > 0
+    return np.bincount(shot[acquired], minlength=n_shots)
+
+
 def draw_trajectory(width: int, level: dict, n_shots: int, ordering: str,
                     rng: np.random.Generator, acquired: np.ndarray | None = None) -> MotionTrajectory:
     """A random trajectory at one severity ``level``.
