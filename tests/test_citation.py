@@ -183,8 +183,9 @@ def test_methods_text_states_methods_versions_tuning_and_training(cfg, tmp_path)
 def test_only_what_ran_is_cited(cfg, tmp_path):
     small = json.loads(json.dumps(cfg))
     small["predict"] = {"methods": ["mean", "linear"], "tune": {"linear": cfg["predict"]["tune"]["linear"]}}
-    small["segment"].pop("tune")
     small["segment"]["methods"] = ["kmeans", "atropos"]
+    small["segment"]["params"] = {"atropos": {"iterations": 3}}
+    small["segment"].pop("tune", None)
     small["error_budget"] = {"sweep": False, "oracle": False}
     del small["mrf"]
     man = fake_run(small, tmp_path)

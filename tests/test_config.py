@@ -76,9 +76,9 @@ def test_cross_checks(default):
 def test_tuning_grids_are_checked(default):
     cfg = copy.deepcopy(default)
     cfg["reconstruct"]["tune"]["cs"] = {"lam": []}
-    cfg["segment"]["tune"]["atropos"] = {"mrf_weight": [0.1, -0.2]}
+    cfg["segment"].setdefault("tune", {})["atropos"] = {"mrf_weight": [0.1, -0.2]}
     cfg["denoise"]["tune"]["antsnlm"] = {"patch_size": [1]}
-    cfg["register"]["tune"]["voxelmorph"] = {"epochs": [1, 2]}  # learned: trained, not tuned
+    cfg["register"].setdefault("tune", {})["voxelmorph"] = {"epochs": [1, 2]}  # learned: trained, not tuned
     msg = _err(cfg)
     assert "config key 'reconstruct.tune.cs.lam': [] should be non-empty" in msg
     assert "config key 'segment.tune.atropos.mrf_weight[1]': -0.2 is out of range; allowed values: >= 0" in msg
