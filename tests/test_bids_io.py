@@ -219,7 +219,7 @@ def _write_derivatives(root: Path, items, fastmri_files, source: Path) -> list[P
     dataset-level files and a brain-age table; returns the image paths."""
     dv.write_dataset_description(root, source_dir=source)
     dv.write_dseg_tsv(root)
-    cols = dv.brainage_columns(["mean", "linear", "sfcn"], interval_methods=["sfcn"])
+    cols = dv.scans_columns(["mean", "linear", "sfcn"], interval_methods=["sfcn"], motion=True)
     dv.write_scans_json(root, cols)
     made = []
     for it in items:
@@ -234,7 +234,8 @@ def _write_derivatives(root: Path, items, fastmri_files, source: Path) -> list[P
         table = dv.output_path(root, "brainage", it.entities)
         pre = dv.output_path(root, "preproc", it.entities)
         dv.write_scans_table(table, [{"filename": pre.relative_to(table.parent).as_posix(), "age": it.age,
-                                      "brainage_mean": 50.0, "brainage_sfcn": float("nan")}], cols)
+                                      "brainage_mean": 50.0, "brainage_sfcn": float("nan"), "motion_efc": 0.61,
+                                      "motion_flagged": "false"}], cols)
     for f in fastmri_files:
         for acc in (1, 4):
             ents = dv.fastmri_entities(f, acc)
@@ -287,10 +288,10 @@ def test_derivative_names_pass_the_validator(dataset, tmp_path):
     assert [Path(g) for g in got] == [dv.output_path(out, "segment", items[1].entities, method="unet")]
     table = (out / "sub-01/ses-01/sub-01_ses-01_scans.tsv").read_text().splitlines()
     assert table[0].split("\t") == ["filename", "age", "brainage_mean", "brainage_linear", "brainage_sfcn",
-                                    "brainage_sfcn_lower", "brainage_sfcn_upper"]
+                                    "brainage_sfcn_lower", "brainage_sfcn_upper", "motion_efc", "motion_flagged"]
     row = table[1].split("\t")
     assert row[0] == "anat/sub-01_ses-01_desc-preproc_T1w.nii.gz" and (out / "sub-01/ses-01" / row[0]).exists()
-    assert row[2:] == ["50", "n/a", "n/a", "n/a", "n/a"] and float(row[1]) == items[0].age
+    assert row[2:] == ["50", "n/a", "n/a", "n/a", "n/a", "0.61", "false"] and float(row[1]) == items[0].age
     lut = (out / "dseg.tsv").read_text().splitlines()
     assert lut == ["index\tname\tabbreviation", "1\tCerebrospinal fluid\tCSF", "2\tGray matter\tGM",
                    "3\tWhite matter\tWM"]

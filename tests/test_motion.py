@@ -299,7 +299,7 @@ def test_scored_slices_skip_the_empty_ones():
 
 
 def test_entropy_focus_spans_a_point_to_a_flat_image():
-    from mrichain.motion.autofocus import entropy_focus
+    from mrichain.motion.quality import entropy_focus
 
     point = np.zeros((16, 16))
     point[3, 4] = 5.0
@@ -308,6 +308,28 @@ def test_entropy_focus_spans_a_point_to_a_flat_image():
     blob = _phantom((16, 16, 1))[..., 0]
     ghost = blob + 0.3 * np.roll(blob, 8, axis=1)  # a ghost half a field of view away
     assert 0 < entropy_focus(blob) < entropy_focus(ghost) < 1
+
+
+def test_entropy_focus_rises_with_the_movement(toy_scan):
+    """The real-image motion score: the EFC of the reconstructed magnitude grows as one shot of an
+    interleaved scan moves further (ghosts spread its energy), from the still scan up."""
+    from mrichain.fft import ifft2c, rss
+    from mrichain.motion.quality import entropy_focus
+
+    efc = [entropy_focus(rss(ifft2c(_scan(toy_scan, "interleaved", pose)[0]), coil_axis=1))
+           for pose in ([0, 0, 0, 0], [0.5, 0.5, 0, 0], [2.0, 1.5, -1.0, 0], [5.0, 4.0, -3.0, 0])]
+    assert efc == sorted(efc) and efc[-1] > efc[0] + 0.01, efc
+
+
+def test_a_scan_is_flagged_against_its_dataset():
+    from mrichain.motion.quality import MIN_IMAGES_TO_FLAG, flag_outliers, robust_z
+
+    usual = [0.40, 0.41, 0.42, 0.40, 0.43, 0.41]
+    assert flag_outliers(usual + [0.60]) == [False] * 6 + [True]
+    assert flag_outliers(usual + [0.30]) == [False] * 7  # a sharper scan than usual is not motion
+    assert flag_outliers(usual[:MIN_IMAGES_TO_FLAG - 2] + [0.9]) == [None] * (MIN_IMAGES_TO_FLAG - 1)  # too few
+    assert flag_outliers(usual + [float("nan")])[-1] is None
+    assert np.isnan(robust_z([0.4] * 6)).all()  # no spread: no scale to compare by
 
 
 @pytest.mark.parametrize("ordering", ORDERINGS)

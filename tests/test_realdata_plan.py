@@ -169,3 +169,46 @@ def test_models_dir_cards_are_checked_before_use(cfg, tmp_path):
     assert msg.startswith("config key 'input.models_dir'")
     assert f"{s}-{m}.json: trained on T2w at 4 mm, this run's cohort is T1w at 4 mm" in msg
     assert f"{learned[1][0]}-{learned[1][1]}.pt: missing" in msg
+
+
+def test_summary_flags_the_scan_whose_motion_score_stands_out(tmp_path):
+    """Each input's EFC (from its info JSON) goes to scans.tsv and the table; the one far above the
+    others is flagged, the rest are not; a run of fewer scans flags none (n/a)."""
+    from mrichain.realdata.run import summarise
+
+    root = tmp_path / "deriv"
+    efcs = {"sub-01": 0.412, "sub-02": 0.405, "sub-03": 0.418, "sub-04": 0.409, "sub-05": 0.415, "sub-06": 0.52}
+
+    def manifest(keys):
+        preds, scans, info = {}, {}, {}
+        for key in keys:
+            p = tmp_path / f"{key}.tsv"
+            pd.DataFrame([{"subject": "sub-001", "split": "train", "age": 30, "predicted_age": 31},
+                          {"subject": key, "split": "real", "age": 50.0, "predicted_age": 52.0}]).to_csv(p, sep="\t", index=False)
+            preds[key] = {"linear": str(p)}
+            image = root / key / "anat" / f"{key}_desc-antsnlm_T1w.nii.gz"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.write_bytes(b"")
+            scans[key] = {"table": str(root / key / f"{key}_scans.tsv"), "filename": f"anat/{image.name}"}
+            info[key] = tmp_path / f"{key}_info.json"
+            info[key].write_text(json.dumps({"age": 50.0, "source": "x", "efc": efcs[key]}))
+            info[key] = str(info[key])
+        return {"kind": "bids", "source": None, "stages": {"predict": ["linear"]}, "predictions": preds,
+                "scans": scans, "info": info, "entities": {k: {"subject": k[4:]} for k in keys}}
+
+    out = {"metrics": tmp_path / "m.json", "table": tmp_path / "t.tsv", "brain_age": tmp_path / "b.tsv",
+           "description": root / "dataset_description.json"}
+    summarise(manifest(list(efcs)), out, version="0.1.0")
+    flagged = {k: pd.read_csv(root / k / f"{k}_scans.tsv", sep="\t", dtype=str, keep_default_na=False).iloc[0]
+               for k in efcs}
+    assert [k for k, r in flagged.items() if r["motion_flagged"] == "true"] == ["sub-06"]
+    assert all(r["motion_flagged"] == "false" for k, r in flagged.items() if k != "sub-06")
+    assert float(flagged["sub-03"]["motion_efc"]) == pytest.approx(0.418)
+    table = pd.read_csv(out["table"], sep="\t", keep_default_na=False)
+    rows = table[table.metric == "motion_efc"]
+    assert len(rows) == 6 and list(rows[rows.note == "flagged"]["key"]) == ["sub-06"]
+    assert "motion_flagged" in json.loads((root / "scans.json").read_text())
+
+    summarise(manifest(["sub-01", "sub-06"]), out, version="0.1.0")  # two scans: nothing to compare with
+    again = pd.read_csv(root / "sub-06" / "sub-06_scans.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert again.iloc[0]["motion_flagged"] == "n/a"

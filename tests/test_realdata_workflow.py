@@ -266,6 +266,8 @@ def test_bids_brain_age_scored_against_participants_ages(bids_run):
     scans = pd.read_csv(bids_run["out"] / "sub-01/ses-02/sub-01_ses-02_scans.tsv", sep="\t")
     row = ages[(ages.participant_id == "sub-01") & (ages.session_id == "ses-02")].iloc[0]
     assert scans["brainage_linear"].iloc[0] == pytest.approx(row["predicted_age_linear"], abs=1e-3)
+    # and the input's motion score; three scans are too few to flag any (n/a)
+    assert 0 < scans["motion_efc"].iloc[0] < 1 and scans["motion_flagged"].isna().all()
 
 
 def test_bad_inputs_fail_their_own_jobs_and_the_others_survive(local_run, tmp_path):

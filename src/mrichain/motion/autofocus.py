@@ -1,5 +1,5 @@
 """Retrospective motion correction by autofocus: each shot's in-plane translation found by making
-the image sharpest (lowest entropy), then undone in k-space.
+the image sharpest (lowest entropy, :func:`mrichain.motion.quality.entropy_focus`), then undone in k-space.
 
 Atkinson et al. (IEEE Trans Med Imaging 16:903, 1997): a head that moved between shots leaves ghosts and blur that
 spread the image's energy over more pixels, which raises the entropy of the intensity
@@ -27,20 +27,7 @@ import numpy as np
 
 from mrichain.fft import ifft2c, rss
 from mrichain.motion.consistency import scored_slices
-
-
-def entropy_focus(image: np.ndarray) -> float:
-    """Entropy focus criterion (Atkinson et al. 1997) of a magnitude image (any shape):
-    ``-sum b/b_max ln(b/b_max)`` with ``b = |x| / sqrt(sum |x|^2)``, divided by its maximum for as
-    many voxels, ``sqrt(N) ln sqrt(N)`` (MRIQC's normalisation), so in [0, 1]: 0 for all energy in
-    one voxel, near 1 for a flat image; ghosting and blur raise it. NaN for an all-zero image."""
-    x = np.abs(np.asarray(image, np.float64)).reshape(-1)
-    energy = np.sqrt(np.sum(x * x))
-    if energy == 0:
-        return float("nan")
-    b = x[x > 0] / energy
-    n = np.sqrt(x.size)
-    return float(-np.sum(b * np.log(b)) / (n * np.log(n))) if x.size > 1 else 0.0
+from mrichain.motion.quality import entropy_focus
 
 
 def _phase(shape_hw: tuple[int, int], t: np.ndarray) -> np.ndarray:

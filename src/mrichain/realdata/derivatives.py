@@ -21,9 +21,10 @@ Names of the outputs (:data:`OUTPUTS`; every one accepted by :func:`check_names`
   is the description, as the simulated chain names its outputs), on the input's grid;
 - ``desc-<method>_dseg`` - tissue labels (0 background, 1 CSF, 2 GM, 3 WM), with one dataset-level
   ``dseg.tsv`` look-up table (:func:`write_dseg_tsv`; BIDS inheritance applies it to every dseg);
-- brain age - ``sub-<l>/[ses-<l>/]sub-<l>[_ses-<l>]_scans.tsv``: BIDS' per-subject (per-session)
-  table of files, one row per image (``filename`` relative to that folder) and a column per
-  prediction (:func:`brainage_columns`), described once in a dataset-level ``scans.json``. BIDS
+- brain age and motion - ``sub-<l>/[ses-<l>/]sub-<l>[_ses-<l>]_scans.tsv``: BIDS' per-subject
+  (per-session) table of files, one row per image (``filename`` relative to that folder), a column
+  per prediction and the input's motion score and flag (:func:`scans_columns`), described once in a
+  dataset-level ``scans.json``. BIDS
   has no ``brainage`` suffix, and a ``.tsv`` beside the image with an image suffix
   (``desc-sfcn_T1w.tsv``) is refused by the schema; ``scans.tsv`` is the file BIDS gives for
   per-image values that are not images;
@@ -346,13 +347,16 @@ def write_dseg_tsv(root) -> Path:
     return _write_if_changed(Path(root) / "dseg.tsv", "\n".join(rows) + "\n")
 
 
-def brainage_columns(methods, interval_methods=()) -> dict[str, dict]:
-    """Columns of a brain-age ``scans.tsv`` with their BIDS column descriptions (for ``scans.json``).
+def scans_columns(methods, interval_methods=(), *, motion: bool = False) -> dict[str, dict]:
+    """Columns of a ``scans.tsv`` with their BIDS column descriptions (for ``scans.json``).
 
-    ``filename``; ``age`` (chronological, from participants.tsv); per method
-    ``brainage_<method>``, and ``brainage_<method>_lower``/``_upper`` for ``interval_methods``.
+    ``filename``; ``age`` (chronological, from participants.tsv); per brain-age method
+    ``brainage_<method>``, and ``brainage_<method>_lower``/``_upper`` for ``interval_methods``;
+    with ``motion``, ``motion_efc`` and ``motion_flagged`` (:mod:`mrichain.motion.quality`).
     """
-    cols = {"filename": {"Description": "The image the ages were predicted from, relative to this folder"},
+    from mrichain.motion.quality import MIN_IMAGES_TO_FLAG, OUTLIER_Z
+
+    cols = {"filename": {"Description": "The image the values were computed from, relative to this folder"},
             "age": {"Description": "Chronological age from the source participants.tsv", "Units": "year"}}
     for m in methods:
         cols[f"brainage_{m}"] = {"Description": f"Brain age predicted by mrichain's {m} method", "Units": "year"}
@@ -360,6 +364,15 @@ def brainage_columns(methods, interval_methods=()) -> dict[str, dict]:
             for side in ("lower", "upper"):
                 cols[f"brainage_{m}_{side}"] = {
                     "Description": f"{side.capitalize()} end of the predictive interval of {m}", "Units": "year"}
+    if motion:
+        cols["motion_efc"] = {
+            "Description": "Entropy focus criterion of the input image over its whole field of view (0-1; "
+                           "ghosting and blur from head motion raise it; comparable only between scans "
+                           "of one protocol)"}
+        cols["motion_flagged"] = {
+            "Description": f"true where motion_efc lies more than {OUTLIER_Z} robust standard deviations "
+                           f"(modified z-score) above the dataset's median: a likely motion-corrupted scan; "
+                           f"n/a with fewer than {MIN_IMAGES_TO_FLAG} scans in the run"}
     return cols
 
 

@@ -291,6 +291,7 @@ class RealPlan:
             m["predictions"] = {k: {meth: self.stage_output("predict", k, meth) for meth in self.methods("predict")}
                                 for k in self.inputs}
             feed = self.plan.feed("denoise")
+            m["info"] = {k: self.prepared(k)["info"] for k in self.inputs}
             m["scans"] = {k: {"table": self.scans_table(k),
                               "filename": str(Path(self.restored("denoise", k, feed)).relative_to(
                                   Path(self.scans_table(k)).parent))} for k in self.inputs}
@@ -306,7 +307,7 @@ class RealPlan:
                     out += [self.stage_output("denoise", key, m, acq) for m in self.methods("denoise")]
                     out.append(self.fastmri_scores(key, acq))
             else:
-                out.append(self.derivative(key, desc="brain", suffix="mask"))
+                out += [self.derivative(key, desc="brain", suffix="mask"), self.prepared(key)["info"]]
                 out += [self.restored(s, key, m) for s in ("denoise", "segment") for m in self.methods(s)]
                 out += [self.stage_output("predict", key, m) for m in self.methods("predict")]
         return out

@@ -28,13 +28,17 @@ def prepare_file(image, *, target_mm: float, out_image, out_mask, out_prep, out_
 
     mask: a user ``desc-brain_mask`` (replaces skull stripping); age: from ``participants.tsv``.
     Writes the float32 brain image and uint8 mask (RAS, ``target_mm`` isotropic), the PrepInfo JSON
-    and ``{"age": years | null, "source": image}``. Returns the PrepInfo as a dict.
+    and ``{"age": years | null, "source": image, "efc": the input's entropy focus criterion}`` (over
+    its whole field of view as stored, background included, where motion ghosts land:
+    :mod:`mrichain.motion.quality`). Returns the PrepInfo as a dict.
     A file that is not a 3-D finite NIfTI, or whose voxel sizes are outside
     :data:`mrichain.io.PLAUSIBLE_VOXEL_MM`, fails here, naming it (:func:`mrichain.io.load_image`).
     """
+    from mrichain.motion.quality import entropy_focus
     from mrichain.realdata.structural import prepare_t1w
 
     img = load_image(image, voxel_mm_range=PLAUSIBLE_VOXEL_MM)
+    efc = entropy_focus(np.asarray(img.dataobj, dtype=np.float32))
     user = load_image(mask, voxel_mm_range=PLAUSIBLE_VOXEL_MM) if mask else None
     prepared, brain, info = prepare_t1w(img, target_mm=target_mm, mask=user, threads=threads)
     if not np.any(np.asarray(brain.dataobj)):
@@ -44,7 +48,7 @@ def prepare_file(image, *, target_mm: float, out_image, out_mask, out_prep, out_
     save_image(np.asarray(brain.dataobj), brain.affine, out_mask, dtype=np.uint8)
     info_dict = info.to_dict()
     save_json(info_dict, out_prep)
-    save_json({"age": None if age is None else float(age), "source": str(image)}, out_info)
+    save_json({"age": None if age is None else float(age), "source": str(image), "efc": efc}, out_info)
     return info_dict
 
 
@@ -106,14 +110,19 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
     manifest: ``{"kind", "source", "stages": {stage: [methods]}, "entities": {key: {...}},
     "fastmri_scores": [TSV...] (fastMRI), "predictions": {key: {method: TSV}} and "scans": {key:
     {"table": scans.tsv path, "filename": the image it describes, relative to the table}}
+    (BIDS), "info": {key: the prepared input's info JSON, whose ``efc`` is its motion score}
     (BIDS)}``; out: ``metrics``, ``table``, ``description`` paths and, where brain age runs,
     ``brain_age`` (one flat TSV) and ``scans`` (the per-folder tables, BIDS ``scans.tsv``:
     :func:`mrichain.realdata.derivatives.write_scans_table`, described once in the root
     ``scans.json``; ``dseg.tsv`` at the root describes every ``_dseg``).
     Returns the metrics: ``{stage: {method: {metric: mean, "n": inputs} | "no reference"}}``,
-    brain age as the MAE over the inputs whose age is known.
+    brain age as the MAE over the inputs whose age is known. Each input's motion score (``efc``)
+    and flag against the run's other inputs (:func:`mrichain.motion.quality.flag_outliers`) are
+    rows of the table (method ``efc``, metric ``motion_efc``, note ``flagged`` where flagged) and
+    columns of ``scans.tsv``; no score against a truth (a real scan has none).
     """
-    from mrichain.realdata.derivatives import (brainage_columns, write_dataset_description, write_dseg_tsv,
+    from mrichain.motion.quality import flag_outliers
+    from mrichain.realdata.derivatives import (scans_columns, write_dataset_description, write_dseg_tsv,
                                                write_scans_json, write_scans_table)
 
     metrics: dict = {}
@@ -131,6 +140,13 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
         if stage_name not in ("reconstruct", "predict"):
             metrics[stage_name] = {m: NO_REFERENCE for m in methods}
     root = Path(out["description"]).parent
+    infos = manifest.get("info", {})
+    efc = {k: float("nan") if (v := load_json(p).get("efc")) is None else float(v) for k, p in infos.items()}
+    flags = dict(zip(efc, flag_outliers(list(efc.values()))))
+    if efc:
+        rows = pd.DataFrame({"key": list(efc), "acq": "", "method": "efc", "metric": "motion_efc",
+                             "value": list(efc.values()), "note": ["flagged" if flags[k] else "" for k in efc]})
+        table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
     if manifest.get("predictions"):
         ages = _brain_age(manifest["predictions"])
         known = ages[pd.notna(ages["age"])]
@@ -152,12 +168,15 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
             ages.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
         # BIDS: one scans.tsv per subject (session) folder, its columns described in scans.json
         intervals = [m for m in manifest["stages"]["predict"] if f"predicted_lower_{m}" in ages]
-        columns = brainage_columns(manifest["stages"]["predict"], intervals)
+        columns = scans_columns(manifest["stages"]["predict"], intervals, motion=bool(efc))
         write_scans_json(root, columns)
         rows: dict[str, list[dict]] = {}
         for _, r in ages.iterrows():
             scan = manifest["scans"][r["key"]]
             row = {"filename": scan["filename"], "age": None if pd.isna(r["age"]) else float(r["age"])}
+            if efc:
+                flag = flags.get(r["key"])
+                row.update(motion_efc=efc.get(r["key"]), motion_flagged=None if flag is None else str(flag).lower())
             for m in manifest["stages"]["predict"]:
                 row[f"brainage_{m}"] = float(r[f"predicted_age_{m}"])
                 if m in intervals:
