@@ -51,3 +51,16 @@ def test_planning_a_run_imports_no_image_or_learning_library():
             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"parse-time modules import {out}"
+
+
+def test_the_planning_package_imports_without_numpy():
+    """The parse-time modules of mrichain.plan import on a Python where numpy cannot be imported
+    (a draw of the splits or ages needs it; importing the planner does not)."""
+    import subprocess
+    import sys
+
+    plan_modules = [m for m in PARSE_TIME if m.startswith("mrichain.plan")]
+    code = (f"import sys; sys.modules['numpy'] = None; import {', '.join(plan_modules)}; "
+            "from mrichain.plan.manifests import Plan; print('imported')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "imported", proc.stderr[-2000:]

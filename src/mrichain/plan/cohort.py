@@ -1,16 +1,20 @@
 """The cohort's identities: subject ids, splits, ages and every random stream's seed.
 
 What the Snakefile needs at parse time to plan a run, apart from the simulation itself
-(:mod:`mrichain.simulate.cohort`, which uses these): numpy only, no image library, so that
-planning a run (and every cluster job, which parses the Snakefile again) does not import nibabel,
-h5py or scipy. Every random draw comes from ``numpy.random.default_rng(SeedSequence([seed,
+(:mod:`mrichain.simulate.cohort`, which uses these): no image library, so that planning a run
+(and every cluster job, which parses the Snakefile again) does not import nibabel, h5py or scipy.
+numpy's generators draw the splits and ages (the same streams as the simulation's), imported when
+a draw is made, so the planning package imports without it. Every random draw comes from ``numpy.random.default_rng(SeedSequence([seed,
 subject_index, purpose]))`` (:func:`make_rng`), so a subject's anatomy, tissue values, bias field
 and noise do not depend on how many subjects the cohort has nor on the order in which they are
 simulated.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, "mask": 7, "brainage": 8,
            "mrf_noise": 9, "mrf_b1": 10, "age_split": 11, "motion": 12}
@@ -20,6 +24,8 @@ PURPOSE = {"split": 1, "age": 2, "warp": 3, "tissue": 4, "bias": 5, "noise": 6, 
 def make_rng(seed: int, subject_index: int, purpose: str, *extra: int) -> np.random.Generator:
     """The random generator for one (seed, subject, purpose) stream; ``extra`` entropy words split
     a purpose into independent streams (a motion level's trajectory)."""
+    import numpy as np
+
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(subject_index), PURPOSE[purpose],
                                                          *(int(e) for e in extra)]))
 
