@@ -305,25 +305,6 @@ def test_bad_inputs_fail_their_own_jobs_and_the_others_survive(local_run, tmp_pa
     assert (work / DERIV / "sub-t2/anat/sub-t2_acq-R4_rec-zerofilled_T2w.nii.gz").exists()
 
 
-@pytest.mark.parametrize("inp, expected", [
-    ({"kind": "bids", "bids_dir": "{tmp}/nothing"}, "{tmp}/nothing"),
-    ({"kind": "bids", "bids_dir": "{bids}", "participant_label": ["07"]}, "07"),
-    ({"kind": "fastmri", "dir": "{tmp}", "accelerations": [4], "center_fractions": [0.08]}, "holds no .h5 file"),
-])
-def test_bad_real_input_config_fails_before_any_job(tmp_path, inp, expected):
-    """A dataset that is not there, a participant that does not exist, a directory without
-    fastMRI files: Snakemake stops while building the DAG, with a message naming it."""
-    bids = tmp_path / "bids"
-    if "{bids}" in json.dumps(inp):
-        write_bids_dataset(bids, load_config(TEST_CONFIG), n_subjects=1, voxel_mm=4.0, two_sessions="none")
-    inp = json.loads(json.dumps(inp).replace("{tmp}", str(tmp_path)).replace("{bids}", str(bids)))
-    cfg = _config(tmp_path, inp)
-    proc = snakemake(tmp_path / "run", "-n", configfile=cfg, check=False)
-    assert proc.returncode != 0
-    assert expected.replace("{tmp}", str(tmp_path)) in proc.stdout + proc.stderr
-    assert not (tmp_path / "run" / "results").exists()
-
-
 def test_models_dir_trains_nothing(local_run, tmp_path):
     """input.models_dir naming the test run's models: the plan of a fresh run trains nothing and
     every learned method's job reads its weights from there."""
@@ -332,9 +313,3 @@ def test_models_dir_trains_nothing(local_run, tmp_path):
     jobs = planned_jobs(proc)
     assert "train" not in jobs and jobs["segment"] > 0
     assert f"--model {local_run / 'models'}/segment-unet.pt" in proc.stdout
-
-
-def test_lint_is_clean_with_real_inputs(fastmri_run):
-    """realdata.smk is only included for real inputs: lint it there (test_workflow lints the rest)."""
-    proc = snakemake(fastmri_run["work"], "--lint", configfile=fastmri_run["config"], check=False)
-    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout[-2000:]

@@ -1,7 +1,8 @@
 """The whole DAG on config/test.yaml in a temporary directory (integration).
 
 One run of the pipeline is shared by the tests of this module: results, a second run that does
-nothing, the staleness of one stage's parameter, the report, lint, and bad input with --keep-going.
+nothing, the staleness of one stage's parameter, the report, and bad input with --keep-going
+(what needs only a dry run or lint: tests/test_dag.py).
 """
 import json
 import re
@@ -282,67 +283,6 @@ def test_adding_an_acceleration_reruns_only_it_and_what_depends_on_it(run, tmp_p
 
 
 
-def test_lint_is_clean(run):
-    proc = snakemake(run, "--lint", check=False)
-    out = (proc.stdout + proc.stderr).strip()
-    assert proc.returncode == 0 and "Lints for" not in out, out
-
-
-def test_report(run):
-    report = run / "report.html"
-    snakemake(run, "--report", str(report))
-    assert report.stat().st_size > 10_000
-
-
-def _bad_images(workdir):
-    """Replace three subjects' reconstructions by a NaN image, a 4-D image and garbage bytes."""
-    recons = sorted((workdir / "results").glob("recon/sub-*/*_rec-zerofilled_T1w.nii.gz"))
-    good = nib.load(recons[0])
-    nan = np.asarray(good.dataobj).astype(np.float32)
-    nan[5, 5, 5] = np.nan
-    nib.save(nib.Nifti1Image(nan, good.affine), recons[0])
-    nib.save(nib.Nifti1Image(np.zeros(good.shape + (3,), np.float32), good.affine), recons[1])
-    recons[2].write_bytes(b"\x1f\x8b not really a gzip file")
-    return recons[:3], recons[3:]
-
-
-def test_bad_images_fail_their_rule_and_others_survive(run, tmp_path):
-    work = tmp_path / "bad"
-    shutil.copytree(run, work, symlinks=True)
-    bad, good = _bad_images(work)
-    proc = snakemake(work, "--keep-going", check=False)
-    assert proc.returncode != 0
-    text = proc.stdout + proc.stderr + "".join(p.read_text() for p in (work / "logs" / "denoise").glob("*.log"))
-    for path in bad:
-        assert path.name in text, f"{path.name} not named in the errors"
-    assert "NaN" in text and "4-D" in text and "cannot read" in text
-    for path in good:
-        denoised = Path(str(path).replace("/recon/", "/denoise/").replace("_rec-zerofilled_", "_desc-antsnlm_"))
-        assert denoised.exists(), denoised
-        seg = Path(str(denoised).replace("/denoise/", "/segment/").replace("_desc-antsnlm_T1w", "_desc-atropos_dseg"))
-        assert seg.exists(), seg
-
-
-@pytest.mark.parametrize(
-    "edit, expected",
-    [
-        (lambda c: c["segment"].update(methods=["fancy"], feed="fancy"), "allowed values: kmeans, atropos, unet"),
-        (lambda c: c["acquire"].update(accelerations=[-4, 1]), "acquire.accelerations[0]"),
-        (lambda c: c["acquire"].update(snr=0), "acquire.snr"),
-        (lambda c: c["cohort"].pop("n_subjects"), "config key 'cohort.n_subjects' is missing"),
-    ],
-)
-def test_bad_config_stops_before_any_job(tmp_path, edit, expected):
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    edit(cfg)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    proc = snakemake(tmp_path / "work", configfile=bad, check=False)
-    assert proc.returncode != 0
-    assert expected in proc.stdout + proc.stderr
-    assert not (tmp_path / "work" / "results").exists() and not (tmp_path / "work" / "logs").exists()
-
-
 def test_killed_training_job_resumes_from_its_checkpoint(run, tmp_path):
     """Kill a training job after its first checkpoint; the rerun continues from it."""
     import os
@@ -373,18 +313,3 @@ def test_killed_training_job_resumes_from_its_checkpoint(run, tmp_path):
     assert "resuming denoise-dncnn.pt from checkpoint after epoch" in log
     card = json.loads((work / target.replace(".pt", ".json")).read_text())
     assert card["training"]["epochs"] == 40
-
-
-def test_learned_feeds_plan(tmp_path):
-    """Every stage may feed its learned method downstream: the DAG still builds (a job reading a
-    model is not grouped, so no group waits on training that waits on it)."""
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    for stage in METHOD_STAGES:
-        if stage.has_feed:
-            cfg[stage.name]["feed"] = next(m.name for m in stage.methods if m.learned)
-    learned = tmp_path / "learned.yaml"
-    learned.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(snakemake(tmp_path / "work", "-n", "--quiet", "rules", configfile=learned))
-    n_sub, n_acq = cfg["cohort"]["n_subjects"], len(cfg["acquire"]["accelerations"])
-    # every learned method of the chain, and the MRF branch's DRONE (stage mrf)
-    assert jobs["denoise"] >= n_sub * n_acq and jobs["train"] == len(learned_methods()) + 1
