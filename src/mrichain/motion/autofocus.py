@@ -1,5 +1,6 @@
 """Retrospective motion correction by autofocus: each shot's in-plane translation found by making
-the image sharpest (lowest entropy, :func:`mrichain.motion.quality.entropy_focus`), then undone in k-space.
+the image sharpest (lowest entropy: :func:`mrichain.motion.quality.entropy_focus`), then undone in
+k-space.
 
 Atkinson et al. (IEEE Trans Med Imaging 16:903, 1997): a head that moved between shots leaves ghosts and blur that
 spread the image's energy over more pixels, which raises the entropy of the intensity

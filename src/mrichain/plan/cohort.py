@@ -4,10 +4,10 @@ What the Snakefile needs at parse time to plan a run, apart from the simulation 
 (:mod:`mrichain.simulate.cohort`, which uses these): no image library, so that planning a run
 (and every cluster job, which parses the Snakefile again) does not import nibabel, h5py or scipy.
 numpy's generators draw the splits and ages (the same streams as the simulation's), imported when
-a draw is made, so the planning package imports without it. Every random draw comes from ``numpy.random.default_rng(SeedSequence([seed,
-subject_index, purpose]))`` (:func:`make_rng`), so a subject's anatomy, tissue values, bias field
-and noise do not depend on how many subjects the cohort has nor on the order in which they are
-simulated.
+a draw is made, so the planning package imports without it. Every random draw comes from
+``numpy.random.default_rng(SeedSequence([seed, subject_index, purpose]))`` (:func:`make_rng`), so
+a subject's anatomy, tissue values, bias field and noise do not depend on how many subjects the
+cohort has nor on the order in which they are simulated.
 """
 from __future__ import annotations
 

@@ -144,9 +144,9 @@ def summarise(manifest: dict, out: dict, *, version: str) -> dict:
     efc = {k: float("nan") if (v := load_json(p).get("efc")) is None else float(v) for k, p in infos.items()}
     flags = dict(zip(efc, flag_outliers(list(efc.values()))))
     if efc:
-        rows = pd.DataFrame({"key": list(efc), "acq": "", "method": "efc", "metric": "motion_efc",
-                             "value": list(efc.values()), "note": ["flagged" if flags[k] else "" for k in efc]})
-        table = rows if table.empty else pd.concat([table, rows], ignore_index=True)
+        motion = pd.DataFrame({"key": list(efc), "acq": "", "method": "efc", "metric": "motion_efc",
+                               "value": list(efc.values()), "note": ["flagged" if flags[k] else "" for k in efc]})
+        table = motion if table.empty else pd.concat([table, motion], ignore_index=True)
     if manifest.get("predictions"):
         ages = _brain_age(manifest["predictions"])
         known = ages[pd.notna(ages["age"])]
