@@ -84,6 +84,16 @@ def _ordered(conds: dict[str, Condition], feed: str) -> list[Condition]:
     return ([conds[ORACLE]] if ORACLE in conds else []) + rest
 
 
+def paired_harm(a: pd.Series, b: pd.Series, metric: str, seed: int, key: tuple) -> tuple[float, float, float]:
+    """What ``a`` costs against the reference ``b`` on ``metric``, paired over the subjects both
+    have: the mean harm (the drop of a higher-is-better metric, the rise of a lower-is-better one;
+    0 is no cost) and its 95 % interval (low, high), from :func:`paired_difference`."""
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    mean, low, high = paired_difference(a, b, seed, key)
+    # + 0.0: no "-0" where the harm is exactly zero (the reference itself)
+    return (sign * mean + 0.0, *(v + 0.0 for v in sorted((sign * low, sign * high))))
+
+
 def fully_sampled(conds: dict[str, Condition]) -> str | None:
     """The label of the fully sampled acquisition through the feed methods (None if not configured)."""
     return next((c.label for c in conds.values() if not c.oracle and not c.derived and c.acceleration == 1.0), None)
@@ -164,7 +174,6 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
         return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
     recons = list(dict.fromkeys(c.recon for c in _ordered(conds, feed) if not c.oracle))
     for (stage_name, metric), threshold in limits.items():
-        sign = -1.0 if higher_is_better(metric) else 1.0  # harm = drop of a higher-is-better metric, rise otherwise
         methods = list(dict.fromkeys(m for (s, c, m, k) in values if s == stage_name and k == metric))
         for recon in recons:
             for method in methods:
@@ -173,13 +182,9 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
                              and (stage_name, c.label, method, metric) in values), key=lambda c: c.acceleration)
                 if ref is None or not at:
                     continue
-                steps = []
-                for c in at:
-                    mean, low, high = paired_difference(values[(stage_name, c.label, method, metric)], ref, seed,
-                                                        ("limit", stage_name, c.label, method, metric))
-                    # + 0.0: no "-0" where the harm is exactly zero (the reference itself)
-                    steps.append((f"R{c.acceleration:g}", sign * mean + 0.0,
-                                  *(v + 0.0 for v in sorted((sign * low, sign * high)))))
+                steps = [(f"R{c.acceleration:g}",
+                          *paired_harm(values[(stage_name, c.label, method, metric)], ref, metric, seed,
+                                       ("limit", stage_name, c.label, method, metric))) for c in at]
                 last, last_ci, harms = harm_limit(steps, threshold)
                 rows.append({"recon_method": recon, "stage": stage_name, "method": method, "metric": metric,
                              "threshold": threshold, "reference": full,
@@ -213,6 +218,21 @@ def empty_figure(path: Path, message: str) -> Path:
     return path
 
 
+def bars_with_intervals(ax, table: pd.DataFrame, x: str, group: str, value: str, low: str, high: str) -> list:
+    """Grouped bars on ``ax``: one group per value of column ``x`` (in order of appearance), one
+    bar per value of ``group`` within it (labelled, for a legend), height ``value`` with 95 %
+    interval whiskers from ``low`` to ``high`` (none where they are NaN). Returns the x labels."""
+    xs = list(dict.fromkeys(table[x]))
+    groups = list(dict.fromkeys(table[group]))
+    width = 0.8 / max(len(groups), 1)
+    for i, name in enumerate(groups):
+        t = table[table[group] == name].groupby(x).first().reindex(xs)
+        pos = np.arange(len(xs)) + (i - (len(groups) - 1) / 2) * width
+        err = np.vstack([t[value] - t[low], t[high] - t[value]]).clip(min=0)
+        ax.bar(pos, t[value], width, label=name, yerr=np.nan_to_num(err), capsize=2)
+    return xs
+
+
 def plot_error_budget(budget: pd.DataFrame, path) -> Path:
     """One panel per downstream metric: a bar per condition for each method, 95 % interval whiskers."""
     plt, path = agg_pyplot(path)
@@ -221,14 +241,7 @@ def plot_error_budget(budget: pd.DataFrame, path) -> Path:
     groups = list(budget.groupby(["stage", "metric"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
     for ax, ((stage_name, metric), g) in zip(axes[0], groups):
-        conditions = list(dict.fromkeys(g["condition"]))
-        methods = list(dict.fromkeys(g["method"]))
-        width = 0.8 / max(len(methods), 1)
-        for i, method in enumerate(methods):
-            t = g[g["method"] == method].set_index("condition").reindex(conditions)
-            x = np.arange(len(conditions)) + (i - (len(methods) - 1) / 2) * width
-            err = np.vstack([t["value"] - t["ci_low"], t["ci_high"] - t["value"]]).clip(min=0)
-            ax.bar(x, t["value"], width, label=method, yerr=np.nan_to_num(err), capsize=2)
+        conditions = bars_with_intervals(ax, g, "condition", "method", "value", "ci_low", "ci_high")
         ax.set_xticks(np.arange(len(conditions)), conditions, rotation=45, ha="right", fontsize=8)
         lo = np.nanmin(np.r_[g["ci_low"], g["value"]])
         hi = np.nanmax(np.r_[g["ci_high"], g["value"]])

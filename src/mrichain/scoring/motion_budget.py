@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from mrichain.plan.conditions import MotionCondition
-from mrichain.scoring.budget import (LIMITS, agg_pyplot, empty_figure, harm_limit, mean_with_interval,
-                                     paired_difference, per_subject, primary_metric)
-from mrichain.scoring.metrics import higher_is_better
+from mrichain.scoring.budget import (LIMITS, agg_pyplot, bars_with_intervals, empty_figure, harm_limit,
+                                     mean_with_interval, paired_harm, per_subject, primary_metric)
 
 BUDGET_COLUMNS = ["stage", "metric", "method", "condition", "level", "motion_method", "acq", "n", "value",
                   "ci_low", "ci_high", "harm", "harm_ci_low", "harm_ci_high"]
@@ -50,7 +49,6 @@ def motion_budget(scores: pd.DataFrame, conds: dict[str, MotionCondition], seed:
               if any(s == s2 and c in still for (s2, c, _, _) in values)]
     for stage_name in stages:
         metric = primary_metric(stage_name)
-        sign = -1.0 if higher_is_better(metric) else 1.0
         methods = list(dict.fromkeys(m for (s, c, m, k) in values if s == stage_name and k == metric and c in conds))
         for method in methods:
             for cond in conds.values():
@@ -61,10 +59,9 @@ def motion_budget(scores: pd.DataFrame, conds: dict[str, MotionCondition], seed:
                        "level": cond.level, "motion_method": cond.method, "acq": cond.acq,
                        **mean_with_interval(values[key], seed, ("motion",) + key)}
                 ref = values.get((stage_name, cond.acq, method, metric))
-                harm = (paired_difference(values[key], ref, seed, ("motion harm",) + key) if ref is not None
+                harm = (paired_harm(values[key], ref, metric, seed, ("motion harm",) + key) if ref is not None
                         else (np.nan, np.nan, np.nan))
-                low, high = sorted((sign * harm[1], sign * harm[2]))
-                row.update(harm=sign * harm[0] + 0.0, harm_ci_low=low + 0.0, harm_ci_high=high + 0.0)
+                row.update(harm=harm[0], harm_ci_low=harm[1], harm_ci_high=harm[2])
                 rows.append(row)
     return pd.DataFrame(rows, columns=BUDGET_COLUMNS)
 
@@ -103,14 +100,7 @@ def plot_motion_budget(budget: pd.DataFrame, path) -> Path:
         methods_run = list(dict.fromkeys(g["method"]))
         shown = next((m for m in methods_run if kind(stage_name, m) == CLASSICAL), methods_run[0])
         g = g[g["method"] == shown]
-        levels = list(dict.fromkeys(g["level"]))
-        methods = list(dict.fromkeys(g["motion_method"]))
-        width = 0.8 / max(len(methods), 1)
-        for i, m in enumerate(methods):
-            t = g[g["motion_method"] == m].groupby("level").first().reindex(levels)
-            x = np.arange(len(levels)) + (i - (len(methods) - 1) / 2) * width
-            err = np.vstack([t["harm"] - t["harm_ci_low"], t["harm_ci_high"] - t["harm"]]).clip(min=0)
-            ax.bar(x, t["harm"], width, label=m, yerr=np.nan_to_num(err), capsize=2)
+        levels = bars_with_intervals(ax, g, "level", "motion_method", "harm", "harm_ci_low", "harm_ci_high")
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xticks(np.arange(len(levels)), levels, fontsize=8)
         ax.set_title(f"{stage_name} ({g['method'].iloc[0]}): harm in {metric}", fontsize=9)
