@@ -195,7 +195,7 @@ def acceleration_limits(scores: pd.DataFrame, conds: dict[str, Condition], feed:
     return pd.DataFrame(rows, columns=LIMIT_COLUMNS)
 
 
-def agg_pyplot(path) -> tuple:
+def _pyplot(path) -> tuple:
     """matplotlib's pyplot on the Agg backend (no display), and ``path`` with its folder made."""
     import matplotlib
 
@@ -207,12 +207,35 @@ def agg_pyplot(path) -> tuple:
     return plt, path
 
 
-def empty_figure(path: Path, message: str) -> Path:
+def _empty_figure(path: Path, message: str) -> Path:
     """A figure that says why there is nothing to plot (the report still links one)."""
-    plt, path = agg_pyplot(path)
+    plt, path = _pyplot(path)
     fig, ax = plt.subplots(figsize=(5.5, 1.5))
     ax.axis("off")
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=9)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def metric_panels(table: pd.DataFrame, path, *, empty: str, panel_size: tuple[float, float]):
+    """A figure of one panel per (stage, metric) of ``table`` (side by side, ``panel_size`` inches
+    each): ``(plt, fig, [(ax, stage, metric, rows)], path)``; None for a table without rows, after
+    writing a figure that says so (``empty``) at ``path``."""
+    plt, path = _pyplot(path)
+    if table.empty:
+        _empty_figure(path, empty)
+        return None
+    groups = list(table.groupby(["stage", "metric"], sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(panel_size[0] * len(groups), panel_size[1]), squeeze=False)
+    return plt, fig, [(ax, st, metric, g) for ax, ((st, metric), g) in zip(axes[0], groups)], path
+
+
+def save_panels(plt, fig, path: Path, title: str | None = None) -> Path:
+    """Title, lay out, write (PNG, 80 dpi) and close a :func:`metric_panels` figure; returns ``path``."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -235,12 +258,12 @@ def bars_with_intervals(ax, table: pd.DataFrame, x: str, group: str, value: str,
 
 def plot_error_budget(budget: pd.DataFrame, path) -> Path:
     """One panel per downstream metric: a bar per condition for each method, 95 % interval whiskers."""
-    plt, path = agg_pyplot(path)
-    if budget.empty:
-        return empty_figure(path, "No error budget: the config runs no oracle (error_budget.oracle: false)")
-    groups = list(budget.groupby(["stage", "metric"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4.2), squeeze=False)
-    for ax, ((stage_name, metric), g) in zip(axes[0], groups):
+    panels = metric_panels(budget, path, panel_size=(5.5, 4.2),
+                           empty="No error budget: the config runs no oracle (error_budget.oracle: false)")
+    if panels is None:
+        return Path(path)
+    plt, fig, axes, path = panels
+    for ax, stage_name, metric, g in axes:
         conditions = bars_with_intervals(ax, g, "condition", "method", "value", "ci_low", "ci_high")
         ax.set_xticks(np.arange(len(conditions)), conditions, rotation=45, ha="right", fontsize=8)
         lo = np.nanmin(np.r_[g["ci_low"], g["value"]])
@@ -249,25 +272,21 @@ def plot_error_budget(budget: pd.DataFrame, path) -> Path:
             ax.set_ylim(lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo))
         ax.set_title(f"{stage_name}: {metric} (axis not from 0)", fontsize=10)
         ax.legend(fontsize=7)
-    fig.suptitle("Error budget: oracle -> fully sampled chain -> each acceleration and reconstruction", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_panels(plt, fig, path, "Error budget: oracle -> fully sampled chain -> each acceleration and reconstruction")
 
 
 def plot_sweep(table: pd.DataFrame, path) -> Path:
     """One panel per downstream metric against acceleration: a line per reconstruction method
     (colour) and downstream method (line style), with its 95 % interval band; the fully sampled
     chain (the feed's R1 point, the reference of every method) as a grey dotted line across."""
-    plt, path = agg_pyplot(path)
-    if table.empty:
-        return empty_figure(path, "No acceleration sweep: the config runs none (error_budget.sweep: false)")
-    groups = list(table.groupby(["stage", "metric"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4.0), squeeze=False)
+    panels = metric_panels(table, path, panel_size=(4.5, 4.0),
+                           empty="No acceleration sweep: the config runs none (error_budget.sweep: false)")
+    if panels is None:
+        return Path(path)
+    plt, fig, axes, path = panels
     colours = {r: f"C{i}" for i, r in enumerate(dict.fromkeys(table["recon_method"]))}
     styles = ["-", "--", ":", "-."]
-    for ax, ((stage_name, metric), g) in zip(axes[0], groups):
+    for ax, stage_name, metric, g in axes:
         for j, method in enumerate(dict.fromkeys(g["method"])):
             for recon, t in g[g["method"] == method].groupby("recon_method", sort=False):
                 t = t.sort_values("acceleration")
@@ -280,10 +299,7 @@ def plot_sweep(table: pd.DataFrame, path) -> Path:
         ax.set_xlabel("acceleration R")
         ax.set_title(f"{stage_name}: {metric}", fontsize=10)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_panels(plt, fig, path)
 
 
 def write_budget(score_files: list[str], conds: dict[str, Condition], feed: str, out_budget, out_sweep,

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from mrichain.plan.conditions import MotionCondition
-from mrichain.scoring.budget import (LIMITS, agg_pyplot, bars_with_intervals, empty_figure, harm_limit,
-                                     mean_with_interval, paired_harm, per_subject, primary_metric)
+from mrichain.scoring.budget import (LIMITS, bars_with_intervals, harm_limit, mean_with_interval, metric_panels,
+                                     paired_harm, per_subject, primary_metric, save_panels)
 
 BUDGET_COLUMNS = ["stage", "metric", "method", "condition", "level", "motion_method", "acq", "n", "value",
                   "ci_low", "ci_high", "harm", "harm_ci_low", "harm_ci_high"]
@@ -91,12 +91,12 @@ def plot_motion_budget(budget: pd.DataFrame, path) -> Path:
     a lab would run; else its first method)."""
     from mrichain.plan.stages import CLASSICAL, kind
 
-    plt, path = agg_pyplot(path)
-    if budget.empty:
-        return empty_figure(path, "No motion budget: no stage after reconstruction was scored at a motion condition")
-    groups = list(budget.groupby(["stage", "metric"], sort=False))
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
-    for ax, ((stage_name, metric), g) in zip(axes[0], groups):
+    panels = metric_panels(budget, path, panel_size=(4.5, 3.8),
+                           empty="No motion budget: no stage after reconstruction was scored at a motion condition")
+    if panels is None:
+        return Path(path)
+    plt, fig, axes, path = panels
+    for ax, stage_name, metric, g in axes:
         methods_run = list(dict.fromkeys(g["method"]))
         shown = next((m for m in methods_run if kind(stage_name, m) == CLASSICAL), methods_run[0])
         g = g[g["method"] == shown]
@@ -105,11 +105,7 @@ def plot_motion_budget(budget: pd.DataFrame, path) -> Path:
         ax.set_xticks(np.arange(len(levels)), levels, fontsize=8)
         ax.set_title(f"{stage_name} ({g['method'].iloc[0]}): harm in {metric}", fontsize=9)
         ax.legend(fontsize=7, title="correction", title_fontsize=7)
-    fig.suptitle("What motion costs downstream, against the still acquisition (0: no cost)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_panels(plt, fig, path, "What motion costs downstream, against the still acquisition (0: no cost)")
 
 
 def write_motion_budget(score_files: list[str], conds: dict[str, MotionCondition], levels: list[str], out_budget,
