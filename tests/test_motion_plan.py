@@ -3,11 +3,12 @@ each job reads there, and the config's checks. No job runs (tests/test_motion_wo
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
 
-from mrichain.plan.conditions import WILDCARD, motion_conditions, motion_parts
+from mrichain.plan.conditions import MOTION_WILDCARD, WILDCARD, motion_conditions
 from mrichain.plan.config import ConfigError, validate_config
 from mrichain.plan.manifests import Plan
 
@@ -27,15 +28,13 @@ def motion_config(**branch) -> dict:
 
 
 def test_motion_labels_are_conditions_of_their_own():
-    import re
-
     conds = motion_conditions({"R4": (4, 0.16), "R1": (1, 0.16)}, ["mild", "severe"], [4], ["none", "autofocus"],
                               "autofocus")
     assert list(conds) == ["mildR4", "mildR4none", "severeR4", "severeR4none"]
     assert conds["severeR4"].acq == "R4" and conds["severeR4"].level == "severe" and conds["severeR4"].derived
     assert conds["severeR4none"].method == "none" and conds["severeR4none"].acquired == "severeR4"
-    assert motion_parts("severeR4") == ("severe", "R4") == motion_parts("severeR4none")
-    assert motion_parts("R4cs") is None
+    assert [(c.level, c.acq) for c in (conds["severeR4"], conds["severeR4none"])] == [("severe", "R4")] * 2
+    assert re.fullmatch(MOTION_WILDCARD, "severeR4none") and not re.fullmatch(MOTION_WILDCARD, "R4cs")
     assert all(re.fullmatch(WILDCARD, x) for x in ("severeR4", "severeR4none", "mildR2p5", "R4cs", "oracle"))
 
 
@@ -66,7 +65,8 @@ def test_without_the_branch_nothing_changes():
     cfg = validate_config(yaml.safe_load(TEST_CONFIG.read_text()))
     plan = Plan(cfg)
     assert plan.motion_conditions == {} and plan.stage_conditions("motion") == []
-    assert not any(motion_parts(c) for s in ("denoise", "segment", "predict") for c in plan.stage_conditions(s))
+    assert not any(re.fullmatch(MOTION_WILDCARD, c) for s in ("denoise", "segment", "predict")
+                   for c in plan.stage_conditions(s))
 
 
 @pytest.mark.parametrize("change, key", [

@@ -48,7 +48,6 @@ MRF_PREFIX = "MRF"
 ``MRF`` alone, :data:`mrichain.plan.layout.MRF_ACQ`)."""
 
 _ACQ = r"R\d+(?:p\d+)?"
-_MOTION_LABEL = re.compile(r"^(?P<level>[a-z]+)(?P<acq>" + _ACQ + r")(?P<method>[a-z][a-z0-9]*)?$")
 
 ACQUISITION_WILDCARD = _ACQ
 """Regular expression of an acquisition label (``R4``, ``R2p5``): the still k-space files."""
@@ -178,12 +177,6 @@ def motion_label(level: str, acq: str, method: str | None = None, feed: str | No
     """``('severe', 'R4')`` -> ``'severeR4'``; with a method other than the feed,
     ``('severe', 'R4', 'none', 'autofocus')`` -> ``'severeR4none'``."""
     return f"{level}{acq}" if method is None or method == feed else f"{level}{acq}{method}"
-
-
-def motion_parts(label_: str) -> tuple[str, str] | None:
-    """``'severeR4'`` -> ``('severe', 'R4')`` (also for ``'severeR4none'``); None for any other label."""
-    m = _MOTION_LABEL.match(label_)
-    return (m["level"], m["acq"]) if m else None
 
 
 def motion_conditions(acqs: dict[str, tuple[float, float]], levels: list[str], accelerations: list[float],
