@@ -23,6 +23,16 @@ CLASSICAL_SUBSET = {"reconstruct": ["zerofilled", "cs"], "denoise": ["antsnlm"],
 and one learned method (SFCN, the quickest trainer) so that one training job runs."""
 
 
+def edited_config(path: Path, edit=None) -> tuple[dict, Path]:
+    """config/test.yaml with ``edit(cfg)`` applied in place (None: as it is), written to ``path``:
+    ``(cfg, path)``."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    if edit:
+        edit(cfg)
+    path.write_text(yaml.safe_dump(cfg))
+    return cfg, path
+
+
 def smaller_config(path: Path, *, mrf: bool = False, budget: bool = False, learned_device: str | None = None) -> Path:
     """config/test.yaml cut to a subset of its jobs, written to ``path``: the same cohort, seed and
     acquisitions, only the methods of :data:`CLASSICAL_SUBSET`, without the error-budget conditions

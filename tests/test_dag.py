@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bids_dataset import write_bids_dataset
-from dag import ROOT, TEST_CONFIG, planned_jobs, snakemake
+from dag import ROOT, TEST_CONFIG, edited_config, planned_jobs, snakemake
 from fastmri_files import write_fastmri_file
 from mrichain.plan.config import load_config
 from mrichain.plan.manifests import Plan
@@ -23,15 +23,6 @@ from mrichain.plan.stages import METHOD_STAGES, STAGE_NAMES, learned_methods
 
 pytestmark = [pytest.mark.integration, pytest.mark.dag]
 LIMIT = 100 * 1024
-
-
-def _config(tmp_path, edit=None, name="config.yaml"):
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    if edit:
-        edit(cfg)
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(cfg))
-    return cfg, path
 
 
 def test_thousand_subjects_no_command_over_100_kb(tmp_path):
@@ -65,7 +56,7 @@ def test_thousand_subjects_no_command_over_100_kb(tmp_path):
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, edit, expected):
-    _, bad = _config(tmp_path, edit, "bad.yaml")
+    _, bad = edited_config(tmp_path / "bad.yaml", edit)
     proc = snakemake(tmp_path / "work", configfile=bad, check=False)
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
@@ -84,7 +75,7 @@ def test_bad_real_input_config_fails_before_any_job(tmp_path, inp, expected):
     if "{bids}" in json.dumps(inp):
         write_bids_dataset(bids, load_config(TEST_CONFIG), n_subjects=1, voxel_mm=4.0, two_sessions="none")
     inp = json.loads(json.dumps(inp).replace("{tmp}", str(tmp_path)).replace("{bids}", str(bids)))
-    _, cfg = _config(tmp_path, lambda c: c.update(input=inp))
+    _, cfg = edited_config(tmp_path / "config.yaml", lambda c: c.update(input=inp))
     proc = snakemake(tmp_path / "run", "-n", configfile=cfg, check=False)
     assert proc.returncode != 0
     assert expected.replace("{tmp}", str(tmp_path)) in proc.stdout + proc.stderr
@@ -99,7 +90,7 @@ def test_learned_feeds_plan(tmp_path):
             if stage.has_feed:
                 cfg[stage.name]["feed"] = next(m.name for m in stage.methods if m.learned)
 
-    cfg, learned = _config(tmp_path, learned_feeds, "learned.yaml")
+    cfg, learned = edited_config(tmp_path / "learned.yaml", learned_feeds)
     jobs = planned_jobs(snakemake(tmp_path / "work", "-n", "--quiet", "rules", configfile=learned))
     n_sub, n_acq = cfg["cohort"]["n_subjects"], len(cfg["acquire"]["accelerations"])
     # every learned method of the chain, and the MRF branch's DRONE (stage mrf)
@@ -117,7 +108,7 @@ def test_lint_is_clean_with_real_inputs(tmp_path):
     d = tmp_path / "fastmri"
     d.mkdir()
     write_fastmri_file(d / "file_brain_AXT1_201_6002717.h5", n_slices=3, seed=0, acquisition="AXT1")
-    _, cfg = _config(tmp_path, lambda c: c.update(input={"kind": "fastmri", "dir": str(d), "accelerations": [4, 1],
-                                                          "center_fractions": [0.08, 0.08]}))
+    _, cfg = edited_config(tmp_path / "config.yaml", lambda c: c.update(input={
+        "kind": "fastmri", "dir": str(d), "accelerations": [4, 1], "center_fractions": [0.08, 0.08]}))
     proc = snakemake(tmp_path / "work", "--lint", configfile=cfg, check=False)
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout[-2000:]

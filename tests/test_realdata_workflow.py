@@ -17,7 +17,7 @@ import yaml
 
 from bids_dataset import write_bids_dataset
 from browser import chromium, severe_errors, wait_for  # noqa: F401 (chromium: the browser fixture)
-from dag import TEST_CONFIG, planned_jobs, snakemake
+from dag import TEST_CONFIG, edited_config, planned_jobs, snakemake
 from fastmri_files import write_fastmri_file
 from mrichain.plan.config import load_config
 from mrichain.realdata.derivatives import check_names
@@ -36,11 +36,8 @@ REAL_RULES = {"real_prepare", "real_image_stage", "real_restore", "real_predict_
 
 
 def _config(tmp_path, inp: dict) -> Path:
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    cfg["input"] = inp
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    """config/test.yaml with ``input: inp``, written in ``tmp_path``."""
+    return edited_config(tmp_path / "config.yaml", lambda c: c.update(input=inp))[1]
 
 
 def _copy_run(local_run, tmp_path) -> Path:

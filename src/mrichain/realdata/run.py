@@ -38,7 +38,7 @@ def prepare_file(image, *, target_mm: float, out_image, out_mask, out_prep, out_
     from mrichain.realdata.structural import prepare_t1w
 
     img = load_image(image, voxel_mm_range=PLAUSIBLE_VOXEL_MM)
-    efc = entropy_focus(np.asarray(img.dataobj, dtype=np.float32))
+    efc = entropy_focus(np.asarray(img.dataobj))  # it reads the values in float64 itself
     user = load_image(mask, voxel_mm_range=PLAUSIBLE_VOXEL_MM) if mask else None
     prepared, brain, info = prepare_t1w(img, target_mm=target_mm, mask=user, threads=threads)
     if not np.any(np.asarray(brain.dataobj)):
