@@ -131,3 +131,17 @@ def test_motion_budget_leaves_out_the_motion_stage_itself():
             ("segment", "severeR4", "sub-001", "atropos", "dice_mean", 0.7)]
     budget = motion_budget(_scores(rows), conds)
     assert list(budget["stage"]) == ["segment"] and budget["harm"].iloc[0] == pytest.approx(0.1)
+
+
+def test_checking_a_motion_config_imports_no_simulator():
+    """The motion levels are checked at parse time (every Snakefile parse, every cluster job) by
+    the planning package alone: no scipy, nibabel or h5py."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from mrichain.plan.config import validate_config; "
+            f"validate_config(json.loads({json.dumps(json.dumps(motion_config()))})); "
+            "print(' '.join(m for m in ('scipy', 'nibabel', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"validating a motion config imports {out}"

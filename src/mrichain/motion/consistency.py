@@ -99,7 +99,7 @@ def shot_scores(kspace: np.ndarray, mask: np.ndarray | None, shot: np.ndarray, *
     """float64 [n_shots]: each shot's leave-one-shot-out residual (:func:`shot_residuals`) on
     :func:`scored_slices`, relative to the median over the shots: about 1 for a shot consistent
     with the others, above for a moved one (the median stands for the still shots, which are
-    the majority: :func:`mrichain.simulate.motion.check_level`).
+    the majority: :func:`mrichain.plan.config.check_motion_level`).
 
     kspace: complex [S, C, H, W] (unacquired lines zero); mask: [W] or None (fully sampled);
     shot: int [W]; maps: ESPIRiT sensitivities [S, C, H, W] (default: estimated from all acquired

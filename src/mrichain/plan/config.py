@@ -204,6 +204,17 @@ def _cross_checks(cfg: dict) -> list[str]:
     return msgs
 
 
+def check_motion_level(level: dict, n_shots: int) -> None:
+    """Refuse a motion level (``acquire.motion.levels.<name>``) whose moved shots would not be a
+    minority: ``movements`` must stay below half of ``n_shots`` (ValueError naming both). The
+    simulator draws trajectories only after it (:func:`mrichain.simulate.motion.draw_trajectory`);
+    it lives here so that checking a config imports no simulator (scipy, nibabel, h5py)."""
+    n = int(level.get("movements", 0))
+    if not 0 <= n < n_shots / 2:
+        raise ValueError(f"movements ({n}) must be below half of the shots ({n_shots}): the head rests "
+                         "during most of the scan, the pose a correction keeps")
+
+
 def _motion_checks(cfg: dict) -> list[str]:
     """``acquire.motion``'s levels as the simulator checks them; ``motion`` (the branch) needs
     ``acquire.motion`` (the movement) and the simulated cohort, runs at accelerations the config
@@ -211,11 +222,9 @@ def _motion_checks(cfg: dict) -> list[str]:
     msgs = []
     movement = cfg["acquire"].get("motion")
     if movement is not None:  # each level as the simulator will draw it (its own check, run here first)
-        from mrichain.simulate.motion import check_level
-
         for name, level in movement["levels"].items():
             try:
-                check_level(level, movement["shots"])
+                check_motion_level(level, movement["shots"])
             except ValueError as exc:
                 msgs.append(f"config key 'acquire.motion.levels.{name}.movements': {exc}")
     if "motion" not in cfg:

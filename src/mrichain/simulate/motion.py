@@ -37,6 +37,7 @@ from scipy import ndimage
 
 from mrichain.fft import fft2c
 from mrichain.plan.cohort import make_rng, subject_index
+from mrichain.plan.config import check_motion_level
 
 POSE_KEYS = ("rotation_deg", "x_mm", "y_mm", "z_mm")
 """The columns of a pose (:attr:`MotionTrajectory.poses`)."""
@@ -115,12 +116,12 @@ def draw_trajectory(width: int, level: dict, n_shots: int, ordering: str,
     1 .. n_shots - 1), each at its own pose, every coordinate uniform in [-r, r] degrees, [-t, t] mm
     in-plane, [-z, z] mm through-plane: transient movements (a swallow, a cough, a twitch), after
     which the head returns to rest. So the rest pose holds most of the lines (``n`` below half the
-    shots: :func:`check_level`), and the noise-free still head is the image every corrected
+    shots: :func:`mrichain.plan.config.check_motion_level`), and the noise-free still head is the image every corrected
     reconstruction is scored against; a lasting drift would move that reference itself.
     ``movements: 0`` or all ranges 0 is a still head. acquired: the lines played
     (:func:`shot_of_line`); the poses drawn do not depend on it.
     """
-    check_level(level, n_shots)
+    check_motion_level(level, n_shots)
     shot = shot_of_line(width, n_shots, ordering, acquired)
     poses = np.zeros((n_shots, len(POSE_KEYS)))
     n_moves = int(level.get("movements", 0))
@@ -132,15 +133,6 @@ def draw_trajectory(width: int, level: dict, n_shots: int, ordering: str,
     for s in moved:
         poses[s] = rng.uniform(-1.0, 1.0, len(POSE_KEYS)) * half
     return MotionTrajectory(shot, poses)
-
-
-def check_level(level: dict, n_shots: int) -> None:
-    """Refuse a level whose moved shots would not be a minority: ``movements`` must stay below half
-    of ``n_shots`` (ValueError naming both)."""
-    n = int(level.get("movements", 0))
-    if not 0 <= n < n_shots / 2:
-        raise ValueError(f"movements ({n}) must be below half of the shots ({n_shots}): the head rests "
-                         "during most of the scan, the pose a correction keeps")
 
 
 def subject_trajectory(cfg: dict, sub_id: str, level: str, width: int,
