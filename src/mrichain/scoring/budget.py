@@ -220,7 +220,8 @@ def _empty_figure(path: Path, message: str) -> Path:
 
 def metric_panels(table: pd.DataFrame, path, *, empty: str, panel_size: tuple[float, float]):
     """A figure of one panel per (stage, metric) of ``table`` (side by side, ``panel_size`` inches
-    each): ``(plt, fig, [(ax, stage, metric, rows)], path)``; None for a table without rows, after
+    each): ``(fig, [(ax, stage, metric, rows)], path)``, written by
+    :func:`mrichain.scoring.figures.save_figure`; None for a table without rows, after
     writing a figure that says so (``empty``) at ``path``."""
     plt, path = _pyplot(path)
     if table.empty:
@@ -228,17 +229,7 @@ def metric_panels(table: pd.DataFrame, path, *, empty: str, panel_size: tuple[fl
         return None
     groups = list(table.groupby(["stage", "metric"], sort=False))
     fig, axes = plt.subplots(1, len(groups), figsize=(panel_size[0] * len(groups), panel_size[1]), squeeze=False)
-    return plt, fig, [(ax, st, metric, g) for ax, ((st, metric), g) in zip(axes[0], groups)], path
-
-
-def save_panels(plt, fig, path: Path, title: str | None = None) -> Path:
-    """Title, lay out, write (PNG, 80 dpi) and close a :func:`metric_panels` figure; returns ``path``."""
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return fig, [(ax, st, metric, g) for ax, ((st, metric), g) in zip(axes[0], groups)], path
 
 
 def bars_with_intervals(ax, table: pd.DataFrame, x: str, group: str, value: str, low: str, high: str) -> list:
@@ -258,11 +249,13 @@ def bars_with_intervals(ax, table: pd.DataFrame, x: str, group: str, value: str,
 
 def plot_error_budget(budget: pd.DataFrame, path) -> Path:
     """One panel per downstream metric: a bar per condition for each method, 95 % interval whiskers."""
+    from mrichain.scoring.figures import save_figure
+
     panels = metric_panels(budget, path, panel_size=(5.5, 4.2),
                            empty="No error budget: the config runs no oracle (error_budget.oracle: false)")
     if panels is None:
         return Path(path)
-    plt, fig, axes, path = panels
+    fig, axes, path = panels
     for ax, stage_name, metric, g in axes:
         conditions = bars_with_intervals(ax, g, "condition", "method", "value", "ci_low", "ci_high")
         ax.set_xticks(np.arange(len(conditions)), conditions, rotation=45, ha="right", fontsize=8)
@@ -272,18 +265,20 @@ def plot_error_budget(budget: pd.DataFrame, path) -> Path:
             ax.set_ylim(lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo))
         ax.set_title(f"{stage_name}: {metric} (axis not from 0)", fontsize=10)
         ax.legend(fontsize=7)
-    return save_panels(plt, fig, path, "Error budget: oracle -> fully sampled chain -> each acceleration and reconstruction")
+    return save_figure(fig, path, "Error budget: oracle -> fully sampled chain -> each acceleration and reconstruction")
 
 
 def plot_sweep(table: pd.DataFrame, path) -> Path:
     """One panel per downstream metric against acceleration: a line per reconstruction method
     (colour) and downstream method (line style), with its 95 % interval band; the fully sampled
     chain (the feed's R1 point, the reference of every method) as a grey dotted line across."""
+    from mrichain.scoring.figures import save_figure
+
     panels = metric_panels(table, path, panel_size=(4.5, 4.0),
                            empty="No acceleration sweep: the config runs none (error_budget.sweep: false)")
     if panels is None:
         return Path(path)
-    plt, fig, axes, path = panels
+    fig, axes, path = panels
     colours = {r: f"C{i}" for i, r in enumerate(dict.fromkeys(table["recon_method"]))}
     styles = ["-", "--", ":", "-."]
     for ax, stage_name, metric, g in axes:
@@ -299,7 +294,7 @@ def plot_sweep(table: pd.DataFrame, path) -> Path:
         ax.set_xlabel("acceleration R")
         ax.set_title(f"{stage_name}: {metric}", fontsize=10)
         ax.legend(fontsize=6)
-    return save_panels(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def write_budget(score_files: list[str], conds: dict[str, Condition], feed: str, out_budget, out_sweep,

@@ -12,6 +12,16 @@ import numpy as np  # noqa: E402
 LABEL_CMAP = matplotlib.colors.ListedColormap(["black", "#3b8bd9", "#a0a0a0", "#f2f2f2"])
 
 
+def save_figure(fig, path: str | Path, title: str = "") -> Path:
+    """Title (if any), lay out, write ``fig`` as a PNG at 80 dpi and close it; returns ``path``."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
 def _mid_slices(vol: np.ndarray) -> list[np.ndarray]:
     """Sagittal, coronal, axial mid-slices of a [X, Y, Z] RAS volume, oriented for display."""
     x, y, z = (s // 2 for s in vol.shape)
@@ -46,12 +56,7 @@ def save_montage(panels: list[tuple[str, np.ndarray, str]], path: str | Path, ti
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(name, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def save_scatter(x, y, path: str | Path, *, xlabel: str, ylabel: str, title: str = "") -> Path:
@@ -65,7 +70,4 @@ def save_scatter(x, y, path: str | Path, *, xlabel: str, ylabel: str, title: str
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from mrichain.plan.conditions import MotionCondition
 from mrichain.scoring.budget import (LIMITS, bars_with_intervals, harm_limit, mean_with_interval, metric_panels,
-                                     paired_harm, per_subject, primary_metric, save_panels)
+                                     paired_harm, per_subject, primary_metric)
 
 BUDGET_COLUMNS = ["stage", "metric", "method", "condition", "level", "motion_method", "acq", "n", "value",
                   "ci_low", "ci_high", "harm", "harm_ci_low", "harm_ci_high"]
@@ -90,12 +90,13 @@ def plot_motion_budget(budget: pd.DataFrame, path) -> Path:
     interval whiskers, for each stage's first classical method scored there (the tuned one that
     a lab would run; else its first method)."""
     from mrichain.plan.stages import CLASSICAL, kind
+    from mrichain.scoring.figures import save_figure
 
     panels = metric_panels(budget, path, panel_size=(4.5, 3.8),
                            empty="No motion budget: no stage after reconstruction was scored at a motion condition")
     if panels is None:
         return Path(path)
-    plt, fig, axes, path = panels
+    fig, axes, path = panels
     for ax, stage_name, metric, g in axes:
         methods_run = list(dict.fromkeys(g["method"]))
         shown = next((m for m in methods_run if kind(stage_name, m) == CLASSICAL), methods_run[0])
@@ -105,7 +106,7 @@ def plot_motion_budget(budget: pd.DataFrame, path) -> Path:
         ax.set_xticks(np.arange(len(levels)), levels, fontsize=8)
         ax.set_title(f"{stage_name} ({g['method'].iloc[0]}): harm in {metric}", fontsize=9)
         ax.legend(fontsize=7, title="correction", title_fontsize=7)
-    return save_panels(plt, fig, path, "What motion costs downstream, against the still acquisition (0: no cost)")
+    return save_figure(fig, path, "What motion costs downstream, against the still acquisition (0: no cost)")
 
 
 def write_motion_budget(score_files: list[str], conds: dict[str, MotionCondition], levels: list[str], out_budget,
