@@ -64,3 +64,26 @@ def test_the_planning_package_imports_without_numpy():
             "from mrichain.plan.manifests import Plan; print('imported')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "imported", proc.stderr[-2000:]
+
+
+def test_a_classical_job_imports_no_learning_library(tmp_path):
+    """A classical method's job (zero-filling; every job reads its tuning card through
+    mrichain.train.tune) imports neither torch nor MONAI: each of the run's hundreds of jobs is its
+    own process, and torch alone costs seconds of CPU to import."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from mrichain.io import KSpaceFile, write_kspace
+
+    rng = np.random.default_rng(0)
+    kspace = (rng.standard_normal((2, 2, 16, 12)) + 1j * rng.standard_normal((2, 2, 16, 12))).astype(np.complex64)
+    write_kspace(tmp_path / "k.h5", KSpaceFile(kspace=kspace))
+    code = ("import sys; from mrichain.cli import main; import mrichain.train.tune; "
+            f"rc = main(['reconstruct', '--method', 'zerofilled', '--params', '{{}}', '--input', {str(tmp_path / 'k.h5')!r}, "
+            f"'--output', {str(tmp_path / 'zf.nii.gz')!r}]); "
+            "print(rc, ' '.join(m for m in ('torch', 'monai', 'ants') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0" and (tmp_path / "zf.nii.gz").exists(), (proc.stdout, proc.stderr[-2000:])
