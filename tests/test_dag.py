@@ -35,7 +35,7 @@ def test_thousand_subjects_no_command_over_100_kb(tmp_path):
     jobs = planned_jobs(proc)
     plan = Plan(cfg)  # one scoring job per stage and condition it runs at, whatever the cohort size
     assert jobs["simulate_subject"] == 1000 + cfg["cohort"]["n_age_train_subjects"]
-    assert jobs["score"] == sum(len(plan.stage_conditions(s)) for s in STAGE_NAMES)
+    assert jobs["score"] == sum(len(plan.stage_conditions(s)) for s in (*STAGE_NAMES, "motion"))
     commands = [c for c in re.findall(r"^Shell command: (.*)$", out, flags=re.M) if c != "None"]
     # the manifest writers are run: blocks, `all` has no command
     no_command = ("all", "manifest", "subject_report_manifest", "citation_manifest")

@@ -86,6 +86,14 @@ def test_config_refuses_a_bad_motion_branch(change, key):
         validate_config(cfg)
 
 
+def test_real_inputs_run_beside_the_branch():
+    """The branch moves the simulated heads: with real inputs it plans the same motion conditions
+    (the real inputs' own jobs do not read them)."""
+    cfg = motion_config()
+    real = {**copy.deepcopy(cfg), "input": {"kind": "bids", "bids_dir": "/data/study"}}
+    assert Plan(validate_config(real)).motion_conditions.keys() == Plan(validate_config(cfg)).motion_conditions.keys() != set()
+
+
 def _scores(rows) -> "pd.DataFrame":
     import pandas as pd
 

@@ -232,9 +232,6 @@ def _motion_checks(cfg: dict) -> list[str]:
     sec = cfg["motion"]
     if "motion" not in cfg["acquire"]:
         msgs.append("config key 'motion': the motion branch needs acquire.motion (shots, ordering, levels)")
-    if cfg["input"]["kind"] != "simulated":
-        msgs.append(f"config key 'motion': the motion branch moves the simulated head; input.kind is "
-                    f"{cfg['input']['kind']!r}")
     acquired = [float(a) for a in cfg["acquire"]["accelerations"]]
     msgs += [f"config key 'motion.accelerations': {a:g} is not acquired; acquire.accelerations: "
              f"{', '.join(f'{x:g}' for x in acquired)}" for a in sec["accelerations"] if float(a) not in acquired]
