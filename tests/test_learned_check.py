@@ -50,6 +50,18 @@ def test_a_constant_age_predictor_is_flagged(tmp_path):
     assert "6 held-out subjects" in reason  # val and test
 
 
+def test_predictions_that_spread_without_following_age_are_flagged(tmp_path):
+    """Predictions close to the ages on the test subjects (MAE 5 y against the mean predictor's
+    17 y: the floor check passes them) and reversed on the val subjects, so that over the held-out
+    subjects they spread as the ages do (SD 0.93 of theirs) but barely follow them (r = 0.13): the
+    spread alone would pass them; the correlation does not."""
+    held_out = {0: 30.0, 5: 48.0, 7: 56.0, 11: 70.0,  # test, ages 21, 47, 58, 79
+                2: 75.0, 9: 25.0}  # val, ages 32, 68
+    scores = age_scores(tmp_path, {"sfcn": lambda a, rng: np.array([held_out.get(i, 50.0) for i in range(a.size)])})
+    learned, reason = verdict(learned_checks(scores), "sfcn")
+    assert learned is False and "did not learn" in reason, reason
+
+
 def test_a_predictor_that_tracks_age_passes(tmp_path):
     scores = age_scores(tmp_path, {"sfcn": lambda a, rng: a + rng.normal(0, 3.0, a.size)})
     learned, reason = verdict(learned_checks(scores), "sfcn")

@@ -65,7 +65,7 @@ def test_no_age_signal_is_flagged_as_not_learned(tmp_path):
     the "did it learn" check (the held-out predictions' spread against the ages') flags it."""
     import pandas as pd
 
-    from mrichain.scoring.aggregate import _held_out_spread
+    from mrichain.scoring.aggregate import _held_out_agreement
     from mrichain.scoring.metrics import CHECK_PREFIX
 
     items = _cohort(tmp_path, 12, signal=False)
@@ -76,5 +76,5 @@ def test_no_age_signal_is_flagged_as_not_learned(tmp_path):
     pred = mlp.predict_labels(str(out), [it["labels"] for it in items[8:]]).predicted_age.to_numpy()
     rows = [dict(subject=f"s{i}", split="val", metric=CHECK_PREFIX + k, value=v)
             for i, (p, it) in enumerate(zip(pred, items[8:])) for k, v in (("predicted_age", p), ("age", it["age"]))]
-    learned, reason = _held_out_spread(pd.DataFrame(rows))
+    learned, reason = _held_out_agreement(pd.DataFrame(rows))
     assert not learned and "predictions span 0.0 y" in reason
