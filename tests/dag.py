@@ -33,14 +33,17 @@ def edited_config(path: Path, edit=None) -> tuple[dict, Path]:
     return cfg, path
 
 
-def smaller_config(path: Path, *, mrf: bool = False, budget: bool = False, learned_device: str | None = None) -> Path:
-    """config/test.yaml cut to a subset of its jobs, written to ``path``: the same cohort and seed,
-    its first acquisition only (R4: a third of the jobs fewer), only the methods of
-    :data:`CLASSICAL_SUBSET`, without the error-budget conditions (``budget``) and the MR
-    fingerprinting branch (``mrf``). Every job it plans is a job of the
+def smaller_config(path: Path, *, mrf: bool = False, budget: bool = False, learned_device: str | None = None,
+                   first_acquisition_only: bool = False) -> Path:
+    """config/test.yaml cut to a subset of its jobs, written to ``path``: the same cohort, seed and
+    acquisitions, only the methods of :data:`CLASSICAL_SUBSET`, without the error-budget conditions
+    (``budget``) and the MR fingerprinting branch (``mrf``). Every job it plans is a job of the
     full test config with the same inputs and parameters, so its outputs must equal the full run's
     (:func:`differing_outputs` with ``b_runs_less``): the tests of the run's mechanics (SLURM,
     DVC) run on it, the full DAG's content is tested once (the ``local_run`` fixture).
+    ``first_acquisition_only``: R4 alone (a third of the jobs fewer), for a test that does not
+    compare with the full run: its outputs are not the full run's (the R4 noise-free images
+    differ, and what reads them).
     ``learned_device``: the ``device`` of every learned method kept (``cpu`` on a cluster whose
     GPU torch cannot use)."""
     from mrichain.plan.stages import stage
@@ -60,8 +63,9 @@ def smaller_config(path: Path, *, mrf: bool = False, budget: bool = False, learn
             for m in methods:
                 if stage(name).method(m).learned:
                     section.setdefault("params", {}).setdefault(m, {})["device"] = learned_device
-    for key in ("accelerations", "center_fractions"):
-        cfg["acquire"][key] = cfg["acquire"][key][:1]
+    if first_acquisition_only:
+        for key in ("accelerations", "center_fractions"):
+            cfg["acquire"][key] = cfg["acquire"][key][:1]
     if not budget:
         cfg["error_budget"] = {"sweep": False, "oracle": False}
     if not mrf:
