@@ -13,6 +13,7 @@ from mrichain.plan.config import ConfigError, validate_config
 from mrichain.plan.manifests import Plan
 
 from dag import TEST_CONFIG
+from fresh_python import modules_imported
 
 MOTION = {"shots": 8, "ordering": "interleaved",
           "levels": {"mild": {"rotation_deg": 1.5, "translation_mm": 1.0, "movements": 1},
@@ -145,11 +146,8 @@ def test_checking_a_motion_config_imports_no_simulator():
     """The motion levels are checked at parse time (every Snakefile parse, every cluster job) by
     the planning package alone: no scipy, nibabel or h5py."""
     import json
-    import subprocess
-    import sys
 
-    code = ("import json, sys; from mrichain.plan.config import validate_config; "
-            f"validate_config(json.loads({json.dumps(json.dumps(motion_config()))})); "
-            "print(' '.join(m for m in ('scipy', 'nibabel', 'h5py') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"validating a motion config imports {out}"
+    code = ("import json; from mrichain.plan.config import validate_config; "
+            f"validate_config(json.loads({json.dumps(json.dumps(motion_config()))}))")
+    out = modules_imported(code, ["scipy", "nibabel", "h5py"])
+    assert out == [], f"validating a motion config imports {out}"

@@ -5,6 +5,7 @@ import tomllib
 import yaml
 
 from dag import ROOT
+from fresh_python import modules_imported
 
 
 def _name(req: str) -> str:
@@ -43,14 +44,9 @@ PARSE_TIME = ["mrichain.plan.stages", "mrichain.plan.layout", "mrichain.plan.con
 def test_planning_a_run_imports_no_image_or_learning_library():
     """What the Snakefile imports at parse time (once per run, and again in every cluster job)
     pulls in numpy, YAML and jsonschema only: no nibabel, h5py, scipy, pandas, torch, MONAI or ANTs."""
-    import subprocess
-    import sys
-
     heavy = ["nibabel", "h5py", "scipy", "pandas", "torch", "monai", "ants", "sklearn", "bids", "matplotlib"]
-    code = (f"import sys; import {', '.join(PARSE_TIME)}; "
-            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"parse-time modules import {out}"
+    out = modules_imported(f"import {', '.join(PARSE_TIME)}", heavy)
+    assert out == [], f"parse-time modules import {out}"
 
 
 def test_the_planning_package_imports_without_numpy():
@@ -70,9 +66,6 @@ def test_a_classical_job_imports_no_learning_library(tmp_path):
     """A classical method's job (zero-filling; every job reads its tuning card through
     mrichain.train.tune) imports neither torch nor MONAI: each of the run's hundreds of jobs is its
     own process, and torch alone costs seconds of CPU to import."""
-    import subprocess
-    import sys
-
     import numpy as np
 
     from mrichain.io import KSpaceFile, write_kspace
@@ -80,10 +73,8 @@ def test_a_classical_job_imports_no_learning_library(tmp_path):
     rng = np.random.default_rng(0)
     kspace = (rng.standard_normal((2, 2, 16, 12)) + 1j * rng.standard_normal((2, 2, 16, 12))).astype(np.complex64)
     write_kspace(tmp_path / "k.h5", KSpaceFile(kspace=kspace))
-    code = ("import sys; from mrichain.cli import main; import mrichain.train.tune; "
-            f"rc = main(['reconstruct', '--method', 'zerofilled', '--params', '{{}}', '--input', {str(tmp_path / 'k.h5')!r}, "
-            f"'--output', {str(tmp_path / 'zf.nii.gz')!r}]); "
-            "print(rc, ' '.join(m for m in ('torch', 'monai', 'ants') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "0" and (tmp_path / "zf.nii.gz").exists(), (proc.stdout, proc.stderr[-2000:])
+    code = ("from mrichain.cli import main; import mrichain.train.tune\n"
+            f"assert main(['reconstruct', '--method', 'zerofilled', '--params', '{{}}', '--input', {str(tmp_path / 'k.h5')!r}, "
+            f"'--output', {str(tmp_path / 'zf.nii.gz')!r}]) == 0")
+    assert modules_imported(code, ["torch", "monai", "ants"]) == []
+    assert (tmp_path / "zf.nii.gz").exists()
