@@ -1001,8 +1001,9 @@ def test_the_choices_are_the_declared_names():
     assert list(opt("register", "method")) == list(stage("register").method_names)
     assert list(opt("predict", "method")) == list(stage("predict").method_names)
     assert list(opt("mrf-map", "method")) == list(MRF_STAGE.method_names)
-    assert set(opt("train", "stage")) == {s for s in ("reconstruct", "denoise", "register", "segment", "predict", "mrf")
-                                          if any(m.learned for m in stage(s).methods)}
+    assert list(opt("motion", "method")) == list(stage("motion").method_names)
+    trained = ("reconstruct", "denoise", "register", "segment", "predict", "mrf", "motion")
+    assert set(opt("train", "stage")) == {s for s in trained if any(m.learned for m in stage(s).methods)}
     from mrichain.simulate.signal import CONTRASTS
 
     assert tuple(opt("mrf-map", "contrast")) == tuple(opt("segment", "contrast")) == CONTRASTS

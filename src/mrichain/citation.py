@@ -67,6 +67,15 @@ BIBTEX: dict[str, str] = {
   pages = {427--436},
   year = {2019}
 }""",
+    "johnson2019conditional": """@article{johnson2019conditional,
+  title = {Conditional generative adversarial network for {3D} rigid-body motion correction in {MRI}},
+  author = {Johnson, Patricia M. and Drangova, Maria},
+  journal = {Magnetic Resonance in Medicine},
+  volume = {82},
+  number = {3},
+  pages = {901--910},
+  year = {2019}
+}""",
     "lustig2007sparse": """@article{lustig2007sparse,
   title = {Sparse {MRI}: The application of compressed sensing for rapid {MR} imaging},
   author = {Lustig, Michael and Donoho, David and Pauly, John M.},
@@ -466,6 +475,8 @@ DESCRIPTIONS = {
     ("motion", "none"): "no correction: the zero-filled root-sum-of-squares image of every acquired line",
     ("motion", "autofocus"): "autofocus: each shot's in-plane translation found by minimising the image entropy "
                              "(the entropy focus criterion) and undone as a linear phase of its lines",
+    ("motion", "unet"): "a residual 2-D U-Net (MONAI BasicUNet) mapping the zero-filled image of the moving head "
+                        "to the still head, trained on motion simulated in k-space on the train split's still scans",
     ("mrf", "constant"): "the white-matter T1, T2 and PD assigned to every voxel (no fingerprint read)",
     ("mrf", "matching"): "dictionary matching by maximum normalised inner product",
     ("mrf", "matchingsvd"): "dictionary matching in the dictionary's SVD subspace",

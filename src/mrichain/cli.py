@@ -164,7 +164,9 @@ def cmd_register(a):
 def cmd_motion(a):
     from mrichain.jobs import run_job
 
-    run_job("motion", a.method, {"kspace": a.input}, {"image": a.out_image, "shots": a.out_shots}, _params(a))
+    _threads(a.threads)
+    run_job("motion", a.method, {"kspace": a.input}, {"image": a.out_image, "shots": a.out_shots}, _params(a),
+            model=a.model, threads=a.threads)
 
 
 def _manifest(path) -> dict:
@@ -429,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True, help="the moving head's k-space (HDF5 with motion_shot)")
     s.add_argument("--out-image", required=True)
     s.add_argument("--out-shots", required=True, help="TSV: each shot's acquired lines and detection score")
+    s.add_argument("--model", help="trained weights of a learned method (models/motion-<method>.pt)")
+    s.add_argument("--tuning", help="tuning card of a classical method (results/tuning/motion-<method>.json)")
+    s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_motion)
 
     s = sub.add_parser("predict", help="fit brain age on the train split and predict every subject")

@@ -94,7 +94,8 @@ def run_predict(method: str, inputs: dict, outputs: dict, params: dict, *, model
                    out_predictions=outputs["predictions"], out_model=outputs["model"])
 
 
-def run_motion(method: str, inputs: dict, outputs: dict, params: dict, **_) -> None:
+def run_motion(method: str, inputs: dict, outputs: dict, params: dict, *, model=None, threads: int = 1,
+               **_) -> None:
     """A moving head's k-space (``kspace``: the simulator's file with ``motion_shot``) -> the
     corrected ``image`` (float32 NIfTI [H, W, S], as a reconstruction) and ``shots`` (TSV: shot,
     acquired lines, score)."""
@@ -110,7 +111,8 @@ def run_motion(method: str, inputs: dict, outputs: dict, params: dict, **_) -> N
     if kf.motion_shot is None:
         raise InputImageError(f"{inputs['kspace']}: no motion_shot dataset: not a motion acquisition "
                               "(mrichain acquire --motion-level)")
-    slices, scores = METHODS[method](kf.kspace, kf.mask, kf.motion_shot, **params)
+    extra = {"threads": threads, **_model_kw(model)} if model else {}
+    slices, scores = METHODS[method](kf.kspace, kf.mask, kf.motion_shot, **extra, **params)
     img = volume_image(slices, kf.affine)
     save_image(img.get_fdata(dtype="float32"), img.affine, outputs["image"])
     pd.DataFrame({"shot": np.arange(len(scores)), "lines": lines_per_shot(kf.motion_shot, kf.mask, len(scores)),

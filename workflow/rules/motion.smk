@@ -44,6 +44,7 @@ rule motion:
         acq=MOTION_ACQUIRED,
     params:
         method_params=lambda wc: params_json("motion", wc.method),
+        fitted=fitted_args("motion"),
     log:
         job_log("motion"),
     benchmark:
@@ -55,8 +56,9 @@ rule motion:
     conda:
         "../../envs/simulate.yaml"
     shell:
-        "mrichain motion --method {wildcards.method:q} --params {params.method_params:q} "
-        "--input {input.kspace:q} --out-image {output.image:q} --out-shots {output.shots:q} > {log:q} 2>&1"
+        "mrichain motion --method {wildcards.method:q} --params {params.method_params:q} {params.fitted} "
+        "--threads {threads} --input {input.kspace:q} --out-image {output.image:q} --out-shots {output.shots:q} "
+        "> {log:q} 2>&1"
 
 
 # What motion costs downstream, per level and correction, against the still acquisition, and how

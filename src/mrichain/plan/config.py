@@ -322,12 +322,15 @@ def train_params(cfg: dict, stage: str, method: str) -> dict:
     workflow knows in their place when unset: the acquisition's coil count for noise-level blind
     training (``noise_coils``: the RSS of ``acquire.n_coils``) and the cohort's age range for an
     age-bin model (``bin_range``: ``cohort.age_range``, so the bins cover every age the cohort can
-    hold, not only the training subjects' span). Serves every declared stage, ``mrf`` included."""
+    hold, not only the training subjects' span), the head's movement for a motion corrector
+    (``motion``: ``acquire.motion``). Serves every declared stage, ``mrf`` included."""
     p = method_params(cfg, stage, method)
     p.pop("infer", None)
     declared = declared_method(stage, method).params
     if "noise_coils" in declared and p.get("noise_snr_range") is not None and p.get("noise_coils") is None:
         p["noise_coils"] = int(cfg["acquire"]["n_coils"])
+    if "motion" in declared and p.get("motion") is None and "motion" in cfg["acquire"]:
+        p["motion"] = dict(cfg["acquire"]["motion"])
     if "bin_range" in declared and p.get("bin_range") is None:
         p["bin_range"] = [float(a) for a in cfg["cohort"]["age_range"]]
     return p

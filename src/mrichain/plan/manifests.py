@@ -220,9 +220,12 @@ class Plan:
         return self._acqs(s.train_acqs)
 
     def _acqs(self, which: str) -> list[str]:
-        """The acquisitions ``all``, ``undersampled`` or ``fully_sampled`` names (all where none is)."""
+        """The acquisitions ``all``, ``undersampled``, ``fully_sampled`` or ``moved`` (the still
+        acquisitions the motion branch moves) names (all where none is)."""
         if which == "all":
             return list(self.acqs)
+        if which == "moved":
+            return list(dict.fromkeys(c.acq for c in self.motion_conditions.values())) or list(self.acqs)
         want_full = which == "fully_sampled"
         chosen = [a for a, (r, _) in self.acqs.items() if (r == 1) == want_full]
         return chosen or list(self.acqs)
@@ -403,8 +406,10 @@ class Plan:
     @property
     def trained_stages(self) -> list[str]:
         """The stages whose learned methods this config may train (rule ``train``'s ``stage``
-        wildcard): the chain's, and the MR fingerprinting branch's where the config has one."""
-        return [s.name for s in ALL_STAGES if any(m.learned for m in s.methods) and (s.name != MRF or self.mrf)]
+        wildcard): the chain's, and the MR fingerprinting and motion branches' where the config has
+        them."""
+        return [s.name for s in ALL_STAGES if any(m.learned for m in s.methods)
+                and (s.name != MRF or self.mrf) and (s.name != MOTION or self.motion_conditions)]
 
     @functools.lru_cache(maxsize=None)
     def score_manifest(self, stage_name: str, acq: str) -> dict:

@@ -108,8 +108,9 @@ class Stage:
     score_reads: per subject, what the scorer reads besides the methods' outputs.
     scored_floors: floors the scorer computes itself from what it reads (e.g. the undenoised input).
     train_reads: per training item of a learned method, ``{key: reference}``.
-    train_acqs: which acquisitions give training items: ``all``, ``undersampled`` or
-        ``fully_sampled`` (each falls back to all when the config has none).
+    train_acqs: which acquisitions give training items: ``all``, ``undersampled``,
+        ``fully_sampled`` or ``moved`` (the still acquisitions the motion branch moves; each falls
+        back to all when the config has none).
     tune_acqs: the same choice for tuning the classical methods (the first such acquisition);
         None: as ``train_acqs``.
     train_extra: cohort-level files every training manifest of the stage gets.
@@ -465,6 +466,16 @@ MOTION_STAGE = Stage(
         Method("none", FLOOR, "mrichain.motion.correct:none", cite=("zbontar2018fastmri",)),
         Method("autofocus", CLASSICAL, "mrichain.motion.autofocus:autofocus", params=_AUTOFOCUS,
                cite=("atkinson1997automatic", "harris2020array")),
+        Method("unet", LEARNED, "mrichain.motion.unet:correct", trainer="mrichain.motion.unet:train",
+               val_metric="val_ssim_truth",
+               params={**_TRAINING, "channels": _width(256), "threads": _THREADS,
+                       "still_fraction": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+                       "target": {"enum": ["noisefree", "still"]},
+                       "slab": {"type": "integer", "minimum": 0, "maximum": 32},
+                       "val_slices": {"type": ["integer", "null"], "minimum": 1},
+                       # acquire.motion, filled in by the workflow (mrichain.plan.config.train_params)
+                       "motion": {"type": ["object", "null"]}},
+               infer=_NETWORK_INFER, cite=("johnson2019conditional", "cardoso2022monai", "paszke2019pytorch")),
     ),
     has_feed=True,
     directory="motion",
@@ -474,6 +485,10 @@ MOTION_STAGE = Stage(
     reads={"kspace": "kspace"},
     scored_on="test",
     score_reads={"kspace": "kspace", "truth": "noisefree", "mask": "gt.brain_mask"},
+    # a learned corrector trains on the train split's still acquisitions at the moved accelerations,
+    # moved on the fly (mrichain.motion.unet)
+    train_reads={"kspace": "kspace", "truth": "noisefree", "mask": "gt.brain_mask"},
+    train_acqs="moved",
     primary_metric="ssim_truth",
     # at a motion condition (<level><acq>) the corrected image stands in for the reconstruction
     stands_in={"reconstruct": "image"},
