@@ -23,6 +23,15 @@ CLASSICAL_SUBSET = {"reconstruct": ["zerofilled", "cs"], "denoise": ["antsnlm"],
 and one learned method (SFCN, the quickest trainer) so that one training job runs."""
 
 
+def moving_config(motion: dict) -> dict:
+    """config/test.yaml with ``acquire.motion`` set to a copy of ``motion`` (shots, ordering, levels)."""
+    import copy
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["acquire"]["motion"] = copy.deepcopy(motion)
+    return cfg
+
+
 def edited_config(path: Path, edit=None) -> tuple[dict, Path]:
     """config/test.yaml with ``edit(cfg)`` applied in place (None: as it is), written to ``path``:
     ``(cfg, path)``."""

@@ -8,7 +8,6 @@ import copy
 
 import numpy as np
 import pytest
-import yaml
 
 from mrichain.fft import fft2c, ifft2c
 from mrichain.io import read_kspace, write_kspace
@@ -20,7 +19,7 @@ from mrichain.simulate.coils import sensitivity_maps
 from mrichain.simulate.motion import (ORDERINGS, MotionTrajectory, corrupt_kspace, draw_trajectory, move_object,
                                       shot_of_line, subject_trajectory)
 
-from dag import ROOT
+from dag import ROOT, moving_config
 
 SUB = "sub-001"
 MOTION = {"shots": 8, "ordering": "sequential",
@@ -193,10 +192,7 @@ def test_matches_torchio_motion_on_one_uniform_coil():
 
 @pytest.fixture(scope="module")
 def acquisition_cfg():
-    with open(ROOT / "config" / "test.yaml") as fh:
-        cfg = yaml.safe_load(fh)
-    cfg["acquire"]["motion"] = copy.deepcopy(MOTION)
-    return cfg
+    return moving_config(MOTION)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from mrichain.plan.conditions import MOTION_WILDCARD, WILDCARD, motion_condition
 from mrichain.plan.config import ConfigError, validate_config
 from mrichain.plan.manifests import Plan
 
-from dag import TEST_CONFIG
+from dag import TEST_CONFIG, moving_config
 from fresh_python import modules_imported
 
 MOTION = {"shots": 8, "ordering": "interleaved",
@@ -22,8 +22,7 @@ BRANCH = {"methods": ["none", "autofocus"], "feed": "autofocus", "accelerations"
 
 
 def motion_config(**branch) -> dict:
-    cfg = yaml.safe_load(TEST_CONFIG.read_text())
-    cfg["acquire"]["motion"] = copy.deepcopy(MOTION)
+    cfg = moving_config(MOTION)
     cfg["motion"] = {**copy.deepcopy(BRANCH), **branch}
     return cfg
 

@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from mrichain.io import save_image, write_kspace
 from mrichain.motion.unet import MotionVolumes, build, correct, moved_slice, train
@@ -18,7 +17,7 @@ from mrichain.simulate import build_template, simulate_subject, write_subject
 from mrichain.simulate.acquire import simulate_acquisition
 from mrichain.simulate.motion import subject_trajectory
 
-from dag import ROOT
+from dag import moving_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,10 +28,7 @@ SUBJECTS = ("sub-001", "sub-002", "sub-003", "sub-004")
 
 @pytest.fixture(scope="module")
 def cfg():
-    with open(ROOT / "config" / "test.yaml") as fh:
-        cfg = yaml.safe_load(fh)
-    cfg["acquire"]["motion"] = copy.deepcopy(MOTION)
-    return cfg
+    return moving_config(MOTION)
 
 
 @pytest.fixture(scope="module")

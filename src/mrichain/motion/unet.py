@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from mrichain.fft import fft2c, ifft2c, rss
-from mrichain.slices import SliceDataset, pad2d, percentile_scale, round_up
+from mrichain.slices import SliceDataset, pad2d, percentile_scale, predict_volume
 from mrichain.train.params import hyper_parameters, split_params
 
 #: Training parameters and their defaults (loop settings go to ``TrainSettings``, the rest to the card).
@@ -221,7 +221,7 @@ def val_volumes(data: MotionVolumes, motion: dict, seed: int, slab: int, max_sli
     out = []
     for vi, v in enumerate(data.volumes):
         rng = np.random.default_rng([int(seed), vi, 11])
-        traj = _draw(rng, {**motion}, [levels[vi % len(levels)]], len(v["mask"]), v["mask"])
+        traj = _draw(rng, motion, [levels[vi % len(levels)]], len(v["mask"]), v["mask"])
         zs = np.flatnonzero(v["brain"].any(axis=(0, 1)))
         if max_slices and len(zs) > max_slices:
             zs = zs[len(zs) // 2 - max_slices // 2:][:max_slices]
@@ -233,14 +233,11 @@ def val_volumes(data: MotionVolumes, motion: dict, seed: int, slab: int, max_sli
 
 
 def _apply(net, slices: np.ndarray, device, batch_size: int = 16) -> np.ndarray:
-    """The network on normalised slices [S, H, W] -> [S, H, W] float32 (padded to 16, cropped)."""
-    s, h, w = slices.shape
-    x = pad2d(np.asarray(slices, np.float32)[:, None], (round_up(h, MULTIPLE), round_up(w, MULTIPLE)))
-    outs = []
-    with torch.no_grad():
-        for i in range(0, s, batch_size):
-            outs.append(net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)).float().cpu().numpy())
-    return np.concatenate(outs)[:, 0, :h, :w]
+    """The network on normalised slices [S, H, W] -> [S, H, W] float32
+    (:func:`mrichain.slices.predict_volume`, which takes axial slices last)."""
+    out = predict_volume(net, np.moveaxis(np.asarray(slices, np.float32), 0, -1), batch_size=batch_size,
+                         device=device, multiple=MULTIPLE)[0]
+    return np.moveaxis(out, -1, 0)
 
 
 def score_fn(model, val_data: list[dict], device) -> float:
